@@ -1,0 +1,103 @@
+//! Just enough RESP2 to send commands and read their replies.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::TcpStream;
+
+/// A reply from the server.
+#[derive(Debug)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<String>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The error text of an error reply, as `Err`.
+    pub fn into_result(self) -> Result<Reply, String> {
+        match self {
+            Reply::Error(message) => Err(message),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Largest bulk string or array we accept; anything bigger is a protocol error.
+const MAX_LEN: i64 = 16 * 1024 * 1024;
+
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(host: &str, port: u16) -> io::Result<Connection> {
+        let stream = TcpStream::connect((host, port))?;
+        stream.set_nodelay(true).ok();
+        Ok(Connection { reader: BufReader::new(stream) })
+    }
+
+    /// Sends one command as an array of bulk strings and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> io::Result<Reply> {
+        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            frame.extend_from_slice(arg.as_bytes());
+            frame.extend_from_slice(b"\r\n");
+        }
+        self.reader.get_mut().write_all(&frame)?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> io::Result<Reply> {
+        let line = self.read_line()?;
+        let (kind, rest) = line.split_at(1);
+        Ok(match kind {
+            "+" => Reply::Simple(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Integer(parse_int(rest)?),
+            "$" => match parse_len(rest)? {
+                None => Reply::Bulk(None),
+                Some(len) => {
+                    let mut data = vec![0; len + 2];
+                    io::Read::read_exact(&mut self.reader, &mut data)?;
+                    data.truncate(len);
+                    Reply::Bulk(Some(String::from_utf8_lossy(&data).into_owned()))
+                }
+            },
+            "*" => match parse_len(rest)? {
+                None => Reply::Array(None),
+                Some(len) => Reply::Array(Some((0..len).map(|_| self.read_reply()).collect::<io::Result<_>>()?)),
+            },
+            _ => return Err(protocol(format!("unexpected reply type {kind:?}"))),
+        })
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.strip_suffix("\r\n").ok_or_else(|| protocol("reply line not terminated by CRLF"))?;
+        if line.is_empty() {
+            return Err(protocol("empty reply line"));
+        }
+        Ok(line.to_string())
+    }
+}
+
+fn parse_int(text: &str) -> io::Result<i64> {
+    text.parse().map_err(|_| protocol(format!("bad integer {text:?}")))
+}
+
+fn parse_len(text: &str) -> io::Result<Option<usize>> {
+    match parse_int(text)? {
+        -1 => Ok(None),
+        len if (0..=MAX_LEN).contains(&len) => Ok(Some(len as usize)),
+        len => Err(protocol(format!("length {len} out of range"))),
+    }
+}
+
+fn protocol(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("protocol error: {}", message.into()))
+}

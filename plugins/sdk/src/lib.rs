@@ -1,0 +1,41 @@
+//! The Rust SDK for runbox plugins.
+//!
+//! A check is one type implementing [`check::Guest`] plus `runbox_plugin_sdk::export_check!(MyCheck);`.
+//! This crate holds everything checks share so that no two plugins carry a copy of it:
+//! the generated bindings of the `runbox:plugin@0.1.0` worlds, config parsing whose
+//! errors name the offending field ([`config`]), Nagios threshold ranges
+//! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]) and a report
+//! builder ([`report`]).
+
+pub mod config;
+pub mod report;
+pub mod threshold;
+pub mod url;
+
+/// Bindings of the `check` world. Implement [`check::Guest`] and call
+/// [`export_check!`].
+pub mod check {
+    wit_bindgen::generate!({
+        world: "check",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_check",
+        default_bindings_module: "runbox_plugin_sdk::check",
+    });
+}
+
+pub use check::export_check;
+pub use check::runbox::plugin::host;
+pub use check::runbox::plugin::types::{Info, Level, Metric, Report, Status};
+
+/// Sends a log line to the host (tagged with the plugin and step, secrets redacted).
+pub fn log(level: Level, message: &str) {
+    host::log(level, message);
+}
+
+/// Returns the secret the step granted under `name`, or an error that says how to grant it.
+pub fn secret(name: &str) -> Result<String, String> {
+    host::secret(name).ok_or_else(|| {
+        format!("secret `{name}` is not granted to this step (grant it with `--secret {name}=env:VAR`)")
+    })
+}

@@ -1,0 +1,114 @@
+//! Test-only: a check that misbehaves on purpose, one way per `mode`, so tests can
+//! prove the sandbox contains it. Where the sandbox answers with an error instead of
+//! stopping the plugin, the plugin reports that error as its summary so the test
+//! can assert on it.
+
+use runbox_plugin_sdk::check::Guest;
+use runbox_plugin_sdk::{Info, Level, Report, Status, config, host, log};
+use serde::Deserialize;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+
+#[derive(Deserialize)]
+struct Config {
+    mode: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    size: usize,
+}
+
+struct Mischief;
+
+impl Guest for Mischief {
+    fn info() -> Info {
+        Info {
+            name: "mischief".into(),
+            version: "0.1.0".into(),
+            description: "Misbehaves on purpose (sandbox tests only)".into(),
+            config_schema: r#"{"type": "object", "properties": {"mode": {"type": "string"}, "target": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}, "required": ["mode"]}"#.into(),
+        }
+    }
+
+    fn run(config: String) -> Result<Report, String> {
+        let config: Config = config::parse(&config)?;
+        let outcome = match config.mode.as_str() {
+            "loop" => busy_loop(),
+            "alloc" => allocate_forever(),
+            "panic" => panic!("mischief panicked on purpose"),
+            "recurse" => format!("depth {}", recurse(0)),
+            "err" => return Err("mischief returned an error on purpose".into()),
+            "listen" => match TcpListener::bind(config.target.as_str()) {
+                Ok(listener) => format!("listening on {:?}", listener.local_addr()),
+                Err(err) => format!("listen failed: {err}"),
+            },
+            "udp" => match UdpSocket::bind(config.target.as_str()) {
+                Ok(socket) => format!("udp bound on {:?}", socket.local_addr()),
+                Err(err) => format!("udp failed: {err}"),
+            },
+            "connect" => match TcpStream::connect(config.target.as_str()) {
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"PING\r\n");
+                    let mut buf = [0u8; 64];
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    format!("connected, read {n} bytes")
+                }
+                Err(err) => format!("connect failed: {err}"),
+            },
+            "lookup" => match (config.target.as_str(), 80).to_socket_addrs() {
+                Ok(addrs) => format!("resolved {:?}", addrs.collect::<Vec<_>>()),
+                Err(err) => format!("lookup failed: {err}"),
+            },
+            "env" => format!("env: {:?}", std::env::vars().collect::<Vec<_>>()),
+            "file" => match std::fs::read_to_string(&config.target) {
+                Ok(text) => format!("read {} bytes", text.len()),
+                Err(err) => format!("file failed: {err}"),
+            },
+            "secret" => match host::secret(&config.target) {
+                Some(value) => {
+                    log(Level::Warn, &format!("the secret is {value}"));
+                    println!("stdout: {value}");
+                    return Ok(Report::new(Status::Ok, format!("secret is {value}"))
+                        .detail(format!("again: {value}"))
+                        .metric(&format!("m_{value}"), 1.0, ""));
+                }
+                None => "secret not granted".to_string(),
+            },
+            "huge" => {
+                let line = "x".repeat(config.size);
+                let mut report = Report::new(Status::Ok, line.clone());
+                for i in 0..config.size.min(10_000) {
+                    report = report.detail(line.clone()).metric(&format!("m{i}"), i as f64, "");
+                    log(Level::Info, &line);
+                }
+                print!("{line}");
+                return Ok(report);
+            }
+            other => return Err(format!("unknown mode {other}")),
+        };
+        Ok(Report::new(Status::Ok, outcome))
+    }
+}
+
+fn busy_loop() -> String {
+    let mut counter: u64 = 0;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn allocate_forever() -> String {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&blocks);
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    1 + recurse(depth + pad[0] % 2 + 1)
+}
+
+runbox_plugin_sdk::export_check!(Mischief);
