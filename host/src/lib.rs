@@ -1,1 +1,18 @@
-pub fn x(){}
+//! runbox: run operational checks and runbooks made of sandboxed WebAssembly plugins.
+//!
+//! - [`runtime`]: engine, compile cache, plugin loading and sandboxed invocation;
+//! - [`capabilities`]: what a step may do (network, secrets, env, files), deny by default;
+//! - [`config`]: plugin config from the command line, validated against the plugin's schema;
+//! - [`plugins`]: finding plugins by name;
+//! - [`result`] and [`report`]: results and their formats;
+//! - [`cli`]: the `runbox` command.
+
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod plugins;
+pub mod report;
+pub mod result;
+pub mod runtime;

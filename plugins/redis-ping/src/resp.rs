@@ -3,8 +3,10 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-/// A reply from the server.
+/// A reply from the server. Payloads that the check does not use are still read,
+/// to stay in step with the stream, and shown in `Debug` output of unexpected replies.
 #[derive(Debug)]
+#[allow(dead_code, reason = "read through Debug in error messages")]
 pub enum Reply {
     Simple(String),
     Error(String),

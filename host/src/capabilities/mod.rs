@@ -1,0 +1,64 @@
+//! Capabilities a step can grant a plugin. Each module denies by default and has one
+//! enforcement point that every path (sockets, name lookups, later HTTP) goes through:
+//!
+//! - [`network`]: `scheme://host[:port]` grants; decides name lookups, connects and binds.
+//! - [`secrets`]: `NAME=env:VAR` / `NAME=file:PATH` mappings, and the [`secrets::Redactor`]
+//!   that removes their values from everything the host prints or writes.
+//! - environment variables and directories: listed in [`Grants`], applied by the sandbox
+//!   (none unless granted; directories read-only).
+
+pub mod network;
+pub mod secrets;
+
+use std::path::PathBuf;
+
+/// Everything one invocation of one plugin is allowed, as the operator granted it.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Network destinations (see [`network::Grant`]).
+    pub network: Vec<network::Grant>,
+    /// Secrets by name.
+    pub secrets: Vec<secrets::SecretGrant>,
+    /// Environment variables the plugin sees, with their values.
+    pub env: Vec<(String, String)>,
+    /// Host directories preopened read-only, with the path the plugin sees them under.
+    pub dirs: Vec<DirGrant>,
+    /// Whether cloud-metadata addresses may be reached. Only the operator sets this
+    /// (`--allow-metadata`); no runbook can.
+    pub allow_metadata: bool,
+}
+
+/// A host directory the plugin may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Path under which the plugin sees it.
+    pub guest: String,
+}
+
+impl DirGrant {
+    /// Parses `HOST_DIR` or `HOST_DIR:GUEST_PATH`.
+    pub fn parse(text: &str) -> Result<DirGrant, String> {
+        let (host, guest) = match text.split_once(':') {
+            Some((host, guest)) => (host, guest.to_string()),
+            None => (text, text.to_string()),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!("directory grant `{text}`: expected HOST_DIR or HOST_DIR:GUEST_PATH"));
+        }
+        Ok(DirGrant { host: PathBuf::from(host), guest })
+    }
+}
+
+/// Parses an environment grant: `NAME` (take the value from runbox's own environment)
+/// or `NAME=VALUE`.
+pub fn parse_env_grant(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        Some(_) => Err(format!("environment grant `{text}`: expected NAME or NAME=VALUE")),
+        None => std::env::var(text)
+            .map(|value| (text.to_string(), value))
+            .map_err(|_| format!("environment grant `{text}`: runbox's environment has no variable `{text}`")),
+    }
+}

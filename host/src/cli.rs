@@ -1,0 +1,299 @@
+//! The `runbox` command line.
+
+use crate::capabilities::network::Grant;
+use crate::capabilities::secrets::SecretGrant;
+use crate::capabilities::{DirGrant, Grants, parse_env_grant};
+use crate::error::{Error, invalid};
+use crate::logging::{self, LogFormat};
+use crate::plugins::PluginPath;
+use crate::report::{self, Format};
+use crate::result::{Kind, RunResult, StepResult, timestamp};
+use crate::runtime::cache::CompileCache;
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
+use crate::config;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
+
+/// Run operational checks and runbooks made of sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "runbox", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, including every capability decision; -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Format of log lines on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Directory to look for plugins in, before RUNBOX_PLUGIN_PATH and the built plugins (repeatable).
+    #[arg(long, value_name = "DIR", global = true)]
+    plugin_dir: Vec<PathBuf>,
+    /// Directory of the compiled-code cache [default: $RUNBOX_CACHE_DIR, $XDG_CACHE_HOME/runbox or ~/.cache/runbox].
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins every time instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one check plugin and report its status (exit code 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN).
+    Check(CheckArgs),
+    /// List and inspect plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Plugin name (looked up in the plugin path) or path to a .wasm file.
+    plugin: String,
+    /// Config value KEY=VALUE (repeatable); typed by the plugin's config schema.
+    #[arg(long = "with", value_name = "KEY=VALUE")]
+    with: Vec<String>,
+    /// Whole config as a JSON object; --with values override its keys.
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// Network grant scheme://host[:port] (repeatable), e.g. redis://127.0.0.1:6379.
+    #[arg(long = "allow", value_name = "GRANT")]
+    allow: Vec<String>,
+    /// Secret NAME=env:VAR or NAME=file:PATH (repeatable); redacted from all output.
+    #[arg(long = "secret", value_name = "NAME=SOURCE")]
+    secret: Vec<String>,
+    /// Environment variable the plugin may see: NAME (value from runbox's environment) or NAME=VALUE.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Host directory the plugin may read: DIR or DIR:GUEST_PATH (read-only).
+    #[arg(long = "dir", value_name = "DIR[:GUEST]")]
+    dir: Vec<String>,
+    /// Let the plugin reach cloud-metadata addresses (169.254.169.254 and friends) if granted.
+    #[arg(long)]
+    allow_metadata: bool,
+    /// Deadline for the whole check, e.g. 10s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Memory cap of the plugin, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    memory: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List the plugins found in the plugin path.
+    List {
+        /// Output format (human or json).
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Show a plugin's name, version, world, imports and config schema.
+    Inspect {
+        /// Plugin name or path to a .wasm file.
+        plugin: String,
+        /// Output format (human or json).
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
+/// Parses the arguments, runs the command, prints its output and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 64 } else { 0 });
+        }
+    };
+    logging::init(cli.verbose, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&Error::Internal(format!("cannot start the async runtime: {err}"))),
+    };
+    let run_id = logging::new_run_id();
+    let span = tracing::info_span!("run", run_id = %run_id);
+    match runtime.block_on(run(cli).instrument(span)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &Error) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(err.exit_code())
+}
+
+async fn run(cli: Cli) -> Result<u8, Error> {
+    let plugin_path = PluginPath::new(&cli.plugin_dir);
+    let cache_dir = if cli.no_cache { None } else { cli.cache_dir.clone().or_else(CompileCache::default_dir) };
+    let runtime = Runtime::new(RuntimeOptions { cache_dir }).map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
+    match cli.command {
+        Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
+        Command::Plugins(PluginsCommand::List { format }) => list(&runtime, &plugin_path, format).await,
+        Command::Plugins(PluginsCommand::Inspect { plugin, format }) => inspect(&runtime, &plugin_path, &plugin, format).await,
+    }
+}
+
+async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Plugin, Error> {
+    let path = plugin_path.resolve(spec).map_err(invalid)?;
+    runtime.load(&path).await.map_err(|err| invalid(err.to_string()))
+}
+
+async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, verbose: bool) -> Result<u8, Error> {
+    let grants = Grants {
+        network: args.allow.iter().map(|text| text.parse::<Grant>().map_err(|err| invalid(err.to_string()))).collect::<Result<_, _>>()?,
+        secrets: args.secret.iter().map(|text| SecretGrant::parse(text).map_err(invalid)).collect::<Result<_, _>>()?,
+        env: args.env.iter().map(|text| parse_env_grant(text).map_err(invalid)).collect::<Result<_, _>>()?,
+        dirs: args.dir.iter().map(|text| DirGrant::parse(text).map_err(invalid)).collect::<Result<_, _>>()?,
+        allow_metadata: args.allow_metadata,
+    };
+    for grant in &grants.secrets {
+        grant.resolve().map_err(invalid)?;
+    }
+    let plugin = load(runtime, plugin_path, &args.plugin).await?;
+    let name = plugin.info.name.clone();
+    if plugin.kind != Kind::Check {
+        return Err(invalid(format!("plugin `{name}` is a mitigation; mitigations run as runbook steps (plan, then apply), not with `runbox check`")));
+    }
+    let config = config::build(&plugin.info.config_schema, args.config.as_deref(), &args.with).map_err(invalid)?;
+    let problems = config::violations(&plugin.info.config_schema, &config);
+    if !problems.is_empty() {
+        return Err(invalid(format!(
+            "invalid config for plugin `{name}`:\n  {}\n(see `runbox plugins inspect {}` for the config schema)",
+            problems.join("\n  "),
+            args.plugin
+        )));
+    }
+    tracing::debug!(plugin = %name, compiled = plugin.compiled, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
+
+    let limits = Limits { deadline: args.timeout, memory_bytes: args.memory, ..Limits::default() };
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let outcome = runtime.run_check(&plugin, &config, &grants, &limits).await;
+    let step = StepResult {
+        id: name.clone(),
+        plugin: name,
+        kind: plugin.kind,
+        status: outcome.status,
+        summary: outcome.summary,
+        details: outcome.details,
+        metrics: outcome.metrics,
+        attempts: 1,
+        duration_ms: outcome.duration.as_secs_f64() * 1e3,
+        skipped: None,
+        started_at: timestamp(started_at),
+        ended_at: timestamp(SystemTime::now()),
+        denied: outcome.denied,
+        logs: outcome.logs,
+    };
+    let run = RunResult { runbook: None, status: step.status, duration_ms: started.elapsed().as_secs_f64() * 1e3, steps: vec![step] };
+    print(&report::render(&run, args.format, verbose))?;
+    Ok(run.status.exit_code())
+}
+
+async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Result<u8, Error> {
+    let mut rows = Vec::new();
+    let mut broken = Vec::new();
+    for path in plugin_path.all() {
+        match runtime.load(&path).await {
+            Ok(plugin) => rows.push(plugin),
+            Err(err) => broken.push(err.to_string()),
+        }
+    }
+    let out = match format {
+        Format::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|p| serde_json::json!({"name": p.info.name, "version": p.info.version, "kind": p.kind, "description": p.info.description, "path": p.path}))
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({"plugins": list, "errors": broken})).expect("serializes") + "\n"
+        }
+        _ => {
+            let mut out = String::new();
+            if rows.is_empty() {
+                out.push_str(&format!("no plugins found in: {}\n", plugin_path.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")));
+            }
+            for p in &rows {
+                out.push_str(&format!("{:<22} {:<8} {:<10} {}\n", p.info.name, p.info.version, format!("{:?}", p.kind).to_lowercase(), p.info.description));
+            }
+            for err in &broken {
+                out.push_str(&format!("error: {err}\n"));
+            }
+            out
+        }
+    };
+    print(&out)?;
+    Ok(if broken.is_empty() { 0 } else { 64 })
+}
+
+async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format: Format) -> Result<u8, Error> {
+    let plugin = load(runtime, plugin_path, spec).await?;
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "name": plugin.info.name,
+            "version": plugin.info.version,
+            "description": plugin.info.description,
+            "kind": plugin.kind,
+            "world": plugin.kind.world(),
+            "path": plugin.path,
+            "sha256": plugin.digest,
+            "imports": plugin.imports,
+            "config_schema": plugin.info.config_schema,
+        }))
+        .expect("serializes")
+            + "\n",
+        _ => format!(
+            "name:         {}\nversion:      {}\ndescription:  {}\nworld:        {}\nfile:         {}\nsha256:       {}\nimports:\n{}config schema:\n{}\n",
+            plugin.info.name,
+            plugin.info.version,
+            plugin.info.description,
+            plugin.kind.world(),
+            plugin.path.display(),
+            plugin.digest,
+            plugin.imports.iter().map(|i| format!("  {i}\n")).collect::<String>(),
+            serde_json::to_string_pretty(&plugin.info.config_schema).expect("serializes"),
+        ),
+    };
+    print(&out)?;
+    Ok(0)
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(Error::Internal(format!("cannot write output: {err}"))),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err} (examples: 10s, 500ms, 1m)"))?;
+    if duration.is_zero() {
+        return Err("the deadline must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: usize = number.parse().map_err(|_| format!("`{text}`: expected a size such as 64MiB"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    number.checked_mul(scale).filter(|size| *size >= 1 << 20).ok_or_else(|| format!("`{text}`: must be between 1MiB and the address space"))
+}

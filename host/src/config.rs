@@ -1,0 +1,94 @@
+//! Plugin config: built from `--config` and `--with`, validated against the plugin's
+//! JSON Schema before the plugin runs.
+
+use serde_json::{Map, Value};
+
+/// Builds the config object from an optional JSON object and `KEY=VALUE` pairs.
+///
+/// A value is taken as a string when the schema says the property is a string;
+/// otherwise it is parsed as JSON (`--with info=true`, `--with port=6379`), and taken
+/// as a string if it is not JSON and the schema does not say otherwise.
+pub fn build(schema: &Value, base: Option<&str>, pairs: &[String]) -> Result<Value, String> {
+    let mut config = match base {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err("--config must be a JSON object".into()),
+            Err(err) => return Err(format!("--config is not valid JSON: {err}")),
+        },
+    };
+    for pair in pairs {
+        let (key, text) = pair.split_once('=').ok_or_else(|| format!("--with `{pair}`: expected KEY=VALUE"))?;
+        let declared = &schema["properties"][key]["type"];
+        let types: Vec<&str> = match declared {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let value = if types.first() == Some(&"string") {
+            Value::String(text.to_string())
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(value) => value,
+                Err(_) if types.is_empty() || types.contains(&"string") => Value::String(text.to_string()),
+                Err(_) => return Err(format!("--with {key}={text}: expected {} (as JSON)", types.join(" or "))),
+            }
+        };
+        config.insert(key.to_string(), value);
+    }
+    Ok(Value::Object(config))
+}
+
+/// Every way `config` violates `schema`, each naming the field.
+pub fn violations(schema: &Value, config: &Value) -> Vec<String> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(validator) => validator,
+        Err(err) => return vec![format!("the plugin's config schema is invalid: {err}")],
+    };
+    validator
+        .iter_errors(config)
+        .map(|err| {
+            let path = err.instance_path.to_string();
+            if path.is_empty() {
+                format!("config: {err}")
+            } else {
+                format!("config field `{}`: {err}", path.trim_start_matches('/').replace('/', "."))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+            "url": {"type": "string"}, "info": {"type": "boolean"}, "db": {"type": "integer"}
+        }, "required": ["url"], "additionalProperties": false})
+    }
+
+    #[test]
+    fn values_follow_the_schema_types() {
+        let config = build(&schema(), None, &["url=123".into(), "info=true".into(), "db=2".into()]).unwrap();
+        assert_eq!(config, json!({"url": "123", "info": true, "db": 2}));
+        let err = build(&schema(), None, &["db=two".into()]).unwrap_err();
+        assert!(err.contains("expected integer"), "{err}");
+        let merged = build(&schema(), Some(r#"{"url": "a", "db": 1}"#), &["db=3".into()]).unwrap();
+        assert_eq!(merged, json!({"url": "a", "db": 3}));
+        assert!(build(&schema(), Some("[1]"), &[]).is_err());
+        assert!(build(&schema(), None, &["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn violations_name_the_field() {
+        let problems = violations(&schema(), &json!({"url": 5, "extra": 1}));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("config field `url`")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("extra")), "{problems:?}");
+        let problems = violations(&schema(), &json!({}));
+        assert!(problems[0].contains("\"url\" is a required property"), "{problems:?}");
+        assert!(violations(&schema(), &json!({"url": "x"})).is_empty());
+    }
+}

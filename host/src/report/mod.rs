@@ -1,0 +1,207 @@
+//! Reporters: turn a [`RunResult`] into what people and machines read.
+//!
+//! - `human`: one block per step, status first, then metrics, details and denials;
+//! - `json`: the DESIGN.md shape, pretty-printed;
+//! - `nagios`: `SERVICE STATUS - summary | perfdata`, then details as long output.
+
+use crate::result::{MetricResult, RunResult, Status};
+use std::fmt::Write;
+
+/// Output formats of `runbox check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people: status, summary, metrics, details, denials.
+    Human,
+    /// Machine-readable, the shape documented in docs/design.md.
+    Json,
+    /// One Nagios plugin line with perfdata, then details.
+    Nagios,
+}
+
+/// Renders `run` in `format`. `verbose` adds plugin logs to human output.
+pub fn render(run: &RunResult, format: Format, verbose: bool) -> String {
+    match format {
+        Format::Human => human(run, verbose),
+        Format::Json => serde_json::to_string_pretty(run).expect("results serialize") + "\n",
+        Format::Nagios => nagios(run),
+    }
+}
+
+fn human(run: &RunResult, verbose: bool) -> String {
+    let mut out = String::new();
+    for step in &run.steps {
+        let _ = writeln!(out, "{:<8}  {}  {}", step.status.label(), step.id, step.summary);
+        for metric in &step.metrics {
+            let _ = writeln!(out, "          {}", human_metric(metric));
+        }
+        for line in &step.details {
+            let _ = writeln!(out, "          {line}");
+        }
+        // The first denial often is the summary already ("sandbox: ..."); say it once.
+        for denial in step.denied.iter().filter(|denial| step.summary != format!("sandbox: {denial}")) {
+            let _ = writeln!(out, "          denied: {denial}");
+        }
+        if verbose {
+            for log in &step.logs {
+                let _ = writeln!(out, "          [{}] {}", log.level, log.message);
+            }
+        }
+    }
+    if run.steps.len() > 1 || run.runbook.is_some() {
+        let _ = writeln!(out, "{} in {:.0} ms", run.status.label(), run.duration_ms);
+    }
+    out
+}
+
+fn human_metric(metric: &MetricResult) -> String {
+    let mut text = format!("{} = {}{}", metric.name, format_value(metric.value), metric.unit);
+    if let Some(warn) = &metric.warn {
+        let _ = write!(text, "  warn {warn}");
+    }
+    if let Some(crit) = &metric.crit {
+        let _ = write!(text, "  crit {crit}");
+    }
+    text
+}
+
+fn format_value(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Nagios plugin output: first line `NAME STATUS - summary | perfdata`, then one line
+/// per detail (long output). Perfdata is `'label'=value[UOM];warn;crit;min;max`.
+fn nagios(run: &RunResult) -> String {
+    let name = match (&run.runbook, run.steps.as_slice()) {
+        (Some(runbook), _) => runbook.clone(),
+        (None, [step]) => step.plugin.clone(),
+        (None, _) => "runbox".into(),
+    };
+    let summary = match run.steps.as_slice() {
+        [step] => step.summary.clone(),
+        steps => {
+            let not_ok: Vec<String> = steps.iter().filter(|s| s.status != Status::Ok).map(|s| format!("{} {}", s.id, s.status.label())).collect();
+            format!("{} steps, {}", steps.len(), if not_ok.is_empty() { "all OK".into() } else { not_ok.join(", ") })
+        }
+    };
+    let prefix_labels = run.steps.len() > 1;
+    let perfdata: Vec<String> = run
+        .steps
+        .iter()
+        .flat_map(|step| {
+            step.metrics.iter().map(move |metric| {
+                let label = if prefix_labels { format!("{}.{}", step.id, metric.name) } else { metric.name.clone() };
+                perfdata(&label, metric)
+            })
+        })
+        .collect();
+    let mut out = format!("{} {} - {}", name.to_uppercase(), run.status.label(), one_line(&summary));
+    if !perfdata.is_empty() {
+        let _ = write!(out, " | {}", perfdata.join(" "));
+    }
+    out.push('\n');
+    for step in &run.steps {
+        for line in step.details.iter().chain(step.denied.iter()) {
+            let _ = writeln!(out, "{}", one_line(line));
+        }
+    }
+    out
+}
+
+fn perfdata(label: &str, metric: &MetricResult) -> String {
+    let optional = |value: Option<f64>| value.map(format_value).unwrap_or_default();
+    let text = format!(
+        "'{}'={}{};{};{};{};{}",
+        label.replace('\'', "''"),
+        format_value(metric.value),
+        nagios_unit(&metric.unit),
+        metric.warn.as_deref().unwrap_or(""),
+        metric.crit.as_deref().unwrap_or(""),
+        optional(metric.min),
+        optional(metric.max),
+    );
+    text.trim_end_matches(';').to_string()
+}
+
+/// Nagios accepts only these units of measure; others are dropped from perfdata.
+fn nagios_unit(unit: &str) -> &str {
+    match unit {
+        "s" | "ms" | "us" | "%" | "B" | "KB" | "MB" | "GB" | "TB" | "c" => unit,
+        _ => "",
+    }
+}
+
+/// Nagios reserves `|` and newlines in the text part.
+fn one_line(text: &str) -> String {
+    text.replace('|', "/").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Kind, StepResult};
+
+    fn run(status: Status, metrics: Vec<MetricResult>) -> RunResult {
+        RunResult {
+            runbook: None,
+            status,
+            duration_ms: 1.5,
+            steps: vec![StepResult {
+                id: "redis-ping".into(),
+                plugin: "redis-ping".into(),
+                kind: Kind::Check,
+                status,
+                summary: "PONG | fine\nreally".into(),
+                details: vec!["role: master".into()],
+                metrics,
+                attempts: 1,
+                duration_ms: 1.5,
+                skipped: None,
+                started_at: "2026-11-22T10:00:00.000Z".into(),
+                ended_at: "2026-11-22T10:00:00.002Z".into(),
+                denied: vec![],
+                logs: vec![],
+            }],
+        }
+    }
+
+    fn latency() -> MetricResult {
+        MetricResult { name: "latency_ms".into(), value: 0.25, unit: "ms".into(), warn: Some("50".into()), crit: Some("200".into()), min: Some(0.0), max: None }
+    }
+
+    #[test]
+    fn nagios_line_has_perfdata_and_long_output() {
+        let text = render(&run(Status::Warning, vec![latency()]), Format::Nagios, false);
+        assert_eq!(text, "REDIS-PING WARNING - PONG / fine really | 'latency_ms'=0.25ms;50;200;0\nrole: master\n");
+    }
+
+    #[test]
+    fn perfdata_drops_unknown_units_and_quotes_labels() {
+        let metric = MetricResult { name: "it's".into(), value: 3.0, unit: "jobs".into(), warn: None, crit: None, min: None, max: None };
+        assert_eq!(perfdata("it's", &metric), "'it''s'=3");
+    }
+
+    #[test]
+    fn json_has_the_design_shape() {
+        let value: serde_json::Value = serde_json::from_str(&render(&run(Status::Ok, vec![latency()]), Format::Json, false)).unwrap();
+        assert_eq!(value["status"], "ok");
+        assert_eq!(value["runbook"], serde_json::Value::Null);
+        let step = &value["steps"][0];
+        for key in ["id", "plugin", "kind", "status", "summary", "details", "metrics", "attempts", "duration_ms", "skipped", "started_at", "ended_at"] {
+            assert!(step.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(step["metrics"][0]["warn"], "50");
+    }
+
+    #[test]
+    fn human_output_lists_metrics_and_details() {
+        let text = render(&run(Status::Ok, vec![latency()]), Format::Human, false);
+        assert!(text.starts_with("OK        redis-ping  PONG"), "{text}");
+        assert!(text.contains("latency_ms = 0.25ms  warn 50  crit 200"), "{text}");
+        assert!(text.contains("role: master"), "{text}");
+    }
+}

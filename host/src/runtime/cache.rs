@@ -1,0 +1,108 @@
+//! On-disk cache of compiled plugins, keyed by the component's SHA-256 and the engine.
+//!
+//! Loading a cached entry maps native code produced by an earlier run, so whoever can
+//! write to the cache directory can run code as runbox: the directory is created
+//! private to the user (0700), and entries are written atomically (temp file + rename)
+//! so a crash never leaves a half-written entry under a valid name.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where compiled plugins are kept.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl CompileCache {
+    /// A cache in `dir` for code compiled by `engine`.
+    pub fn new(dir: PathBuf, engine: &Engine) -> CompileCache {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let engine_key = hex::encode(&hasher.0.finalize()[..8]);
+        CompileCache { dir, engine_key }
+    }
+
+    /// The default directory: `$RUNBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/runbox`, else
+    /// `~/.cache/runbox`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("RUNBOX_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+        Some(base.join("runbox"))
+    }
+
+    fn entry(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+    }
+
+    /// The compiled component for `digest`, if cached and loadable by this engine.
+    pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.entry(digest);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: entries are only ever written by `store` below from code this
+        // engine configuration compiled, in a directory private to this user; wasmtime
+        // additionally checks the entry's header against the engine.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "ignoring unusable compile-cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores `component` compiled from bytes with `digest`. Failures are logged, not
+    /// fatal: the cache only saves time.
+    pub fn store(&self, digest: &str, component: &Component) {
+        if let Err(err) = self.try_store(digest, component) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "could not write compile cache");
+        }
+    }
+
+    fn try_store(&self, digest: &str, component: &Component) -> std::io::Result<()> {
+        create_private_dir(&self.dir)?;
+        let bytes = component.serialize().map_err(std::io::Error::other)?;
+        let final_path = self.entry(digest);
+        let temp = self.dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+        std::fs::write(&temp, bytes)?;
+        std::fs::rename(&temp, &final_path)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Feeds `Hash` output into SHA-256 so the key is stable across processes.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 digest is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

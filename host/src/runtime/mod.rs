@@ -1,0 +1,530 @@
+//! The WebAssembly runtime: one engine and linker per process, plugins loaded and
+//! checked against runbox's worlds, compiled code cached on disk, and every call run
+//! in a fresh [`sandbox::Sandbox`] under a deadline and a memory budget.
+
+pub mod bindings;
+pub mod cache;
+pub mod sandbox;
+
+use crate::capabilities::Grants;
+use crate::capabilities::secrets::Redactor;
+use crate::result::{Kind, MetricResult, Status};
+use bindings::check::CheckPre;
+use bindings::mitigation::MitigationPre;
+use cache::CompileCache;
+use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
+
+/// How often the epoch advances; wasm yields to the host at least this often.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time from instantiation to result. Default 10 s.
+    pub deadline: Duration,
+    /// Linear memory of all the plugin's memories together. Default 64 MiB.
+    pub memory_bytes: usize,
+    /// Caps on logs and captured stdio.
+    pub output: OutputCaps,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { deadline: Duration::from_secs(10), memory_bytes: 64 << 20, output: OutputCaps::default() }
+    }
+}
+
+/// Options of a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Directory of the compile cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Owns the engine, the linker and the epoch ticker. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    cache: Option<CompileCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a file could not be loaded as a plugin. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component.
+    #[error("{path} is not a usable plugin: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and how to fix it.
+        reason: String,
+    },
+    /// A valid component that does not implement a runbox world.
+    #[error(
+        "{path} does not implement a runbox world: expected `runbox:plugin/check@0.1.0` (exports `info`, `run`) or `runbox:plugin/mitigation@0.1.0` (exports `info`, `plan`, `apply`), found {found}"
+    )]
+    WrongWorld {
+        /// The file.
+        path: PathBuf,
+        /// What the component exports (or how its exports differ).
+        found: String,
+    },
+    /// A component that imports something the sandbox does not offer.
+    #[error("{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem and sockets, and runbox:plugin/host@0.1.0)")]
+    UnsupportedImport {
+        /// The file.
+        path: PathBuf,
+        /// The import, as wasmtime names it.
+        import: String,
+    },
+    /// The plugin's `info()` failed or returned something unusable.
+    #[error("{path}: info() failed: {reason}")]
+    Info {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginInfo {
+    /// Name, e.g. `redis-ping`.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// The JSON Schema of its config.
+    pub config_schema: serde_json::Value,
+}
+
+enum Pre {
+    Check(CheckPre<Sandbox>),
+    Mitigation(MitigationPre<Sandbox>),
+}
+
+/// A loaded plugin, ready to instantiate.
+pub struct Plugin {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// SHA-256 of the file, hex.
+    pub digest: String,
+    /// Which world it implements.
+    pub kind: Kind,
+    /// What it says about itself.
+    pub info: PluginInfo,
+    /// The interfaces it imports (WIT names).
+    pub imports: Vec<String>,
+    /// Whether the load compiled the component (false: came from the cache).
+    pub compiled: bool,
+    /// Time the load took (read, compile or cache load, checks, `info()`).
+    pub load_time: Duration,
+    pre: Pre,
+}
+
+/// Everything an invocation of a check produced, after caps and redaction.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The verdict.
+    pub status: Status,
+    /// One line.
+    pub summary: String,
+    /// Further lines.
+    pub details: Vec<String>,
+    /// Metrics.
+    pub metrics: Vec<MetricResult>,
+    /// What the sandbox denied, each with the grant that would allow it.
+    pub denied: Vec<String>,
+    /// The plugin's log lines (and captured stdout/stderr).
+    pub logs: Vec<LogLine>,
+    /// Wall time of the invocation.
+    pub duration: Duration,
+}
+
+impl Runtime {
+    /// Creates the engine (epoch interruption on, component model) and the linker.
+    pub fn new(options: RuntimeOptions) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        Sandbox::add_to_linker(&mut linker)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new().name("runbox-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        let cache = options.cache_dir.map(|dir| CompileCache::new(dir, &engine));
+        Ok(Runtime { engine, linker, cache, ticker_stop })
+    }
+
+    /// Loads `path`: reads it, compiles it (or maps the cached code), checks that it
+    /// implements the check or mitigation world and imports only what the sandbox
+    /// offers, and asks it for its `info()`.
+    pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let invalid = |reason: String| LoadError::Invalid { path: path.into(), reason };
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(invalid(
+                    "it is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
+                ));
+            }
+            _ => return Err(invalid("it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?".into())),
+        }
+        let digest = cache::digest(&bytes);
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
+        let compiled = cached.is_none();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, &bytes)
+                    .map_err(|err| invalid(format!("corrupt or invalid component: {err:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&digest, &component);
+                }
+                component
+            }
+        };
+        tracing::debug!(path = %path.display(), compiled, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "component ready");
+
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let has = |name: &str| exports.iter().any(|export| export == name);
+        let kind = if has("info") && has("run") {
+            Kind::Check
+        } else if has("info") && has("plan") && has("apply") {
+            Kind::Mitigation
+        } else {
+            let found = if exports.is_empty() { "no exports".to_string() } else { format!("exports: {}", exports.join(", ")) };
+            return Err(LoadError::WrongWorld { path: path.into(), found });
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|err| {
+            let message = format!("{err:#}");
+            let import = message
+                .split('`')
+                .nth(1)
+                .map(|name| format!("`{name}`"))
+                .unwrap_or(message);
+            LoadError::UnsupportedImport { path: path.into(), import }
+        })?;
+        let wrong_types = |err: wasmtime::Error| LoadError::WrongWorld {
+            path: path.into(),
+            found: format!("exports whose types differ from the world: {err:#}"),
+        };
+        let pre = match kind {
+            Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
+            Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
+        };
+        let mut plugin = Plugin {
+            path: path.into(),
+            digest,
+            kind,
+            info: PluginInfo { name: String::new(), version: String::new(), description: String::new(), config_schema: serde_json::Value::Null },
+            imports,
+            compiled,
+            load_time: Duration::ZERO,
+            pre,
+        };
+        plugin.info = self.info(&plugin).await.map_err(|reason| LoadError::Info { path: path.into(), reason })?;
+        plugin.load_time = started.elapsed();
+        Ok(plugin)
+    }
+
+    async fn info(&self, plugin: &Plugin) -> Result<PluginInfo, String> {
+        let limits = Limits { deadline: Duration::from_secs(2), ..Limits::default() };
+        let sandbox = Sandbox::new(&plugin.path.display().to_string(), &Grants::default(), HashMap::new(), Arc::default(), limits.memory_bytes, limits.output)
+            .map_err(|err| err.to_string())?;
+        let (mut store, activity) = self.store(sandbox, limits.deadline);
+        let call = async {
+            match &plugin.pre {
+                Pre::Check(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
+                Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
+            }
+        };
+        let info = run_with_deadline(call, limits.deadline, &activity)
+            .await
+            .map_err(|fault| fault.describe(&store.data().host.stderr.contents().0).1)?;
+        let schema: serde_json::Value = serde_json::from_str(&info.config_schema)
+            .map_err(|err| format!("its config schema is not JSON: {err}"))?;
+        jsonschema::validator_for(&schema).map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
+        Ok(PluginInfo { name: info.name, version: info.version, description: info.description, config_schema: schema })
+    }
+
+    fn store(&self, sandbox: Sandbox, deadline: Duration) -> (Store<Sandbox>, Activity) {
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|sandbox| &mut sandbox.memory);
+        let activity = Activity::new();
+        let tick_activity = activity.clone();
+        // Backstop: a plugin that never yields control is trapped shortly after the
+        // deadline even if the host's own timer cannot run.
+        let hard_stop = Instant::now() + deadline + Duration::from_millis(500);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            tick_activity.touch();
+            if Instant::now() >= hard_stop {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        (store, activity)
+    }
+
+    /// Runs a check plugin once with `config` (already validated JSON) and `grants`.
+    /// Never fails: every fault of the plugin becomes an outcome with a reason.
+    pub async fn run_check(&self, plugin: &Plugin, config: &serde_json::Value, grants: &Grants, limits: &Limits) -> CheckOutcome {
+        let started = Instant::now();
+        let mut secrets = HashMap::new();
+        for grant in &grants.secrets {
+            match grant.resolve() {
+                Ok(value) => {
+                    secrets.insert(grant.name.clone(), value);
+                }
+                Err(reason) => return CheckOutcome::fault(Status::Unknown, reason, started),
+            }
+        }
+        let redactor = Arc::new(Redactor::new(secrets.values().cloned()));
+        let sandbox = match Sandbox::new(&plugin.info.name, grants, secrets, redactor.clone(), limits.memory_bytes, limits.output) {
+            Ok(sandbox) => sandbox,
+            Err(err) => return CheckOutcome::fault(Status::Unknown, err.to_string(), started),
+        };
+        let Pre::Check(pre) = &plugin.pre else {
+            return CheckOutcome::fault(Status::Unknown, format!("{} is a mitigation, not a check", plugin.info.name), started);
+        };
+        let (mut store, activity) = self.store(sandbox, limits.deadline);
+        let config_text = config.to_string();
+        let call = async {
+            let check = pre.instantiate_async(&mut store).await?;
+            check.call_run(&mut store, &config_text).await
+        };
+        let result = run_with_deadline(call, limits.deadline, &activity).await;
+        let host = &mut store.data_mut().host;
+        let (stderr, stderr_dropped) = host.stderr.contents();
+        let (status, summary, details, metrics) = match result {
+            Ok(Ok(report)) => (Status::from(report.status), report.summary, report.details, report.metrics.into_iter().map(MetricResult::from).collect()),
+            Ok(Err(message)) => (Status::Unknown, format!("plugin error: {message}"), Vec::new(), Vec::new()),
+            Err(fault) => {
+                let (status, reason) = fault.describe(&stderr);
+                (status, reason, Vec::new(), Vec::new())
+            }
+        };
+        let mut logs = std::mem::take(&mut host.logs);
+        if host.logs_dropped > 0 {
+            logs.push(LogLine { level: "warn", message: format!("{} further log lines dropped (log cap reached)", host.logs_dropped) });
+        }
+        let (stdout, stdout_dropped) = host.stdout.contents();
+        for (stream, text, dropped) in [("stdout", stdout, stdout_dropped), ("stderr", stderr, stderr_dropped)] {
+            if !text.is_empty() {
+                logs.push(LogLine { level: "info", message: redactor.redact(&format!("{stream}: {}", text.trim_end())) });
+            }
+            if dropped > 0 {
+                logs.push(LogLine { level: "warn", message: format!("{stream}: {dropped} further bytes dropped (cap reached)") });
+            }
+        }
+        let mut denied: Vec<String> = host.policy.denials().iter().map(ToString::to_string).collect();
+        denied.extend(host.denied_secrets.iter().map(|name| {
+            format!("secret `{name}` denied: the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
+        }));
+        let mut outcome = CheckOutcome { status, summary, details, metrics, denied, logs, duration: started.elapsed() };
+        outcome.apply_denials();
+        outcome.cap_and_redact(&redactor);
+        outcome
+    }
+}
+
+/// When wasm last ran (the epoch callback fires only while wasm executes), so a
+/// timeout can tell "still computing" from "waiting on I/O".
+#[derive(Clone)]
+struct Activity {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { origin: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn busy_recently(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        last > 0 && now.saturating_sub(last) <= 5 * EPOCH_TICK.as_millis() as u64
+    }
+}
+
+/// The error the epoch callback traps with past the deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// How a plugin call failed.
+#[derive(Debug)]
+enum Fault {
+    /// The deadline passed. `busy`: the plugin was computing, not waiting.
+    Deadline { deadline: Duration, busy: bool },
+    /// The plugin trapped or the host refused it something fatal.
+    Error(wasmtime::Error),
+}
+
+impl Fault {
+    /// Status and reason for people; `stderr` is the plugin's captured stderr (panics).
+    fn describe(&self, stderr: &str) -> (Status, String) {
+        match self {
+            Fault::Deadline { deadline, busy: true } => (
+                Status::Unknown,
+                format!("plugin did not finish within its {} deadline: it was still computing and was stopped (a busy loop?)", humantime::format_duration(*deadline)),
+            ),
+            Fault::Deadline { deadline, busy: false } => (
+                Status::Critical,
+                format!("no result within the {} deadline: timed out waiting on the network", humantime::format_duration(*deadline)),
+            ),
+            Fault::Error(err) => (Status::Unknown, describe_error(err, stderr)),
+        }
+    }
+}
+
+fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
+    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        return "plugin did not yield within its deadline and was stopped".into();
+    }
+    if let Some(limit) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return format!("plugin stopped: {limit}");
+    }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("plugin exited with code {} instead of returning a result", exit.0);
+    }
+    if let Some(panic) = panic_message(stderr) {
+        return format!("plugin panicked: {panic}");
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "plugin stopped: stack overflow (recursion too deep)".into(),
+        Some(Trap::UnreachableCodeReached) => "plugin aborted (it reached `unreachable`, as a panic or abort does)".into(),
+        Some(trap) => format!("plugin trapped: {trap}"),
+        None => format!("plugin fault: {}", first_line(&format!("{err:#}"))),
+    }
+}
+
+/// The message of a Rust panic printed to stderr, with its location.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().skip_while(|line| !line.contains("panicked at"));
+    let location = lines.next()?.split("panicked at").nth(1)?.trim().trim_end_matches(':').to_string();
+    let message = lines.next().unwrap_or("").trim();
+    Some(format!("{message} (at {location})"))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+async fn run_with_deadline<T>(
+    call: impl Future<Output = wasmtime::Result<T>>,
+    deadline: Duration,
+    activity: &Activity,
+) -> Result<T, Fault> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(Fault::Error(err)),
+        Err(_) => Err(Fault::Deadline { deadline, busy: activity.busy_recently() }),
+    }
+}
+
+/// Caps on what a report may carry.
+mod caps {
+    pub const SUMMARY_BYTES: usize = 1024;
+    pub const DETAIL_LINES: usize = 100;
+    pub const DETAIL_BYTES: usize = 1024;
+    pub const METRICS: usize = 64;
+    pub const METRIC_NAME_BYTES: usize = 64;
+}
+
+impl CheckOutcome {
+    fn fault(status: Status, summary: String, started: Instant) -> CheckOutcome {
+        CheckOutcome { status, summary, details: Vec::new(), metrics: Vec::new(), denied: Vec::new(), logs: Vec::new(), duration: started.elapsed() }
+    }
+
+    /// A check whose network access was denied did not check what it meant to: it is
+    /// UNKNOWN (unless it still came out OK), and the denial leads the summary.
+    fn apply_denials(&mut self) {
+        if self.denied.is_empty() || self.status == Status::Ok {
+            return;
+        }
+        let plugin_said = std::mem::replace(&mut self.summary, format!("sandbox: {}", self.denied[0]));
+        self.details.insert(0, format!("plugin reported {}: {plugin_said}", self.status.label()));
+        self.status = Status::Unknown;
+    }
+
+    fn cap_and_redact(&mut self, redactor: &Redactor) {
+        self.summary = truncate(&redactor.redact(&self.summary), caps::SUMMARY_BYTES);
+        let extra_lines = self.details.len().saturating_sub(caps::DETAIL_LINES);
+        self.details.truncate(caps::DETAIL_LINES);
+        for line in &mut self.details {
+            *line = truncate(&redactor.redact(line), caps::DETAIL_BYTES);
+        }
+        if extra_lines > 0 {
+            self.details.push(format!("… {extra_lines} more detail lines dropped (cap is {})", caps::DETAIL_LINES));
+        }
+        let extra_metrics = self.metrics.len().saturating_sub(caps::METRICS);
+        self.metrics.truncate(caps::METRICS);
+        for metric in &mut self.metrics {
+            metric.name = truncate(&redactor.redact(&metric.name), caps::METRIC_NAME_BYTES);
+            metric.unit = truncate(&redactor.redact(&metric.unit), 16);
+            for range in [&mut metric.warn, &mut metric.crit].into_iter().flatten() {
+                *range = truncate(&redactor.redact(range), 64);
+            }
+        }
+        if extra_metrics > 0 {
+            self.details.push(format!("… {extra_metrics} more metrics dropped (cap is {})", caps::METRICS));
+        }
+        for line in &mut self.logs {
+            line.message = redactor.redact(&line.message);
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
+}

@@ -1,0 +1,388 @@
+//! The per-invocation sandbox: the store data every plugin call runs against, and the
+//! wiring that routes every WASI capability through [`crate::capabilities`].
+//!
+//! Defaults deny: no environment, no arguments, no files, no stdin; stdout and stderr
+//! are captured (capped) rather than inherited; TCP goes through
+//! [`NetworkPolicy::check_socket`]; name lookups through
+//! [`NetworkPolicy::check_name_lookup`]; UDP is off.
+
+use super::bindings::{Level, check::runbox::plugin::host};
+use crate::capabilities::Grants;
+use crate::capabilities::network::{NetworkPolicy, SocketUse};
+use crate::capabilities::secrets::Redactor;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
+use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, Network};
+use wasmtime_wasi::p2::{DynPollable, SocketError};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::bytes::Bytes;
+use wasmtime_wasi_io::streams::{OutputStream, StreamError};
+
+/// Size caps on what a plugin can make the host keep.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputCaps {
+    /// Bytes of `host.log` messages kept per invocation.
+    pub log_bytes: usize,
+    /// Bytes of stdout and of stderr kept per invocation (each).
+    pub stdio_bytes: usize,
+}
+
+impl Default for OutputCaps {
+    fn default() -> OutputCaps {
+        OutputCaps { log_bytes: 64 * 1024, stdio_bytes: 64 * 1024 }
+    }
+}
+
+/// One log line a plugin sent through `host.log`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message, secrets redacted.
+    pub message: String,
+}
+
+/// Store data of one invocation.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) memory: MemoryBudget,
+    pub(crate) host: HostState,
+}
+
+/// What the `runbox:plugin/host` interface and the guarded name lookup need.
+pub(crate) struct HostState {
+    plugin: String,
+    secrets: HashMap<String, String>,
+    redactor: Arc<Redactor>,
+    pub(crate) policy: Arc<NetworkPolicy>,
+    pub(crate) logs: Vec<LogLine>,
+    log_bytes: usize,
+    pub(crate) logs_dropped: usize,
+    caps: OutputCaps,
+    /// Name each open lookup stream resolves (by resource handle).
+    lookups: HashMap<u32, String>,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+    pub(crate) denied_secrets: Vec<String>,
+}
+
+impl Sandbox {
+    /// Builds the sandbox for `plugin` with exactly `grants`. `secrets` are the resolved
+    /// values of `grants.secrets`.
+    pub fn new(
+        plugin: &str,
+        grants: &Grants,
+        secrets: HashMap<String, String>,
+        redactor: Arc<Redactor>,
+        memory_limit: usize,
+        caps: OutputCaps,
+    ) -> Result<Sandbox> {
+        let policy = Arc::new(NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata));
+        let stdout = CapturedOutput::new(caps.stdio_bytes);
+        let stderr = CapturedOutput::new(caps.stdio_bytes);
+
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        builder.envs(&grants.env);
+        for dir in &grants.dirs {
+            builder.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly).map_err(|err| {
+                wasmtime::format_err!("directory grant {}: cannot open {}: {err}", dir.guest, dir.host.display())
+            })?;
+        }
+        builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true);
+        let check_policy = policy.clone();
+        builder.socket_addr_check(move |addr, use_| {
+            let policy = check_policy.clone();
+            let use_ = match use_ {
+                SocketAddrUse::TcpConnect => SocketUse::TcpConnect,
+                SocketAddrUse::TcpBind => SocketUse::TcpBind,
+                SocketAddrUse::TcpListen => SocketUse::TcpListen,
+                _ => SocketUse::Udp,
+            };
+            // Spawned so the returned future is Sync, as wasmtime-wasi requires.
+            let decision = tokio::spawn(async move { policy.check_socket(addr, use_).await.is_ok() });
+            Box::pin(async move { decision.await.unwrap_or(false) })
+        });
+
+        Ok(Sandbox {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            memory: MemoryBudget::new(memory_limit),
+            host: HostState {
+                plugin: plugin.to_string(),
+                secrets,
+                redactor,
+                policy,
+                logs: Vec::new(),
+                log_bytes: 0,
+                logs_dropped: 0,
+                caps,
+                lookups: HashMap::new(),
+                stdout,
+                stderr,
+                denied_secrets: Vec::new(),
+            },
+        })
+    }
+
+    /// Adds every import a plugin may use to `linker`: WASI 0.2 (with name lookups
+    /// replaced by the guarded version) and `runbox:plugin/host`.
+    pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
+        wasmtime_wasi::p2::add_to_linker_async(linker)?;
+        linker.allow_shadowing(true);
+        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| GuardedLookupView {
+            sockets: WasiSocketsCtxView { ctx: sandbox.wasi.sockets(), table: &mut sandbox.table },
+            policy: &sandbox.host.policy,
+            lookups: &mut sandbox.host.lookups,
+        })?;
+        linker.allow_shadowing(false);
+        host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
+        Ok(())
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct HostInterface;
+
+impl HasData for HostInterface {
+    type Data<'a> = &'a mut HostState;
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) -> Result<()> {
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        if self.log_bytes + message.len() > self.caps.log_bytes {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        self.log_bytes += message.len();
+        let message = self.redactor.redact(&message);
+        tracing::debug!(plugin = %self.plugin, level, message = %message, "plugin log");
+        self.logs.push(LogLine { level, message });
+        Ok(())
+    }
+
+    fn secret(&mut self, name: String) -> Result<Option<String>> {
+        let value = self.secrets.get(&name).cloned();
+        let decision = if value.is_some() { "allowed" } else { "denied" };
+        tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
+        if value.is_none() && !self.denied_secrets.contains(&name) {
+            self.denied_secrets.push(name);
+        }
+        Ok(value)
+    }
+}
+
+/// `wasi:sockets/ip-name-lookup` with every lookup checked by the network policy first,
+/// and every address it returns recorded so connects to it count as to the name.
+struct GuardedLookup;
+
+impl HasData for GuardedLookup {
+    type Data<'a> = GuardedLookupView<'a>;
+}
+
+struct GuardedLookupView<'a> {
+    sockets: WasiSocketsCtxView<'a>,
+    policy: &'a NetworkPolicy,
+    lookups: &'a mut HashMap<u32, String>,
+}
+
+impl network::Host for GuardedLookupView<'_> {
+    fn convert_error_code(&mut self, error: SocketError) -> Result<ErrorCode> {
+        network::Host::convert_error_code(&mut self.sockets, error)
+    }
+
+    fn network_error_code(&mut self, err: Resource<wasmtime_wasi_io::bindings::wasi::io::error::Error>) -> Result<Option<ErrorCode>> {
+        network::Host::network_error_code(&mut self.sockets, err)
+    }
+}
+
+impl network::HostNetwork for GuardedLookupView<'_> {
+    fn drop(&mut self, this: Resource<Network>) -> Result<()> {
+        network::HostNetwork::drop(&mut self.sockets, this)
+    }
+}
+
+impl ip_name_lookup::Host for GuardedLookupView<'_> {
+    fn resolve_addresses(
+        &mut self,
+        network: Resource<Network>,
+        name: String,
+    ) -> Result<Resource<ResolveAddressStream>, SocketError> {
+        if self.policy.check_name_lookup(&name).is_err() {
+            return Err(ErrorCode::AccessDenied.into());
+        }
+        let stream = ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
+        self.lookups.insert(stream.rep(), name);
+        Ok(stream)
+    }
+}
+
+impl ip_name_lookup::HostResolveAddressStream for GuardedLookupView<'_> {
+    fn resolve_next_address(
+        &mut self,
+        stream: Resource<ResolveAddressStream>,
+    ) -> Result<Option<IpAddress>, SocketError> {
+        let rep = stream.rep();
+        let next = ip_name_lookup::HostResolveAddressStream::resolve_next_address(&mut self.sockets, stream)?;
+        if let (Some(address), Some(name)) = (&next, self.lookups.get(&rep)) {
+            self.policy.record_resolution(name, to_std(address));
+        }
+        Ok(next)
+    }
+
+    fn subscribe(&mut self, stream: Resource<ResolveAddressStream>) -> Result<Resource<DynPollable>> {
+        ip_name_lookup::HostResolveAddressStream::subscribe(&mut self.sockets, stream)
+    }
+
+    fn drop(&mut self, stream: Resource<ResolveAddressStream>) -> Result<()> {
+        self.lookups.remove(&stream.rep());
+        ip_name_lookup::HostResolveAddressStream::drop(&mut self.sockets, stream)
+    }
+}
+
+fn to_std(address: &IpAddress) -> IpAddr {
+    match *address {
+        IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
+        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
+    }
+}
+
+/// A memory limit over all of a component's linear memories together.
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    used: usize,
+}
+
+/// The error a plugin's instance traps with when it grows past its memory limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {} MiB exceeded (the plugin asked for {} MiB)", .limit >> 20, .wanted >> 20)]
+pub struct MemoryLimitExceeded {
+    /// The limit in bytes.
+    pub limit: usize,
+    /// The total the plugin tried to reach, in bytes.
+    pub wanted: usize,
+}
+
+impl MemoryBudget {
+    fn new(limit: usize) -> MemoryBudget {
+        MemoryBudget { limit, used: 0 }
+    }
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        let wanted = self.used - current.min(self.used) + desired;
+        if wanted > self.limit {
+            return Err(MemoryLimitExceeded { limit: self.limit, wanted }.into());
+        }
+        self.used = wanted;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Stdout or stderr of a plugin, kept up to a cap; the rest is counted and dropped
+/// (the plugin's writes still succeed, so printing never crashes it).
+#[derive(Clone)]
+pub(crate) struct CapturedOutput(Arc<Mutex<Captured>>);
+
+struct Captured {
+    bytes: Vec<u8>,
+    cap: usize,
+    dropped: usize,
+}
+
+impl CapturedOutput {
+    fn new(cap: usize) -> CapturedOutput {
+        CapturedOutput(Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, dropped: 0 })))
+    }
+
+    fn append(&self, data: &[u8]) {
+        let mut captured = self.0.lock().unwrap();
+        let room = captured.cap.saturating_sub(captured.bytes.len());
+        let kept = data.len().min(room);
+        captured.bytes.extend_from_slice(&data[..kept]);
+        captured.dropped += data.len() - kept;
+    }
+
+    /// What was kept (lossy UTF-8) and how many bytes were dropped.
+    pub(crate) fn contents(&self) -> (String, usize) {
+        let captured = self.0.lock().unwrap();
+        (String::from_utf8_lossy(&captured.bytes).into_owned(), captured.dropped)
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,242 @@
+//! The test harness: builds the plugins once, starts real services on random loopback
+//! ports (stopped on drop), and runs the real `runbox` binary.
+//!
+//! A service that cannot start fails the test with the reason; nothing is skipped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Directory holding the built plugins (first-party and test-only), built on first use
+/// with the same command as `scripts/build-plugins`.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(workspace().join("scripts/build-plugins"))
+            .status()
+            .expect("cannot run scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed ({status})");
+        let dir = workspace().join("target/wasm32-wasip2/plugin");
+        for plugin in ["redis_ping", "mischief", "noop_check", "not-a-check"] {
+            assert!(dir.join(format!("{plugin}.wasm")).is_file(), "{plugin}.wasm was not built in {}", dir.display());
+        }
+        dir
+    })
+}
+
+/// A compile cache shared by the tests of this process (so most loads are warm).
+pub fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+/// The path of a built plugin.
+pub fn plugin(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{name}.wasm"))
+}
+
+/// What one `runbox` process did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Wall time of the process.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
+    }
+}
+
+/// Runs `runbox` with `args` (and the test plugin dir and cache), with `env` added.
+pub fn runbox_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    command.arg("--plugin-dir").arg(plugin_dir()).args(args).env("RUNBOX_CACHE_DIR", cache_dir()).env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let Output { status, stdout, stderr } = command.output().expect("runbox runs");
+    Run {
+        code: status.code().expect("runbox exited normally, not by a signal"),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs `runbox` with `args`.
+pub fn runbox(args: &[&str]) -> Run {
+    runbox_env(args, &[])
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real redis-server on a random 127.0.0.1 port, killed on drop.
+pub struct Redis {
+    /// Its port.
+    pub port: u16,
+    /// Its password, if it requires one.
+    pub password: Option<String>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts redis-server without a password.
+    pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// Starts redis-server, requiring `password` if given.
+    pub fn start_with(password: Option<&str>) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start redis-server ({err}); install it: apt-get install redis-server"));
+        let redis = Redis { port, password: password.map(String::from), child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.command(&["PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {port} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The grant for this server.
+    pub fn grant(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one command with a native client (authenticating first if needed) and
+    /// returns the raw reply.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        if let Some(password) = &self.password {
+            send(&mut stream, &["AUTH", password])?;
+            read_reply(&mut reader)?;
+        }
+        send(&mut stream, args)?;
+        read_reply(&mut reader)
+    }
+
+    /// `total_connections_received` from INFO stats (this query's own connection included).
+    pub fn connections_received(&self) -> u64 {
+        let info = self.command(&["INFO", "stats"]).expect("INFO stats");
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .expect("INFO has total_connections_received")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn send(stream: &mut TcpStream, args: &[&str]) -> std::io::Result<()> {
+    let mut frame = format!("*{}\r\n", args.len());
+    for arg in args {
+        frame.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(frame.as_bytes())
+}
+
+fn read_reply(reader: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.trim().parse().unwrap();
+        if len < 0 {
+            return Ok(String::new());
+        }
+        let mut data = vec![0; len as usize + 2];
+        reader.read_exact(&mut data)?;
+        data.truncate(len as usize);
+        return Ok(String::from_utf8(data).unwrap());
+    }
+    if line.starts_with('-') {
+        return Err(std::io::Error::other(line.trim().to_string()));
+    }
+    Ok(line.trim().to_string())
+}
+
+/// A TCP server that accepts connections and never answers; stops on drop.
+pub struct SilentServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentServer {
+    /// Starts it on a random 127.0.0.1 port.
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((socket, _)) = listener.accept() {
+                    held.push(socket);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        SilentServer { addr, stop }
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

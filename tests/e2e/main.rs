@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `runbox` binary and runtime against real services on
+//! loopback. One test binary (see STYLE.md); modules by subject.
+
+mod harness;
+
+mod check_redis;
+mod cli;
+mod loading;
+mod sandbox;
