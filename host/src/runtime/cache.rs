@@ -2,11 +2,16 @@
 //!
 //! Loading a cached entry maps native code produced by an earlier run, so whoever can
 //! write to the cache directory can run code as runbox: the directory is created
-//! private to the user (0700), and entries are written atomically (temp file + rename)
-//! so a crash never leaves a half-written entry under a valid name.
+//! private to the user (0700), and entries are written atomically (a uniquely named
+//! temp file, then rename) so a crash or a concurrent writer never leaves a
+//! half-written entry under a valid name.
+//!
+//! Entries are read into memory rather than mapped: a mapped file that someone
+//! truncates (another process, a disk cleaner) would kill runbox with SIGBUS.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -47,13 +52,11 @@ impl CompileCache {
     /// The compiled component for `digest`, if cached and loadable by this engine.
     pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.entry(digest);
-        if !path.exists() {
-            return None;
-        }
+        let bytes = std::fs::read(&path).ok()?;
         // SAFETY: entries are only ever written by `store` below from code this
         // engine configuration compiled, in a directory private to this user; wasmtime
         // additionally checks the entry's header against the engine.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => Some(component),
             Err(err) => {
                 tracing::warn!(path = %path.display(), error = %err, "ignoring unusable compile-cache entry");
@@ -75,9 +78,15 @@ impl CompileCache {
         create_private_dir(&self.dir)?;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
         let final_path = self.entry(digest);
-        let temp = self.dir.join(format!(".{digest}.{}.tmp", std::process::id()));
-        std::fs::write(&temp, bytes)?;
-        std::fs::rename(&temp, &final_path)
+        let temp = self.dir.join(format!(".{digest}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let written = file.write_all(&bytes).and_then(|()| file.sync_all());
+        drop(file);
+        if let Err(err) = written.and_then(|()| std::fs::rename(&temp, &final_path)) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(err);
+        }
+        Ok(())
     }
 }
 

@@ -435,6 +435,11 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
     match err.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => "plugin stopped: stack overflow (recursion too deep)".into(),
         Some(Trap::UnreachableCodeReached) => "plugin aborted (it reached `unreachable`, as a panic or abort does)".into(),
+        // Rust and C keep their stack in linear memory: overflowing it is an
+        // out-of-bounds access, not a wasm stack overflow.
+        Some(Trap::MemoryOutOfBounds) => {
+            "plugin trapped: out-of-bounds memory access (a bug in the plugin, or recursion too deep for its stack)".into()
+        }
         Some(trap) => format!("plugin trapped: {trap}"),
         None => format!("plugin fault: {}", first_line(&format!("{err:#}"))),
     }

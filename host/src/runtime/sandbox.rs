@@ -108,8 +108,10 @@ impl Sandbox {
                 SocketAddrUse::TcpListen => SocketUse::TcpListen,
                 _ => SocketUse::Udp,
             };
-            // Spawned so the returned future is Sync, as wasmtime-wasi requires.
-            let decision = tokio::spawn(async move { policy.check_socket(addr, use_).await.is_ok() });
+            // Spawned so the returned future is Sync, as wasmtime-wasi requires; the
+            // span keeps the run id on the decision's log line.
+            let check = async move { policy.check_socket(addr, use_).await.is_ok() };
+            let decision = tokio::spawn(tracing::Instrument::instrument(check, tracing::Span::current()));
             Box::pin(async move { decision.await.unwrap_or(false) })
         });
 
