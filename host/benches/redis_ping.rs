@@ -1,7 +1,7 @@
 //! Benchmark: loading redis-ping cold (compile) vs from the compile cache, and one
 //! redis-ping check through runbox vs a native Rust connect+PING vs spawning
 //! `redis-cli ping` (what a Nagios-style runner does), all in one run against one
-//! real redis-server on loopback. Prints median and p99 and ratios to the baselines.
+//! real redis-server on loopback; and the sandbox's own cost (a no-op check). Prints median and p99 and ratios to the baselines.
 //!
 //! Run with `scripts/bench` (builds the plugins, then `cargo bench --profile dev`).
 
@@ -112,6 +112,17 @@ fn main() {
     });
     let cold_median = cold.median;
     print(&[cold, warm], &Stats { name: "cold", median: cold_median, p99: Duration::ZERO, samples: 0 });
+
+    println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
+    let noop = tokio.block_on(cached.load(&workspace.join("target/wasm32-wasip2/plugin/noop_check.wasm"))).unwrap();
+    let empty = serde_json::json!({});
+    let no_grants = Grants::default();
+    let noop_stats = measure("no-op check", 2000, || {
+        let outcome = tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
+        assert_eq!(outcome.status, Status::Ok);
+    });
+    let noop_median = noop_stats.median;
+    print(&[noop_stats], &Stats { name: "no-op", median: noop_median, p99: Duration::ZERO, samples: 0 });
 
     println!("\none check (connect + PING + close) against redis-server on 127.0.0.1:{port}");
     let loaded = tokio.block_on(cached.load(&plugin)).unwrap();

@@ -307,66 +307,77 @@ impl NetworkPolicy {
         self.state.lock().unwrap().resolved.entry(ip.to_canonical()).or_insert(name);
     }
 
-    /// Decides a socket operation on `addr`. The host may resolve exact granted names
-    /// to learn their addresses (only names the grants list, never others).
-    pub async fn check_socket(&self, addr: SocketAddr, use_: SocketUse) -> Result<(), Denial> {
-        let ip = addr.ip().to_canonical();
-        let addr = SocketAddr::new(ip, addr.port());
-        let allowed = match use_ {
-            SocketUse::TcpBind if addr.port() == 0 && ip.is_unspecified() => Ok(()),
+    /// Decides a socket operation on `addr` without waiting, or returns `None` when the
+    /// decision needs the addresses of granted names the host has not resolved yet
+    /// (then call [`NetworkPolicy::check_socket`]).
+    pub fn check_socket_now(&self, addr: SocketAddr, use_: SocketUse) -> Option<Result<(), Denial>> {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let decision = match use_ {
+            SocketUse::TcpBind if addr.port() == 0 && addr.ip().is_unspecified() => Ok(()),
             SocketUse::TcpBind | SocketUse::TcpListen => Err(self.deny(
                 format!("{use_} {addr}"),
                 "plugins may not accept connections (binding a port and listening are never granted)".into(),
             )),
             SocketUse::Udp => Err(self.deny(format!("{use_} {addr}"), "UDP is never granted".into())),
-            SocketUse::TcpConnect => self.check_connect(addr).await,
+            SocketUse::TcpConnect => self.decide_connect(addr, false)?,
         };
-        self.log_decision(&use_.to_string(), &addr.to_string(), &allowed);
-        allowed
+        self.log_decision(&use_.to_string(), &addr.to_string(), &decision);
+        Some(decision)
     }
 
-    async fn check_connect(&self, addr: SocketAddr) -> Result<(), Denial> {
+    /// Decides a socket operation on `addr`, first resolving the exact names granted on
+    /// its port if the decision depends on them (only names the grants list, never others).
+    pub async fn check_socket(&self, addr: SocketAddr, use_: SocketUse) -> Result<(), Denial> {
+        if let Some(decision) = self.check_socket_now(addr, use_) {
+            return decision;
+        }
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        for name in self.unresolved_names(addr.port()) {
+            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await;
+            let mut state = self.state.lock().unwrap();
+            for found in resolved.into_iter().flatten() {
+                state.resolved.entry(found.ip().to_canonical()).or_insert_with(|| name.clone());
+            }
+            state.host_resolved.insert(name);
+        }
+        let decision = self.decide_connect(addr, true).expect("decided once every granted name is resolved");
+        self.log_decision(&use_.to_string(), &addr.to_string(), &decision);
+        decision
+    }
+
+    /// The connect decision, or `None` if it depends on granted names not yet resolved
+    /// (unless `final_`, which denies instead).
+    fn decide_connect(&self, addr: SocketAddr, final_: bool) -> Option<Result<(), Denial>> {
         let ip = addr.ip();
         if is_metadata_address(ip) && !self.allow_metadata {
-            return Err(self.deny(
+            return Some(Err(self.deny(
                 format!("connect to {addr}"),
                 "it is a cloud metadata address; only the operator can allow that (--allow-metadata)".into(),
-            ));
+            )));
         }
-        let on_port = || self.socket_grants().filter(|grant| grant.port.covers(addr.port()));
-        if on_port().any(|grant| grant.host.covers_ip(ip)) {
-            return Ok(());
+        let mut on_port = self.socket_grants().filter(|grant| grant.port.covers(addr.port()));
+        let name = self.resolved_name(ip);
+        if on_port.any(|grant| grant.host.covers_ip(ip) || name.as_deref().is_some_and(|name| grant.host.covers_name(name))) {
+            return Some(Ok(()));
         }
-        if let Some(name) = self.resolved_name(ip)
-            && on_port().any(|grant| grant.host.covers_name(&name))
-        {
-            return Ok(());
+        // The plugin may connect to an address without looking it up (or the lookup
+        // happened elsewhere): the exact names granted on this port must be resolved
+        // before the address can be refused.
+        if !final_ && !self.unresolved_names(addr.port()).is_empty() {
+            return None;
         }
-        // The plugin may have connected to an address without looking it up (or the
-        // lookup happened elsewhere): resolve the exact names granted on this port.
-        let names: Vec<String> = on_port()
+        Some(Err(self.deny(format!("connect to {addr}"), format!("no grant covers it — add {}", self.suggest_connect(addr, name)))))
+    }
+
+    fn unresolved_names(&self, port: u16) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        self.socket_grants()
+            .filter(|grant| grant.port.covers(port))
             .filter_map(|grant| match &grant.host {
-                HostPattern::Name(name) => Some(name.clone()),
+                HostPattern::Name(name) if !state.host_resolved.contains(name) => Some(name.clone()),
                 _ => None,
             })
-            .filter(|name| !self.state.lock().unwrap().host_resolved.contains(name))
-            .collect();
-        for name in names {
-            if let Ok(addrs) = tokio::net::lookup_host((name.as_str(), 0)).await {
-                let mut state = self.state.lock().unwrap();
-                for resolved in addrs {
-                    state.resolved.entry(resolved.ip().to_canonical()).or_insert_with(|| name.clone());
-                }
-            }
-            self.state.lock().unwrap().host_resolved.insert(name);
-        }
-        if let Some(name) = self.resolved_name(ip)
-            && on_port().any(|grant| grant.host.covers_name(&name))
-        {
-            return Ok(());
-        }
-        let name = self.resolved_name(ip);
-        Err(self.deny(format!("connect to {addr}"), format!("no grant covers it — add {}", self.suggest_connect(addr, name))))
+            .collect()
     }
 
     fn resolved_name(&self, ip: IpAddr) -> Option<String> {
@@ -542,8 +553,11 @@ mod tests {
     #[tokio::test]
     async fn host_resolves_exact_granted_names_for_direct_connects() {
         let policy = policy(&["redis://localhost:6379"]);
+        assert!(policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect).is_none(), "needs a lookup first");
         assert!(policy.check_socket(addr("127.0.0.1:6379"), SocketUse::TcpConnect).await.is_ok());
         assert!(policy.check_socket(addr("127.0.0.2:6379"), SocketUse::TcpConnect).await.is_err());
+        // Resolved once: later decisions need no lookup.
+        assert_eq!(policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect), Some(Ok(())));
     }
 
     #[tokio::test]

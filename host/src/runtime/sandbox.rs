@@ -108,8 +108,11 @@ impl Sandbox {
                 SocketAddrUse::TcpListen => SocketUse::TcpListen,
                 _ => SocketUse::Udp,
             };
-            // Spawned so the returned future is Sync, as wasmtime-wasi requires; the
-            // span keeps the run id on the decision's log line.
+            if let Some(decision) = policy.check_socket_now(addr, use_) {
+                return Box::pin(std::future::ready(decision.is_ok()));
+            }
+            // The decision needs DNS. Spawned so the returned future is Sync, as
+            // wasmtime-wasi requires; the span keeps the run id on the decision's log line.
             let check = async move { policy.check_socket(addr, use_).await.is_ok() };
             let decision = tokio::spawn(tracing::Instrument::instrument(check, tracing::Span::current()));
             Box::pin(async move { decision.await.unwrap_or(false) })
