@@ -33,8 +33,15 @@ fn measure(name: &'static str, samples: usize, mut f: impl FnMut()) -> Stats {
         })
         .collect();
     times.sort();
-    let p99 = times[((samples * 99).div_ceil(100)).saturating_sub(1).min(samples - 1)];
-    Stats { name, median: times[samples / 2], p99, samples }
+    let p99 = times[((samples * 99).div_ceil(100))
+        .saturating_sub(1)
+        .min(samples - 1)];
+    Stats {
+        name,
+        median: times[samples / 2],
+        p99,
+        samples,
+    }
 }
 
 fn print(stats: &[Stats], baseline: &Stats) {
@@ -61,9 +68,22 @@ impl Drop for RedisServer {
 }
 
 fn start_redis(dir: &Path) -> RedisServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -92,56 +112,104 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plugin = workspace.join("target/wasm32-wasip2/plugin/redis_ping.wasm");
-    assert!(plugin.is_file(), "{} is missing: run scripts/build-plugins first", plugin.display());
+    assert!(
+        plugin.is_file(),
+        "{} is missing: run scripts/build-plugins first",
+        plugin.display()
+    );
     let scratch = tempfile::tempdir().unwrap();
     let redis = start_redis(scratch.path());
     let port = redis.1;
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
-    println!("load redis-ping ({} KiB component)", std::fs::metadata(&plugin).unwrap().len() / 1024);
+    println!(
+        "load redis-ping ({} KiB component)",
+        std::fs::metadata(&plugin).unwrap().len() / 1024
+    );
     let uncached = Runtime::new(RuntimeOptions { cache_dir: None }).unwrap();
     let cold = measure("cold: compile + checks + info()", 10, || {
         let loaded = tokio.block_on(uncached.load(&plugin)).unwrap();
         assert!(loaded.compiled);
     });
-    let cached = Runtime::new(RuntimeOptions { cache_dir: Some(scratch.path().join("cache")) }).unwrap();
+    let cached = Runtime::new(RuntimeOptions {
+        cache_dir: Some(scratch.path().join("cache")),
+    })
+    .unwrap();
     tokio.block_on(cached.load(&plugin)).unwrap();
     let warm = measure("warm: cache load + checks + info()", 50, || {
         let loaded = tokio.block_on(cached.load(&plugin)).unwrap();
         assert!(!loaded.compiled);
     });
     let cold_median = cold.median;
-    print(&[cold, warm], &Stats { name: "cold", median: cold_median, p99: Duration::ZERO, samples: 0 });
+    print(
+        &[cold, warm],
+        &Stats {
+            name: "cold",
+            median: cold_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
 
     println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
-    let noop = tokio.block_on(cached.load(&workspace.join("target/wasm32-wasip2/plugin/noop_check.wasm"))).unwrap();
+    let noop = tokio
+        .block_on(cached.load(&workspace.join("target/wasm32-wasip2/plugin/noop_check.wasm")))
+        .unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();
     let noop_stats = measure("no-op check", 2000, || {
-        let outcome = tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
+        let outcome =
+            tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
         assert_eq!(outcome.status, Status::Ok);
     });
     let noop_median = noop_stats.median;
-    print(&[noop_stats], &Stats { name: "no-op", median: noop_median, p99: Duration::ZERO, samples: 0 });
+    print(
+        &[noop_stats],
+        &Stats {
+            name: "no-op",
+            median: noop_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
 
     println!("\none check (connect + PING + close) against redis-server on 127.0.0.1:{port}");
     let loaded = tokio.block_on(cached.load(&plugin)).unwrap();
     let config = serde_json::json!({"url": format!("redis://127.0.0.1:{port}")});
-    let grants = Grants { network: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()], ..Grants::default() };
+    let grants = Grants {
+        network: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
+        ..Grants::default()
+    };
     let limits = Limits::default();
-    let native = measure("native Rust connect+PING", 2000, || native_ping(port).unwrap());
+    let native = measure("native Rust connect+PING", 2000, || {
+        native_ping(port).unwrap()
+    });
     let through_runbox = measure("runbox redis-ping (sandboxed)", 2000, || {
         let outcome = tokio.block_on(cached.run_check(&loaded, &config, &grants, &limits));
         assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
     });
     let spawn_cli = measure("spawn `redis-cli ping`", 200, || {
-        let output = Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().expect("redis-cli installed");
+        let output = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "ping"])
+            .output()
+            .expect("redis-cli installed");
         assert_eq!(output.stdout, b"PONG\n");
     });
     let native_median = native.median;
     let spawn_median = spawn_cli.median;
     let runbox_median = through_runbox.median;
-    print(&[native, through_runbox, spawn_cli], &Stats { name: "native", median: native_median, p99: Duration::ZERO, samples: 0 });
+    print(
+        &[native, through_runbox, spawn_cli],
+        &Stats {
+            name: "native",
+            median: native_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
     println!(
         "\nrunbox redis-ping is {:.2}× the native loop and {:.1}× faster than spawning redis-cli",
         runbox_median.as_secs_f64() / native_median.as_secs_f64(),

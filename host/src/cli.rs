@@ -3,6 +3,7 @@
 use crate::capabilities::network::Grant;
 use crate::capabilities::secrets::SecretGrant;
 use crate::capabilities::{DirGrant, Grants, parse_env_grant};
+use crate::config;
 use crate::error::{Error, invalid};
 use crate::logging::{self, LogFormat};
 use crate::plugins::PluginPath;
@@ -10,7 +11,6 @@ use crate::report::{self, Format};
 use crate::result::{Kind, RunResult, StepResult, timestamp};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
-use crate::config;
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,9 +114,16 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(err) => return fail(&Error::Internal(format!("cannot start the async runtime: {err}"))),
+        Err(err) => {
+            return fail(&Error::Internal(format!(
+                "cannot start the async runtime: {err}"
+            )));
+        }
     };
     let run_id = logging::new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id);
@@ -133,26 +140,62 @@ fn fail(err: &Error) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Error> {
     let plugin_path = PluginPath::new(&cli.plugin_dir);
-    let cache_dir = if cli.no_cache { None } else { cli.cache_dir.clone().or_else(CompileCache::default_dir) };
-    let runtime = Runtime::new(RuntimeOptions { cache_dir }).map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.clone().or_else(CompileCache::default_dir)
+    };
+    let runtime = Runtime::new(RuntimeOptions { cache_dir })
+        .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
     match cli.command {
         Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
-        Command::Plugins(PluginsCommand::List { format }) => list(&runtime, &plugin_path, format).await,
-        Command::Plugins(PluginsCommand::Inspect { plugin, format }) => inspect(&runtime, &plugin_path, &plugin, format).await,
+        Command::Plugins(PluginsCommand::List { format }) => {
+            list(&runtime, &plugin_path, format).await
+        }
+        Command::Plugins(PluginsCommand::Inspect { plugin, format }) => {
+            inspect(&runtime, &plugin_path, &plugin, format).await
+        }
     }
 }
 
 async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Plugin, Error> {
     let path = plugin_path.resolve(spec).map_err(invalid)?;
-    runtime.load(&path).await.map_err(|err| invalid(err.to_string()))
+    runtime
+        .load(&path)
+        .await
+        .map_err(|err| invalid(err.to_string()))
 }
 
-async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, verbose: bool) -> Result<u8, Error> {
+async fn check(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    args: CheckArgs,
+    verbose: bool,
+) -> Result<u8, Error> {
     let grants = Grants {
-        network: args.allow.iter().map(|text| text.parse::<Grant>().map_err(|err| invalid(err.to_string()))).collect::<Result<_, _>>()?,
-        secrets: args.secret.iter().map(|text| SecretGrant::parse(text).map_err(invalid)).collect::<Result<_, _>>()?,
-        env: args.env.iter().map(|text| parse_env_grant(text).map_err(invalid)).collect::<Result<_, _>>()?,
-        dirs: args.dir.iter().map(|text| DirGrant::parse(text).map_err(invalid)).collect::<Result<_, _>>()?,
+        network: args
+            .allow
+            .iter()
+            .map(|text| {
+                text.parse::<Grant>()
+                    .map_err(|err| invalid(err.to_string()))
+            })
+            .collect::<Result<_, _>>()?,
+        secrets: args
+            .secret
+            .iter()
+            .map(|text| SecretGrant::parse(text).map_err(invalid))
+            .collect::<Result<_, _>>()?,
+        env: args
+            .env
+            .iter()
+            .map(|text| parse_env_grant(text).map_err(invalid))
+            .collect::<Result<_, _>>()?,
+        dirs: args
+            .dir
+            .iter()
+            .map(|text| DirGrant::parse(text).map_err(invalid))
+            .collect::<Result<_, _>>()?,
         allow_metadata: args.allow_metadata,
     };
     for grant in &grants.secrets {
@@ -161,9 +204,16 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
     let plugin = load(runtime, plugin_path, &args.plugin).await?;
     let name = plugin.info.name.clone();
     if plugin.kind != Kind::Check {
-        return Err(invalid(format!("plugin `{name}` is a mitigation; mitigations run as runbook steps (plan, then apply), not with `runbox check`")));
+        return Err(invalid(format!(
+            "plugin `{name}` is a mitigation; mitigations run as runbook steps (plan, then apply), not with `runbox check`"
+        )));
     }
-    let config = config::build(&plugin.info.config_schema, args.config.as_deref(), &args.with).map_err(invalid)?;
+    let config = config::build(
+        &plugin.info.config_schema,
+        args.config.as_deref(),
+        &args.with,
+    )
+    .map_err(invalid)?;
     let problems = config::violations(&plugin.info.config_schema, &config);
     if !problems.is_empty() {
         return Err(invalid(format!(
@@ -174,7 +224,11 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
     }
     tracing::debug!(plugin = %name, compiled = plugin.compiled, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
 
-    let limits = Limits { deadline: args.timeout, memory_bytes: args.memory, ..Limits::default() };
+    let limits = Limits {
+        deadline: args.timeout,
+        memory_bytes: args.memory,
+        ..Limits::default()
+    };
     let started_at = SystemTime::now();
     let started = Instant::now();
     let outcome = runtime.run_check(&plugin, &config, &grants, &limits).await;
@@ -194,7 +248,12 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
         denied: outcome.denied,
         logs: outcome.logs,
     };
-    let run = RunResult { runbook: None, status: step.status, duration_ms: started.elapsed().as_secs_f64() * 1e3, steps: vec![step] };
+    let run = RunResult {
+        runbook: None,
+        status: step.status,
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        steps: vec![step],
+    };
     print(&report::render(&run, args.format, verbose))?;
     Ok(run.status.exit_code())
 }
@@ -214,15 +273,31 @@ async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Re
                 .iter()
                 .map(|p| serde_json::json!({"name": p.info.name, "version": p.info.version, "kind": p.kind, "description": p.info.description, "path": p.path}))
                 .collect();
-            serde_json::to_string_pretty(&serde_json::json!({"plugins": list, "errors": broken})).expect("serializes") + "\n"
+            serde_json::to_string_pretty(&serde_json::json!({"plugins": list, "errors": broken}))
+                .expect("serializes")
+                + "\n"
         }
         _ => {
             let mut out = String::new();
             if rows.is_empty() {
-                out.push_str(&format!("no plugins found in: {}\n", plugin_path.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")));
+                out.push_str(&format!(
+                    "no plugins found in: {}\n",
+                    plugin_path
+                        .dirs()
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
             for p in &rows {
-                out.push_str(&format!("{:<22} {:<8} {:<10} {}\n", p.info.name, p.info.version, format!("{:?}", p.kind).to_lowercase(), p.info.description));
+                out.push_str(&format!(
+                    "{:<22} {:<8} {:<10} {}\n",
+                    p.info.name,
+                    p.info.version,
+                    format!("{:?}", p.kind).to_lowercase(),
+                    p.info.description
+                ));
             }
             for err in &broken {
                 out.push_str(&format!("error: {err}\n"));
@@ -234,22 +309,29 @@ async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Re
     Ok(if broken.is_empty() { 0 } else { 64 })
 }
 
-async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format: Format) -> Result<u8, Error> {
+async fn inspect(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    spec: &str,
+    format: Format,
+) -> Result<u8, Error> {
     let plugin = load(runtime, plugin_path, spec).await?;
     let out = match format {
-        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "name": plugin.info.name,
-            "version": plugin.info.version,
-            "description": plugin.info.description,
-            "kind": plugin.kind,
-            "world": plugin.kind.world(),
-            "path": plugin.path,
-            "sha256": plugin.digest,
-            "imports": plugin.imports,
-            "config_schema": plugin.info.config_schema,
-        }))
-        .expect("serializes")
-            + "\n",
+        Format::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": plugin.info.name,
+                "version": plugin.info.version,
+                "description": plugin.info.description,
+                "kind": plugin.kind,
+                "world": plugin.kind.world(),
+                "path": plugin.path,
+                "sha256": plugin.digest,
+                "imports": plugin.imports,
+                "config_schema": plugin.info.config_schema,
+            }))
+            .expect("serializes")
+                + "\n"
+        }
         _ => format!(
             "name:         {}\nversion:      {}\ndescription:  {}\nworld:        {}\nfile:         {}\nsha256:       {}\nimports:\n{}config schema:\n{}\n",
             plugin.info.name,
@@ -258,7 +340,11 @@ async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format
             plugin.kind.world(),
             plugin.path.display(),
             plugin.digest,
-            plugin.imports.iter().map(|i| format!("  {i}\n")).collect::<String>(),
+            plugin
+                .imports
+                .iter()
+                .map(|i| format!("  {i}\n"))
+                .collect::<String>(),
             serde_json::to_string_pretty(&plugin.info.config_schema).expect("serializes"),
         ),
     };
@@ -268,7 +354,10 @@ async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format
 
 fn print(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(()),
         // A closed pipe (`| head`) is the reader's choice, not a failure.
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -277,7 +366,8 @@ fn print(text: &str) -> Result<(), Error> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err} (examples: 10s, 500ms, 1m)"))?;
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}`: {err} (examples: 10s, 500ms, 1m)"))?;
     if duration.is_zero() {
         return Err("the deadline must be more than zero".into());
     }
@@ -285,15 +375,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
-    let number: usize = number.parse().map_err(|_| format!("`{text}`: expected a size such as 64MiB"))?;
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a size such as 64MiB"))?;
     let scale = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1 << 10,
         "MiB" | "M" | "MB" => 1 << 20,
         "GiB" | "G" | "GB" => 1 << 30,
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)"
+            ));
+        }
     };
-    number.checked_mul(scale).filter(|size| *size >= 1 << 20).ok_or_else(|| format!("`{text}`: must be between 1MiB and the address space"))
+    number
+        .checked_mul(scale)
+        .filter(|size| *size >= 1 << 20)
+        .ok_or_else(|| format!("`{text}`: must be between 1MiB and the address space"))
 }

@@ -18,7 +18,9 @@ pub fn build(schema: &Value, base: Option<&str>, pairs: &[String]) -> Result<Val
         },
     };
     for pair in pairs {
-        let (key, text) = pair.split_once('=').ok_or_else(|| format!("--with `{pair}`: expected KEY=VALUE"))?;
+        let (key, text) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--with `{pair}`: expected KEY=VALUE"))?;
         let declared = &schema["properties"][key]["type"];
         let types: Vec<&str> = match declared {
             Value::String(one) => vec![one.as_str()],
@@ -30,8 +32,15 @@ pub fn build(schema: &Value, base: Option<&str>, pairs: &[String]) -> Result<Val
         } else {
             match serde_json::from_str::<Value>(text) {
                 Ok(value) => value,
-                Err(_) if types.is_empty() || types.contains(&"string") => Value::String(text.to_string()),
-                Err(_) => return Err(format!("--with {key}={text}: expected {} (as JSON)", types.join(" or "))),
+                Err(_) if types.is_empty() || types.contains(&"string") => {
+                    Value::String(text.to_string())
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "--with {key}={text}: expected {} (as JSON)",
+                        types.join(" or ")
+                    ));
+                }
             }
         };
         config.insert(key.to_string(), value);
@@ -52,7 +61,10 @@ pub fn violations(schema: &Value, config: &Value) -> Vec<String> {
             if path.is_empty() {
                 format!("config: {err}")
             } else {
-                format!("config field `{}`: {err}", path.trim_start_matches('/').replace('/', "."))
+                format!(
+                    "config field `{}`: {err}",
+                    path.trim_start_matches('/').replace('/', ".")
+                )
             }
         })
         .collect()
@@ -71,11 +83,21 @@ mod tests {
 
     #[test]
     fn values_follow_the_schema_types() {
-        let config = build(&schema(), None, &["url=123".into(), "info=true".into(), "db=2".into()]).unwrap();
+        let config = build(
+            &schema(),
+            None,
+            &["url=123".into(), "info=true".into(), "db=2".into()],
+        )
+        .unwrap();
         assert_eq!(config, json!({"url": "123", "info": true, "db": 2}));
         let err = build(&schema(), None, &["db=two".into()]).unwrap_err();
         assert!(err.contains("expected integer"), "{err}");
-        let merged = build(&schema(), Some(r#"{"url": "a", "db": 1}"#), &["db=3".into()]).unwrap();
+        let merged = build(
+            &schema(),
+            Some(r#"{"url": "a", "db": 1}"#),
+            &["db=3".into()],
+        )
+        .unwrap();
         assert_eq!(merged, json!({"url": "a", "db": 3}));
         assert!(build(&schema(), Some("[1]"), &[]).is_err());
         assert!(build(&schema(), None, &["novalue".into()]).is_err());
@@ -85,10 +107,16 @@ mod tests {
     fn violations_name_the_field() {
         let problems = violations(&schema(), &json!({"url": 5, "extra": 1}));
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("config field `url`")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("config field `url`")),
+            "{problems:?}"
+        );
         assert!(problems.iter().any(|p| p.contains("extra")), "{problems:?}");
         let problems = violations(&schema(), &json!({}));
-        assert!(problems[0].contains("\"url\" is a required property"), "{problems:?}");
+        assert!(
+            problems[0].contains("\"url\" is a required property"),
+            "{problems:?}"
+        );
         assert!(violations(&schema(), &json!({"url": "x"})).is_empty());
     }
 }

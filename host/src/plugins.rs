@@ -27,15 +27,25 @@ impl PluginPath {
         {
             dirs.push(target.join(&built));
         }
-        dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join(&built));
+        dirs.push(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join(&built),
+        );
         let mut unique = Vec::new();
         for dir in dirs {
             let key = dir.canonicalize().unwrap_or(dir.clone());
-            if !unique.iter().any(|(seen, _): &(PathBuf, PathBuf)| *seen == key) {
+            if !unique
+                .iter()
+                .any(|(seen, _): &(PathBuf, PathBuf)| *seen == key)
+            {
                 unique.push((key, dir));
             }
         }
-        PluginPath { dirs: unique.into_iter().map(|(_, dir)| dir).collect() }
+        PluginPath {
+            dirs: unique.into_iter().map(|(_, dir)| dir).collect(),
+        }
     }
 
     /// The directories, in search order.
@@ -47,9 +57,16 @@ impl PluginPath {
     pub fn resolve(&self, spec: &str) -> Result<PathBuf, String> {
         if spec.contains('/') || spec.ends_with(".wasm") {
             let path = PathBuf::from(spec);
-            return if path.is_file() { Ok(path) } else { Err(format!("plugin file {spec} does not exist")) };
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("plugin file {spec} does not exist"))
+            };
         }
-        let file_names = [format!("{spec}.wasm"), format!("{}.wasm", spec.replace('-', "_"))];
+        let file_names = [
+            format!("{spec}.wasm"),
+            format!("{}.wasm", spec.replace('-', "_")),
+        ];
         for dir in &self.dirs {
             for name in &file_names {
                 let candidate = dir.join(name);
@@ -58,7 +75,11 @@ impl PluginPath {
                 }
             }
         }
-        let looked: Vec<String> = self.dirs.iter().map(|dir| dir.display().to_string()).collect();
+        let looked: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|dir| dir.display().to_string())
+            .collect();
         Err(format!(
             "plugin `{spec}` not found; looked in: {}. Build the first-party plugins with `scripts/build-plugins`, add a directory with --plugin-dir or RUNBOX_PLUGIN_PATH, or give the path of a .wasm file",
             looked.join(", ")
@@ -70,14 +91,20 @@ impl PluginPath {
         let mut seen = std::collections::BTreeSet::new();
         let mut found = Vec::new();
         for dir in &self.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
                 .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
                 .collect();
             files.sort();
             for file in files {
-                let stem = file.file_stem().unwrap_or_default().to_string_lossy().replace('_', "-");
+                let stem = file
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .replace('_', "-");
                 if seen.insert(stem) {
                     found.push(file);
                 }

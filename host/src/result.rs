@@ -87,7 +87,15 @@ pub struct MetricResult {
 
 impl From<bindings::Metric> for MetricResult {
     fn from(metric: bindings::Metric) -> MetricResult {
-        MetricResult { name: metric.name, value: metric.value, unit: metric.unit, warn: metric.warn, crit: metric.crit, min: metric.min, max: metric.max }
+        MetricResult {
+            name: metric.name,
+            value: metric.value,
+            unit: metric.unit,
+            warn: metric.warn,
+            crit: metric.crit,
+            min: metric.min,
+            max: metric.max,
+        }
     }
 }
 

@@ -10,38 +10,89 @@ fn inspect_shows_world_imports_and_schema() {
     assert_eq!(json["name"], "redis-ping");
     assert_eq!(json["world"], "runbox:plugin/check@0.1.0");
     assert_eq!(json["config_schema"]["required"][0], "url");
-    let imports: Vec<&str> = json["imports"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    let imports: Vec<&str> = json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
     assert!(imports.contains(&"runbox:plugin/host@0.1.0"), "{imports:?}");
-    assert!(imports.iter().any(|i| i.starts_with("wasi:sockets/tcp@0.2.")), "{imports:?}");
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:sockets/tcp@0.2.")),
+        "{imports:?}"
+    );
     assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
 
     let run = runbox(&["plugins", "inspect", "redis-ping"]);
-    assert!(run.stdout.starts_with("name:         redis-ping\nversion:      0.1.0\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("world:        runbox:plugin/check@0.1.0"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("name:         redis-ping\nversion:      0.1.0\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("world:        runbox:plugin/check@0.1.0"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
 fn list_shows_every_plugin_and_reports_broken_files() {
     let run = runbox(&["plugins", "list", "--format", "json"]);
     let json = run.json();
-    let names: Vec<&str> = json["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = json["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     for expected in ["redis-ping", "mischief", "noop-check"] {
         assert!(names.contains(&expected), "{names:?}");
     }
     // not-a-check.wasm is in the directory and is not a plugin: listed as an error.
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(json["errors"][0].as_str().unwrap().contains("not-a-check.wasm does not implement a runbox world"), "{json}");
+    assert!(
+        json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("not-a-check.wasm does not implement a runbox world"),
+        "{json}"
+    );
 }
 
 #[test]
 fn invalid_arguments_exit_64_with_the_reason() {
     let cases: &[(&[&str], &str)] = &[
-        (&["check", "redis-ping", "--allow", "redis//x"], "grant `redis//x`: missing `scheme://`"),
-        (&["check", "redis-ping", "--allow", "tcp://db"], "scheme `tcp` has no default port"),
-        (&["check", "redis-ping", "--secret", "pw"], "secret `pw`: expected NAME=env:VAR or NAME=file:PATH"),
-        (&["check", "redis-ping", "--secret", "pw=env:RUNBOX_TEST_UNSET_VAR"], "environment variable `RUNBOX_TEST_UNSET_VAR` is not set"),
+        (
+            &["check", "redis-ping", "--allow", "redis//x"],
+            "grant `redis//x`: missing `scheme://`",
+        ),
+        (
+            &["check", "redis-ping", "--allow", "tcp://db"],
+            "scheme `tcp` has no default port",
+        ),
+        (
+            &["check", "redis-ping", "--secret", "pw"],
+            "secret `pw`: expected NAME=env:VAR or NAME=file:PATH",
+        ),
+        (
+            &[
+                "check",
+                "redis-ping",
+                "--secret",
+                "pw=env:RUNBOX_TEST_UNSET_VAR",
+            ],
+            "environment variable `RUNBOX_TEST_UNSET_VAR` is not set",
+        ),
         (&["check", "redis-ping", "--timeout", "soon"], "soon"),
-        (&["check", "redis-ping", "--with", "url"], "--with `url`: expected KEY=VALUE"),
+        (
+            &["check", "redis-ping", "--with", "url"],
+            "--with `url`: expected KEY=VALUE",
+        ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, expected) in cases {
@@ -54,18 +105,45 @@ fn invalid_arguments_exit_64_with_the_reason() {
 #[test]
 fn json_logs_carry_the_run_id_and_capability_decisions() {
     let redis = Redis::start();
-    let run = runbox(&["-v", "--log-format", "json", "check", "redis-ping", "--with", &format!("url={}", redis.url()), "--allow", &redis.grant()]);
+    let run = runbox(&[
+        "-v",
+        "--log-format",
+        "json",
+        "check",
+        "redis-ping",
+        "--with",
+        &format!("url={}", redis.url()),
+        "--allow",
+        &redis.grant(),
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let lines: Vec<serde_json::Value> = run.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
     assert!(!lines.is_empty());
-    let run_id = lines[0]["span"]["run_id"].as_str().expect("run_id").to_string();
+    let run_id = lines[0]["span"]["run_id"]
+        .as_str()
+        .expect("run_id")
+        .to_string();
     assert_eq!(run_id.len(), 16);
-    assert!(lines.iter().all(|l| l["span"]["run_id"] == run_id.as_str()), "{}", run.stderr);
+    assert!(
+        lines.iter().all(|l| l["span"]["run_id"] == run_id.as_str()),
+        "{}",
+        run.stderr
+    );
     let decision = lines
         .iter()
-        .find(|l| l["fields"]["message"] == "capability decision" && l["fields"]["operation"] == "connect to")
+        .find(|l| {
+            l["fields"]["message"] == "capability decision"
+                && l["fields"]["operation"] == "connect to"
+        })
         .unwrap_or_else(|| panic!("no connect decision logged: {}", run.stderr));
     assert_eq!(decision["fields"]["plugin"], "redis-ping");
     assert_eq!(decision["fields"]["decision"], "allowed");
-    assert_eq!(decision["fields"]["target"], format!("127.0.0.1:{}", redis.port));
+    assert_eq!(
+        decision["fields"]["target"],
+        format!("127.0.0.1:{}", redis.port)
+    );
 }

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Directory holding the built plugins (first-party and test-only), built on first use
@@ -26,7 +29,11 @@ pub fn plugin_dir() -> &'static Path {
         assert!(status.success(), "scripts/build-plugins failed ({status})");
         let dir = workspace().join("target/wasm32-wasip2/plugin");
         for plugin in ["redis_ping", "mischief", "noop_check", "not-a-check"] {
-            assert!(dir.join(format!("{plugin}.wasm")).is_file(), "{plugin}.wasm was not built in {}", dir.display());
+            assert!(
+                dir.join(format!("{plugin}.wasm")).is_file(),
+                "{plugin}.wasm was not built in {}",
+                dir.display()
+            );
         }
         dir
     })
@@ -35,7 +42,8 @@ pub fn plugin_dir() -> &'static Path {
 /// A compile cache shared by the tests of this process (so most loads are warm).
 pub fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
 }
 
 /// The path of a built plugin.
@@ -59,7 +67,8 @@ pub struct Run {
 impl Run {
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
     }
 }
 
@@ -67,13 +76,24 @@ impl Run {
 pub fn runbox_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
     let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
-    command.arg("--plugin-dir").arg(plugin_dir()).args(args).env("RUNBOX_CACHE_DIR", cache_dir()).env_remove("RUST_LOG");
+    command
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .args(args)
+        .env("RUNBOX_CACHE_DIR", cache_dir())
+        .env_remove("RUST_LOG");
     for (key, value) in env {
         command.env(key, value);
     }
-    let Output { status, stdout, stderr } = command.output().expect("runbox runs");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("runbox runs");
     Run {
-        code: status.code().expect("runbox exited normally, not by a signal"),
+        code: status
+            .code()
+            .expect("runbox exited normally, not by a signal"),
         stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
         stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
         elapsed: started.elapsed(),
@@ -87,7 +107,11 @@ pub fn runbox(args: &[&str]) -> Run {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real redis-server on a random 127.0.0.1 port, killed on drop.
@@ -112,7 +136,16 @@ impl Redis {
         let port = free_port();
         let mut command = Command::new("redis-server");
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -120,13 +153,21 @@ impl Redis {
         if let Some(password) = password {
             command.args(["--requirepass", password]);
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start redis-server ({err}); install it: apt-get install redis-server"));
-        let redis = Redis { port, password: password.map(String::from), child, _dir: dir };
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!("cannot start redis-server ({err}); install it: apt-get install redis-server")
+        });
+        let redis = Redis {
+            port,
+            password: password.map(String::from),
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.command(&["PING"]).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {port} within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {port} within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         redis

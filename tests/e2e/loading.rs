@@ -15,61 +15,123 @@ fn a_component_of_another_world_names_both_worlds() {
     let path = plugin("not-a-check");
     let run = runbox(&["check", path.to_str().unwrap()]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(run.stderr.contains("does not implement a runbox world: expected `runbox:plugin/check@0.1.0`"), "{}", run.stderr);
-    assert!(run.stderr.contains("found exports: wasi:cli/run@0.2."), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("does not implement a runbox world: expected `runbox:plugin/check@0.1.0`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("found exports: wasi:cli/run@0.2."),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn corrupt_files_get_a_reason() {
     let cases: &[(&[u8], &str)] = &[
         (b"#!/bin/sh\necho hi\n", "is not a WebAssembly file"),
-        (b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
-        (b"\0asm\x0d\0\x01\0\xff\xff\xff", "corrupt or invalid component"),
+        (
+            b"\0asm\x01\0\0\0",
+            "is a core WebAssembly module, not a component",
+        ),
+        (
+            b"\0asm\x0d\0\x01\0\xff\xff\xff",
+            "corrupt or invalid component",
+        ),
     ];
     for (bytes, expected) in cases {
         let (_dir, path) = write_temp(bytes);
         let run = runbox(&["check", &path]);
         assert_eq!(run.code, 64, "{run:#?}");
-        assert!(run.stderr.contains(&path) && run.stderr.contains(expected), "{expected}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&path) && run.stderr.contains(expected),
+            "{expected}: {}",
+            run.stderr
+        );
     }
     let mut truncated = std::fs::read(plugin("redis_ping")).unwrap();
     truncated.truncate(truncated.len() / 2);
     let (_dir, path) = write_temp(&truncated);
     let run = runbox(&["check", &path]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(run.stderr.contains("corrupt or invalid component"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("corrupt or invalid component"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn unknown_plugins_say_where_runbox_looked() {
     let run = runbox(&["check", "no-such-plugin"]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(run.stderr.contains("plugin `no-such-plugin` not found; looked in:"), "{}", run.stderr);
-    assert!(run.stderr.contains("scripts/build-plugins"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("plugin `no-such-plugin` not found; looked in:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("scripts/build-plugins"),
+        "{}",
+        run.stderr
+    );
     let run = runbox(&["check", "./missing/plugin.wasm"]);
     assert_eq!(run.code, 64);
-    assert!(run.stderr.contains("plugin file ./missing/plugin.wasm does not exist"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("plugin file ./missing/plugin.wasm does not exist"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_load_comes_from_the_compile_cache() {
     let cache = tempfile::tempdir().unwrap();
-    let options = RuntimeOptions { cache_dir: Some(cache.path().to_path_buf()) };
-    let first = Runtime::new(options.clone()).unwrap().load(&plugin("redis_ping")).await.unwrap();
+    let options = RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let first = Runtime::new(options.clone())
+        .unwrap()
+        .load(&plugin("redis_ping"))
+        .await
+        .unwrap();
     assert!(first.compiled);
     let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "one cache entry");
-    let second = Runtime::new(options).unwrap().load(&plugin("redis_ping")).await.unwrap();
+    let second = Runtime::new(options)
+        .unwrap()
+        .load(&plugin("redis_ping"))
+        .await
+        .unwrap();
     assert!(!second.compiled, "second load recompiled");
     assert_eq!(second.info.name, "redis-ping");
     assert_eq!(first.digest, second.digest);
 
     // A damaged entry is discarded and the plugin recompiled, not trusted.
-    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&entry, b"garbage").unwrap();
-    let third = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().to_path_buf()) }).unwrap().load(&plugin("redis_ping")).await.unwrap();
+    let third = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    })
+    .unwrap()
+    .load(&plugin("redis_ping"))
+    .await
+    .unwrap();
     assert!(third.compiled);
 
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None }).unwrap().load(&plugin("redis_ping")).await.unwrap();
+    let uncached = Runtime::new(RuntimeOptions { cache_dir: None })
+        .unwrap()
+        .load(&plugin("redis_ping"))
+        .await
+        .unwrap();
     assert!(uncached.compiled);
 }

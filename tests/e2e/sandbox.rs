@@ -12,17 +12,34 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn grants(network: &[String]) -> Grants {
-    Grants { network: network.iter().map(|g| g.parse::<Grant>().unwrap()).collect(), ..Grants::default() }
+    Grants {
+        network: network
+            .iter()
+            .map(|g| g.parse::<Grant>().unwrap())
+            .collect(),
+        ..Grants::default()
+    }
 }
 
-async fn mischief(runtime: &Runtime, plugin: &Plugin, config: serde_json::Value, grants: &Grants) -> CheckOutcome {
-    let limits = Limits { deadline: Duration::from_secs(2), ..Limits::default() };
+async fn mischief(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &Grants,
+) -> CheckOutcome {
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        ..Limits::default()
+    };
     runtime.run_check(plugin, &config, grants, &limits).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
-    let runtime = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir().to_path_buf()),
+    })
+    .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
     let redis_ping = runtime.load(&plugin("redis_ping")).await.unwrap();
     let redis = Redis::start();
@@ -32,98 +49,294 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
 
     // (config, grants, expected status, expected text in the summary)
     let cases: Vec<(serde_json::Value, Grants, Status, String)> = vec![
-        (json!({"mode": "loop"}), Grants::default(), Status::Unknown, "still computing and was stopped".into()),
-        (json!({"mode": "alloc"}), Grants::default(), Status::Unknown, "memory limit of 64 MiB exceeded".into()),
-        (json!({"mode": "panic"}), Grants::default(), Status::Unknown, "plugin panicked: mischief panicked on purpose (at ".into()),
+        (
+            json!({"mode": "loop"}),
+            Grants::default(),
+            Status::Unknown,
+            "still computing and was stopped".into(),
+        ),
+        (
+            json!({"mode": "alloc"}),
+            Grants::default(),
+            Status::Unknown,
+            "memory limit of 64 MiB exceeded".into(),
+        ),
+        (
+            json!({"mode": "panic"}),
+            Grants::default(),
+            Status::Unknown,
+            "plugin panicked: mischief panicked on purpose (at ".into(),
+        ),
         // Rust's stack lives in linear memory; whichever stack overflows first, the reason says so.
-        (json!({"mode": "recurse"}), Grants::default(), Status::Unknown, "recursion too deep".into()),
-        (json!({"mode": "err"}), Grants::default(), Status::Unknown, "plugin error: mischief returned an error on purpose".into()),
-        (json!({"mode": "listen", "target": format!("127.0.0.1:{listen_port}")}), redis_grants.clone(), Status::Ok, "listen failed".into()),
-        (json!({"mode": "listen", "target": "0.0.0.0:0"}), redis_grants.clone(), Status::Ok, "listen failed".into()),
-        (json!({"mode": "udp", "target": "127.0.0.1:0"}), redis_grants.clone(), Status::Ok, "udp failed".into()),
-        (json!({"mode": "connect", "target": format!("127.0.0.2:{}", redis.port)}), redis_grants.clone(), Status::Ok, "connect failed".into()),
-        (json!({"mode": "lookup", "target": "exfiltrate-data.attacker.example"}), redis_grants.clone(), Status::Ok, "lookup failed".into()),
-        (json!({"mode": "env"}), Grants::default(), Status::Ok, "env: []".into()),
-        (json!({"mode": "file", "target": "/etc/passwd"}), Grants::default(), Status::Ok, "file failed".into()),
+        (
+            json!({"mode": "recurse"}),
+            Grants::default(),
+            Status::Unknown,
+            "recursion too deep".into(),
+        ),
+        (
+            json!({"mode": "err"}),
+            Grants::default(),
+            Status::Unknown,
+            "plugin error: mischief returned an error on purpose".into(),
+        ),
+        (
+            json!({"mode": "listen", "target": format!("127.0.0.1:{listen_port}")}),
+            redis_grants.clone(),
+            Status::Ok,
+            "listen failed".into(),
+        ),
+        (
+            json!({"mode": "listen", "target": "0.0.0.0:0"}),
+            redis_grants.clone(),
+            Status::Ok,
+            "listen failed".into(),
+        ),
+        (
+            json!({"mode": "udp", "target": "127.0.0.1:0"}),
+            redis_grants.clone(),
+            Status::Ok,
+            "udp failed".into(),
+        ),
+        (
+            json!({"mode": "connect", "target": format!("127.0.0.2:{}", redis.port)}),
+            redis_grants.clone(),
+            Status::Ok,
+            "connect failed".into(),
+        ),
+        (
+            json!({"mode": "lookup", "target": "exfiltrate-data.attacker.example"}),
+            redis_grants.clone(),
+            Status::Ok,
+            "lookup failed".into(),
+        ),
+        (
+            json!({"mode": "env"}),
+            Grants::default(),
+            Status::Ok,
+            "env: []".into(),
+        ),
+        (
+            json!({"mode": "file", "target": "/etc/passwd"}),
+            Grants::default(),
+            Status::Ok,
+            "file failed".into(),
+        ),
     ];
     for (config, grants, status, text) in cases {
         let started = Instant::now();
         let outcome = mischief(&runtime, &bad, config.clone(), &grants).await;
         assert_eq!(outcome.status, status, "{config}: {outcome:#?}");
-        assert!(outcome.summary.contains(&text), "{config}: expected {text:?} in {outcome:#?}");
-        assert!(started.elapsed() < Duration::from_secs(4), "{config} took {:?}", started.elapsed());
+        assert!(
+            outcome.summary.contains(&text),
+            "{config}: expected {text:?} in {outcome:#?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{config} took {:?}",
+            started.elapsed()
+        );
 
-        let next = runtime.run_check(&redis_ping, &ping_config, &redis_grants, &Limits::default()).await;
+        let next = runtime
+            .run_check(&redis_ping, &ping_config, &redis_grants, &Limits::default())
+            .await;
         assert_eq!(next.status, Status::Ok, "after {config}: {next:#?}");
     }
-    assert!(TcpStream::connect(("127.0.0.1", listen_port)).is_err(), "the plugin got a listening socket");
+    assert!(
+        TcpStream::connect(("127.0.0.1", listen_port)).is_err(),
+        "the plugin got a listening socket"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_name_the_operation_and_the_grant_to_add() {
-    let runtime = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir().to_path_buf()),
+    })
+    .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
     let granted = grants(&["redis://127.0.0.1:6379".into()]);
     let cases = [
-        (json!({"mode": "connect", "target": "127.0.0.2:6379"}), "connect to 127.0.0.2:6379 denied: no grant covers it — add `tcp://127.0.0.2:6379`"),
-        (json!({"mode": "connect", "target": "127.0.0.1:6380"}), "connect to 127.0.0.1:6380 denied: no grant covers it — add `redis://127.0.0.1:6380`"),
-        (json!({"mode": "listen", "target": "127.0.0.1:7000"}), "bind to 127.0.0.1:7000 denied: plugins may not accept connections"),
-        (json!({"mode": "listen", "target": "0.0.0.0:0"}), "listen on 0.0.0.0:"),
-        (json!({"mode": "lookup", "target": "exfil.attacker.example"}), "name lookup of `exfil.attacker.example` denied"),
-        (json!({"mode": "secret", "target": "db_password"}), "secret `db_password` denied: the step grants no secret by that name"),
+        (
+            json!({"mode": "connect", "target": "127.0.0.2:6379"}),
+            "connect to 127.0.0.2:6379 denied: no grant covers it — add `tcp://127.0.0.2:6379`",
+        ),
+        (
+            json!({"mode": "connect", "target": "127.0.0.1:6380"}),
+            "connect to 127.0.0.1:6380 denied: no grant covers it — add `redis://127.0.0.1:6380`",
+        ),
+        (
+            json!({"mode": "listen", "target": "127.0.0.1:7000"}),
+            "bind to 127.0.0.1:7000 denied: plugins may not accept connections",
+        ),
+        (
+            json!({"mode": "listen", "target": "0.0.0.0:0"}),
+            "listen on 0.0.0.0:",
+        ),
+        (
+            json!({"mode": "lookup", "target": "exfil.attacker.example"}),
+            "name lookup of `exfil.attacker.example` denied",
+        ),
+        (
+            json!({"mode": "secret", "target": "db_password"}),
+            "secret `db_password` denied: the step grants no secret by that name",
+        ),
     ];
     for (config, expected) in cases {
         let outcome = mischief(&runtime, &bad, config.clone(), &granted).await;
-        assert!(outcome.denied.iter().any(|d| d.starts_with(expected)), "{config}: expected {expected:?} in {:#?}", outcome.denied);
+        assert!(
+            outcome.denied.iter().any(|d| d.starts_with(expected)),
+            "{config}: expected {expected:?} in {:#?}",
+            outcome.denied
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_secret_is_redacted_everywhere() {
-    let runtime = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir().to_path_buf()),
+    })
+    .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "tok-3f9a1c77\n").unwrap();
     let grants = Grants {
-        secrets: vec![SecretGrant::parse(&format!("api_token=file:{}", dir.path().join("token").display())).unwrap()],
+        secrets: vec![
+            SecretGrant::parse(&format!(
+                "api_token=file:{}",
+                dir.path().join("token").display()
+            ))
+            .unwrap(),
+        ],
         ..Grants::default()
     };
-    let outcome = mischief(&runtime, &bad, json!({"mode": "secret", "target": "api_token"}), &grants).await;
+    let outcome = mischief(
+        &runtime,
+        &bad,
+        json!({"mode": "secret", "target": "api_token"}),
+        &grants,
+    )
+    .await;
     let everything = format!("{outcome:?}");
-    assert!(!everything.contains("tok-3f9a1c77"), "secret leaked: {everything}");
+    assert!(
+        !everything.contains("tok-3f9a1c77"),
+        "secret leaked: {everything}"
+    );
     assert_eq!(outcome.summary, "secret is [REDACTED]");
     assert_eq!(outcome.details, vec!["again: [REDACTED]".to_string()]);
     assert_eq!(outcome.metrics[0].name, "m_[REDACTED]");
-    assert!(outcome.logs.iter().any(|l| l.message == "the secret is [REDACTED]"), "{:?}", outcome.logs);
-    assert!(outcome.logs.iter().any(|l| l.message == "stdout: stdout: [REDACTED]"), "{:?}", outcome.logs);
+    assert!(
+        outcome
+            .logs
+            .iter()
+            .any(|l| l.message == "the secret is [REDACTED]"),
+        "{:?}",
+        outcome.logs
+    );
+    assert!(
+        outcome
+            .logs
+            .iter()
+            .any(|l| l.message == "stdout: stdout: [REDACTED]"),
+        "{:?}",
+        outcome.logs
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_outputs_are_capped() {
-    let runtime = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir().to_path_buf()),
+    })
+    .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
-    let outcome = mischief(&runtime, &bad, json!({"mode": "huge", "size": 5000}), &Grants::default()).await;
+    let outcome = mischief(
+        &runtime,
+        &bad,
+        json!({"mode": "huge", "size": 5000}),
+        &Grants::default(),
+    )
+    .await;
     assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
-    assert!(outcome.summary.len() < 1100 && outcome.summary.ends_with("bytes cut]"), "{}", outcome.summary.len());
-    assert_eq!(outcome.details.len(), 102, "100 lines + two 'dropped' notes");
+    assert!(
+        outcome.summary.len() < 1100 && outcome.summary.ends_with("bytes cut]"),
+        "{}",
+        outcome.summary.len()
+    );
+    assert_eq!(
+        outcome.details.len(),
+        102,
+        "100 lines + two 'dropped' notes"
+    );
     assert!(outcome.details.iter().take(100).all(|d| d.len() < 1100));
-    assert!(outcome.details.iter().any(|d| d.contains("4900 more detail lines dropped")), "{:?}", &outcome.details[100..]);
-    assert!(outcome.details.iter().any(|d| d.contains("4936 more metrics dropped")), "{:?}", &outcome.details[100..]);
+    assert!(
+        outcome
+            .details
+            .iter()
+            .any(|d| d.contains("4900 more detail lines dropped")),
+        "{:?}",
+        &outcome.details[100..]
+    );
+    assert!(
+        outcome
+            .details
+            .iter()
+            .any(|d| d.contains("4936 more metrics dropped")),
+        "{:?}",
+        &outcome.details[100..]
+    );
     assert_eq!(outcome.metrics.len(), 64);
     let log_bytes: usize = outcome.logs.iter().map(|l| l.message.len()).sum();
-    assert!(log_bytes < 3 * 64 * 1024 + 4096, "logs kept {log_bytes} bytes");
-    assert!(outcome.logs.iter().any(|l| l.message.contains("further log lines dropped")));
-    assert!(outcome.logs.iter().any(|l| l.message.contains("stdout: ") && l.message.len() <= 64 * 1024 + 16));
+    assert!(
+        log_bytes < 3 * 64 * 1024 + 4096,
+        "logs kept {log_bytes} bytes"
+    );
+    assert!(
+        outcome
+            .logs
+            .iter()
+            .any(|l| l.message.contains("further log lines dropped"))
+    );
+    assert!(
+        outcome
+            .logs
+            .iter()
+            .any(|l| l.message.contains("stdout: ") && l.message.len() <= 64 * 1024 + 16)
+    );
 }
 
 #[test]
 fn mischief_through_the_cli_exits_unknown_with_the_reason() {
-    let run = runbox(&["check", plugin("mischief").to_str().unwrap(), "--with", "mode=loop", "--timeout", "1s"]);
+    let run = runbox(&[
+        "check",
+        plugin("mischief").to_str().unwrap(),
+        "--with",
+        "mode=loop",
+        "--timeout",
+        "1s",
+    ]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.stdout.contains("did not finish within its 1s deadline: it was still computing"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("did not finish within its 1s deadline: it was still computing"),
+        "{}",
+        run.stdout
+    );
     assert!(run.elapsed < Duration::from_secs(4), "{:?}", run.elapsed);
 
-    let run = runbox(&["check", plugin("mischief").to_str().unwrap(), "--with", "mode=alloc", "--memory", "16MiB"]);
+    let run = runbox(&[
+        "check",
+        plugin("mischief").to_str().unwrap(),
+        "--with",
+        "mode=alloc",
+        "--memory",
+        "16MiB",
+    ]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.stdout.contains("memory limit of 16 MiB exceeded"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("memory limit of 16 MiB exceeded"),
+        "{}",
+        run.stdout
+    );
 }

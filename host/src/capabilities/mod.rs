@@ -45,9 +45,14 @@ impl DirGrant {
             None => (text, text.to_string()),
         };
         if host.is_empty() || guest.is_empty() {
-            return Err(format!("directory grant `{text}`: expected HOST_DIR or HOST_DIR:GUEST_PATH"));
+            return Err(format!(
+                "directory grant `{text}`: expected HOST_DIR or HOST_DIR:GUEST_PATH"
+            ));
         }
-        Ok(DirGrant { host: PathBuf::from(host), guest })
+        Ok(DirGrant {
+            host: PathBuf::from(host),
+            guest,
+        })
     }
 }
 
@@ -56,9 +61,13 @@ impl DirGrant {
 pub fn parse_env_grant(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
-        Some(_) => Err(format!("environment grant `{text}`: expected NAME or NAME=VALUE")),
+        Some(_) => Err(format!(
+            "environment grant `{text}`: expected NAME or NAME=VALUE"
+        )),
         None => std::env::var(text)
             .map(|value| (text.to_string(), value))
-            .map_err(|_| format!("environment grant `{text}`: runbox's environment has no variable `{text}`")),
+            .map_err(|_| {
+                format!("environment grant `{text}`: runbox's environment has no variable `{text}`")
+            }),
     }
 }

@@ -54,7 +54,11 @@ const METADATA_ADDRESSES: &[IpAddr] = &[
 ];
 
 /// Names of cloud metadata services; looking them up is denied like their addresses.
-const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata.goog", "instance-data.ec2.internal"];
+const METADATA_NAMES: &[&str] = &[
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data.ec2.internal",
+];
 
 /// True for an address of a cloud instance-metadata service.
 pub fn is_metadata_address(ip: IpAddr) -> bool {
@@ -78,7 +82,9 @@ impl HostPattern {
     fn covers_name(&self, name: &str) -> bool {
         match self {
             HostPattern::Name(granted) => granted == name,
-            HostPattern::Suffix(suffix) => name.ends_with(suffix.as_str()) && name.len() > suffix.len(),
+            HostPattern::Suffix(suffix) => {
+                name.ends_with(suffix.as_str()) && name.len() > suffix.len()
+            }
             HostPattern::Ip(_) | HostPattern::Cidr(_) => false,
         }
     }
@@ -130,7 +136,9 @@ impl fmt::Display for Grant {
 
 /// A grant that does not parse, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("grant `{text}`: {reason} (expected scheme://host[:port], e.g. redis://cache.internal:6379, tcp://10.0.0.0/8:5432, https://*.example.com)")]
+#[error(
+    "grant `{text}`: {reason} (expected scheme://host[:port], e.g. redis://cache.internal:6379, tcp://10.0.0.0/8:5432, https://*.example.com)"
+)]
 pub struct GrantError {
     /// The grant as written.
     pub text: String,
@@ -142,8 +150,13 @@ impl FromStr for Grant {
     type Err = GrantError;
 
     fn from_str(text: &str) -> Result<Grant, GrantError> {
-        let fail = |reason: String| GrantError { text: text.to_string(), reason };
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| fail("missing `scheme://`".into()))?;
+        let fail = |reason: String| GrantError {
+            text: text.to_string(),
+            reason,
+        };
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| fail("missing `scheme://`".into()))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = SCHEMES
             .iter()
@@ -151,14 +164,23 @@ impl FromStr for Grant {
             .map(|(_, port)| *port)
             .ok_or_else(|| {
                 let known: Vec<&str> = SCHEMES.iter().map(|(name, _)| *name).collect();
-                fail(format!("unknown scheme `{scheme}` (known: {})", known.join(", ")))
+                fail(format!(
+                    "unknown scheme `{scheme}` (known: {})",
+                    known.join(", ")
+                ))
             })?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed.split_once(']').ok_or_else(|| fail("unclosed `[`".into()))?;
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| fail("unclosed `[`".into()))?;
             let port = match after {
                 "" => None,
-                _ => Some(after.strip_prefix(':').ok_or_else(|| fail(format!("unexpected `{after}` after `]`")))?),
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| fail(format!("unexpected `{after}` after `]`")))?,
+                ),
             };
             (host, port)
         } else {
@@ -173,13 +195,24 @@ impl FromStr for Grant {
                 port.parse::<u16>()
                     .ok()
                     .filter(|port| *port != 0)
-                    .ok_or_else(|| fail(format!("port `{port}` is not a number from 1 to 65535 or `*`")))?,
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "port `{port}` is not a number from 1 to 65535 or `*`"
+                        ))
+                    })?,
             ),
-            None => PortPattern::Port(
-                default_port.ok_or_else(|| fail(format!("scheme `{scheme}` has no default port; add `:PORT` or `:*`")))?,
-            ),
+            None => PortPattern::Port(default_port.ok_or_else(|| {
+                fail(format!(
+                    "scheme `{scheme}` has no default port; add `:PORT` or `:*`"
+                ))
+            })?),
         };
-        Ok(Grant { scheme, host: parse_host_pattern(host).map_err(fail)?, port, text: text.to_string() })
+        Ok(Grant {
+            scheme,
+            host: parse_host_pattern(host).map_err(fail)?,
+            port,
+            text: text.to_string(),
+        })
     }
 }
 
@@ -202,14 +235,20 @@ fn parse_host_pattern(host: &str) -> Result<HostPattern, String> {
     let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
         return Err(format!(
             "`{host}` is not a host name, `*.suffix`, IP address or CIDR block (`*` may only start a name)"
         ));
     }
-    Ok(if suffix { HostPattern::Suffix(format!(".{name}")) } else { HostPattern::Name(name) })
+    Ok(if suffix {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Name(name)
+    })
 }
 
 /// Why a socket operation is being checked.
@@ -274,11 +313,18 @@ struct PolicyState {
 impl NetworkPolicy {
     /// A policy for `plugin` holding `grants`. No grants: nothing is allowed.
     pub fn new(plugin: &str, grants: Vec<Grant>, allow_metadata: bool) -> NetworkPolicy {
-        NetworkPolicy { plugin: plugin.to_string(), grants, allow_metadata, state: Mutex::default() }
+        NetworkPolicy {
+            plugin: plugin.to_string(),
+            grants,
+            allow_metadata,
+            state: Mutex::default(),
+        }
     }
 
     fn socket_grants(&self) -> impl Iterator<Item = &Grant> {
-        self.grants.iter().filter(|grant| grant.scheme != "http" && grant.scheme != "https")
+        self.grants
+            .iter()
+            .filter(|grant| grant.scheme != "http" && grant.scheme != "https")
     }
 
     /// Decides whether the plugin may resolve `name`.
@@ -290,11 +336,16 @@ impl NetworkPolicy {
                 "it names a cloud metadata service; only the operator can allow that (--allow-metadata)".into(),
             ))
         } else if IpAddr::from_str(normal.trim_start_matches('[').trim_end_matches(']')).is_ok()
-            || self.socket_grants().any(|grant| grant.host.covers_name(&normal))
+            || self
+                .socket_grants()
+                .any(|grant| grant.host.covers_name(&normal))
         {
             Ok(())
         } else {
-            Err(self.deny(format!("name lookup of `{name}`"), format!("no grant covers it — add {}", suggest(&normal, None))))
+            Err(self.deny(
+                format!("name lookup of `{name}`"),
+                format!("no grant covers it — add {}", suggest(&normal, None)),
+            ))
         };
         self.log_decision("lookup", name, &allowed);
         allowed
@@ -304,13 +355,22 @@ impl NetworkPolicy {
     /// connect to `ip` counts as a connect to `name`.
     pub fn record_resolution(&self, name: &str, ip: IpAddr) {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        self.state.lock().unwrap().resolved.entry(ip.to_canonical()).or_insert(name);
+        self.state
+            .lock()
+            .unwrap()
+            .resolved
+            .entry(ip.to_canonical())
+            .or_insert(name);
     }
 
     /// Decides a socket operation on `addr` without waiting, or returns `None` when the
     /// decision needs the addresses of granted names the host has not resolved yet
     /// (then call [`NetworkPolicy::check_socket`]).
-    pub fn check_socket_now(&self, addr: SocketAddr, use_: SocketUse) -> Option<Result<(), Denial>> {
+    pub fn check_socket_now(
+        &self,
+        addr: SocketAddr,
+        use_: SocketUse,
+    ) -> Option<Result<(), Denial>> {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let decision = match use_ {
             SocketUse::TcpBind if addr.port() == 0 && addr.ip().is_unspecified() => Ok(()),
@@ -336,11 +396,16 @@ impl NetworkPolicy {
             let resolved = tokio::net::lookup_host((name.as_str(), 0)).await;
             let mut state = self.state.lock().unwrap();
             for found in resolved.into_iter().flatten() {
-                state.resolved.entry(found.ip().to_canonical()).or_insert_with(|| name.clone());
+                state
+                    .resolved
+                    .entry(found.ip().to_canonical())
+                    .or_insert_with(|| name.clone());
             }
             state.host_resolved.insert(name);
         }
-        let decision = self.decide_connect(addr, true).expect("decided once every granted name is resolved");
+        let decision = self
+            .decide_connect(addr, true)
+            .expect("decided once every granted name is resolved");
         self.log_decision(&use_.to_string(), &addr.to_string(), &decision);
         decision
     }
@@ -355,9 +420,16 @@ impl NetworkPolicy {
                 "it is a cloud metadata address; only the operator can allow that (--allow-metadata)".into(),
             )));
         }
-        let mut on_port = self.socket_grants().filter(|grant| grant.port.covers(addr.port()));
+        let mut on_port = self
+            .socket_grants()
+            .filter(|grant| grant.port.covers(addr.port()));
         let name = self.resolved_name(ip);
-        if on_port.any(|grant| grant.host.covers_ip(ip) || name.as_deref().is_some_and(|name| grant.host.covers_name(name))) {
+        if on_port.any(|grant| {
+            grant.host.covers_ip(ip)
+                || name
+                    .as_deref()
+                    .is_some_and(|name| grant.host.covers_name(name))
+        }) {
             return Some(Ok(()));
         }
         // The plugin may connect to an address without looking it up (or the lookup
@@ -366,7 +438,13 @@ impl NetworkPolicy {
         if !final_ && !self.unresolved_names(addr.port()).is_empty() {
             return None;
         }
-        Some(Err(self.deny(format!("connect to {addr}"), format!("no grant covers it — add {}", self.suggest_connect(addr, name)))))
+        Some(Err(self.deny(
+            format!("connect to {addr}"),
+            format!(
+                "no grant covers it — add {}",
+                self.suggest_connect(addr, name)
+            ),
+        )))
     }
 
     fn unresolved_names(&self, port: u16) -> Vec<String> {
@@ -374,7 +452,9 @@ impl NetworkPolicy {
         self.socket_grants()
             .filter(|grant| grant.port.covers(port))
             .filter_map(|grant| match &grant.host {
-                HostPattern::Name(name) if !state.host_resolved.contains(name) => Some(name.clone()),
+                HostPattern::Name(name) if !state.host_resolved.contains(name) => {
+                    Some(name.clone())
+                }
                 _ => None,
             })
             .collect()
@@ -394,22 +474,30 @@ impl NetworkPolicy {
             .socket_grants()
             .find(|grant| match &grant.host {
                 HostPattern::Name(name) => *name == host,
-                pattern => IpAddr::from_str(host.trim_matches(['[', ']'])).is_ok_and(|ip| pattern.covers_ip(ip)),
+                pattern => IpAddr::from_str(host.trim_matches(['[', ']']))
+                    .is_ok_and(|ip| pattern.covers_ip(ip)),
             })
             .map(|grant| grant.scheme.clone());
         suggest(&host, Some((scheme, addr.port())))
     }
 
     fn deny(&self, attempt: String, reason: String) -> Denial {
-        let denial = Denial { attempt, remedy: reason };
+        let denial = Denial {
+            attempt,
+            remedy: reason,
+        };
         self.state.lock().unwrap().denials.push(denial.clone());
         denial
     }
 
     fn log_decision(&self, operation: &str, target: &str, decision: &Result<(), Denial>) {
         match decision {
-            Ok(()) => tracing::debug!(plugin = %self.plugin, operation, target, decision = "allowed", "capability decision"),
-            Err(denial) => tracing::debug!(plugin = %self.plugin, operation, target, decision = "denied", reason = %denial.remedy, "capability decision"),
+            Ok(()) => {
+                tracing::debug!(plugin = %self.plugin, operation, target, decision = "allowed", "capability decision")
+            }
+            Err(denial) => {
+                tracing::debug!(plugin = %self.plugin, operation, target, decision = "denied", reason = %denial.remedy, "capability decision")
+            }
         }
     }
 
@@ -435,7 +523,11 @@ mod tests {
     use super::*;
 
     fn policy(grants: &[&str]) -> NetworkPolicy {
-        NetworkPolicy::new("test", grants.iter().map(|g| g.parse().unwrap()).collect(), false)
+        NetworkPolicy::new(
+            "test",
+            grants.iter().map(|g| g.parse().unwrap()).collect(),
+            false,
+        )
     }
 
     fn addr(text: &str) -> SocketAddr {
@@ -445,17 +537,61 @@ mod tests {
     #[test]
     fn parses_the_grant_grammar() {
         let cases: &[(&str, HostPattern, PortPattern)] = &[
-            ("redis://cache.internal", HostPattern::Name("cache.internal".into()), PortPattern::Port(6379)),
-            ("redis://Cache.Internal.:7000", HostPattern::Name("cache.internal".into()), PortPattern::Port(7000)),
-            ("postgres://db", HostPattern::Name("db".into()), PortPattern::Port(5432)),
-            ("https://*.s3.amazonaws.com", HostPattern::Suffix(".s3.amazonaws.com".into()), PortPattern::Port(443)),
-            ("tcp://10.0.0.0/8:6379", HostPattern::Cidr("10.0.0.0/8".parse().unwrap()), PortPattern::Port(6379)),
-            ("tcp://10.1.2.3/8:*", HostPattern::Cidr("10.0.0.0/8".parse().unwrap()), PortPattern::Any),
-            ("http://127.0.0.1:*", HostPattern::Ip("127.0.0.1".parse().unwrap()), PortPattern::Any),
-            ("tcp://[::1]:5432", HostPattern::Ip("::1".parse().unwrap()), PortPattern::Port(5432)),
-            ("tcp://[fd00::/8]:1", HostPattern::Cidr("fd00::/8".parse().unwrap()), PortPattern::Port(1)),
-            ("redis://[::ffff:127.0.0.1]", HostPattern::Ip("127.0.0.1".parse().unwrap()), PortPattern::Port(6379)),
-            ("REDIS://h/", HostPattern::Name("h".into()), PortPattern::Port(6379)),
+            (
+                "redis://cache.internal",
+                HostPattern::Name("cache.internal".into()),
+                PortPattern::Port(6379),
+            ),
+            (
+                "redis://Cache.Internal.:7000",
+                HostPattern::Name("cache.internal".into()),
+                PortPattern::Port(7000),
+            ),
+            (
+                "postgres://db",
+                HostPattern::Name("db".into()),
+                PortPattern::Port(5432),
+            ),
+            (
+                "https://*.s3.amazonaws.com",
+                HostPattern::Suffix(".s3.amazonaws.com".into()),
+                PortPattern::Port(443),
+            ),
+            (
+                "tcp://10.0.0.0/8:6379",
+                HostPattern::Cidr("10.0.0.0/8".parse().unwrap()),
+                PortPattern::Port(6379),
+            ),
+            (
+                "tcp://10.1.2.3/8:*",
+                HostPattern::Cidr("10.0.0.0/8".parse().unwrap()),
+                PortPattern::Any,
+            ),
+            (
+                "http://127.0.0.1:*",
+                HostPattern::Ip("127.0.0.1".parse().unwrap()),
+                PortPattern::Any,
+            ),
+            (
+                "tcp://[::1]:5432",
+                HostPattern::Ip("::1".parse().unwrap()),
+                PortPattern::Port(5432),
+            ),
+            (
+                "tcp://[fd00::/8]:1",
+                HostPattern::Cidr("fd00::/8".parse().unwrap()),
+                PortPattern::Port(1),
+            ),
+            (
+                "redis://[::ffff:127.0.0.1]",
+                HostPattern::Ip("127.0.0.1".parse().unwrap()),
+                PortPattern::Port(6379),
+            ),
+            (
+                "REDIS://h/",
+                HostPattern::Name("h".into()),
+                PortPattern::Port(6379),
+            ),
         ];
         for (text, host, port) in cases {
             let grant: Grant = text.parse().unwrap_or_else(|err| panic!("{text}: {err}"));
@@ -485,13 +621,20 @@ mod tests {
         for (text, expected) in cases {
             let err = text.parse::<Grant>().unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
-            assert!(err.contains("expected scheme://host[:port]"), "{text}: {err}");
+            assert!(
+                err.contains("expected scheme://host[:port]"),
+                "{text}: {err}"
+            );
         }
     }
 
     #[test]
     fn name_lookups_only_for_granted_names() {
-        let policy = policy(&["redis://cache.internal", "tcp://*.svc.local:*", "https://api.example.com"]);
+        let policy = policy(&[
+            "redis://cache.internal",
+            "tcp://*.svc.local:*",
+            "https://api.example.com",
+        ]);
         let table: &[(&str, bool)] = &[
             ("cache.internal", true),
             ("CACHE.internal.", true),
@@ -507,14 +650,23 @@ mod tests {
         for (name, allowed) in table {
             assert_eq!(policy.check_name_lookup(name).is_ok(), *allowed, "{name}");
         }
-        let denial = policy.check_name_lookup("exfil.attacker.example").unwrap_err();
+        let denial = policy
+            .check_name_lookup("exfil.attacker.example")
+            .unwrap_err();
         assert_eq!(denial.attempt, "name lookup of `exfil.attacker.example`");
-        assert!(denial.remedy.contains("tcp://exfil.attacker.example:PORT"), "{denial}");
+        assert!(
+            denial.remedy.contains("tcp://exfil.attacker.example:PORT"),
+            "{denial}"
+        );
     }
 
     #[tokio::test]
     async fn connects_only_to_granted_addresses_and_ports() {
-        let policy = policy(&["redis://127.0.0.1:6379", "tcp://127.0.1.0/24:5432", "postgres://[::1]"]);
+        let policy = policy(&[
+            "redis://127.0.0.1:6379",
+            "tcp://127.0.1.0/24:5432",
+            "postgres://[::1]",
+        ]);
         let table: &[(&str, bool)] = &[
             ("127.0.0.1:6379", true),
             ("127.0.0.1:6380", false),
@@ -526,12 +678,23 @@ mod tests {
             ("10.0.0.5:6379", false),
         ];
         for (target, allowed) in table {
-            let result = policy.check_socket(addr(target), SocketUse::TcpConnect).await;
+            let result = policy
+                .check_socket(addr(target), SocketUse::TcpConnect)
+                .await;
             assert_eq!(result.is_ok(), *allowed, "{target}: {result:?}");
         }
-        let denial = policy.check_socket(addr("127.0.0.1:6380"), SocketUse::TcpConnect).await.unwrap_err();
-        assert_eq!(denial.to_string(), "connect to 127.0.0.1:6380 denied: no grant covers it — add `redis://127.0.0.1:6380` to the grants (--allow)");
-        let denial = policy.check_socket(addr("10.0.0.5:6379"), SocketUse::TcpConnect).await.unwrap_err();
+        let denial = policy
+            .check_socket(addr("127.0.0.1:6380"), SocketUse::TcpConnect)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denial.to_string(),
+            "connect to 127.0.0.1:6380 denied: no grant covers it — add `redis://127.0.0.1:6380` to the grants (--allow)"
+        );
+        let denial = policy
+            .check_socket(addr("10.0.0.5:6379"), SocketUse::TcpConnect)
+            .await
+            .unwrap_err();
         assert!(denial.remedy.contains("`tcp://10.0.0.5:6379`"), "{denial}");
         assert_eq!(policy.denials().len(), 6, "four from the table, two above");
     }
@@ -540,43 +703,123 @@ mod tests {
     async fn names_allow_the_addresses_they_resolved_to() {
         let policy = policy(&["redis://cache.internal", "tcp://*.svc.local:7000"]);
         // Nothing resolved yet: the address is not covered.
-        assert!(policy.check_socket(addr("127.0.0.9:6379"), SocketUse::TcpConnect).await.is_err());
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.9:6379"), SocketUse::TcpConnect)
+                .await
+                .is_err()
+        );
         policy.record_resolution("cache.internal", "127.0.0.9".parse().unwrap());
         policy.record_resolution("db.svc.local", "127.0.0.10".parse().unwrap());
-        assert!(policy.check_socket(addr("127.0.0.9:6379"), SocketUse::TcpConnect).await.is_ok());
-        assert!(policy.check_socket(addr("127.0.0.9:6380"), SocketUse::TcpConnect).await.is_err());
-        assert!(policy.check_socket(addr("127.0.0.10:7000"), SocketUse::TcpConnect).await.is_ok());
-        let denial = policy.check_socket(addr("127.0.0.9:6380"), SocketUse::TcpConnect).await.unwrap_err();
-        assert!(denial.remedy.contains("`redis://cache.internal:6380`"), "{denial}");
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.9:6379"), SocketUse::TcpConnect)
+                .await
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.9:6380"), SocketUse::TcpConnect)
+                .await
+                .is_err()
+        );
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.10:7000"), SocketUse::TcpConnect)
+                .await
+                .is_ok()
+        );
+        let denial = policy
+            .check_socket(addr("127.0.0.9:6380"), SocketUse::TcpConnect)
+            .await
+            .unwrap_err();
+        assert!(
+            denial.remedy.contains("`redis://cache.internal:6380`"),
+            "{denial}"
+        );
     }
 
     #[tokio::test]
     async fn host_resolves_exact_granted_names_for_direct_connects() {
         let policy = policy(&["redis://localhost:6379"]);
-        assert!(policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect).is_none(), "needs a lookup first");
-        assert!(policy.check_socket(addr("127.0.0.1:6379"), SocketUse::TcpConnect).await.is_ok());
-        assert!(policy.check_socket(addr("127.0.0.2:6379"), SocketUse::TcpConnect).await.is_err());
+        assert!(
+            policy
+                .check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect)
+                .is_none(),
+            "needs a lookup first"
+        );
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.1:6379"), SocketUse::TcpConnect)
+                .await
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check_socket(addr("127.0.0.2:6379"), SocketUse::TcpConnect)
+                .await
+                .is_err()
+        );
         // Resolved once: later decisions need no lookup.
-        assert_eq!(policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect), Some(Ok(())));
+        assert_eq!(
+            policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect),
+            Some(Ok(()))
+        );
     }
 
     #[tokio::test]
     async fn metadata_needs_the_operator_whatever_the_grants() {
-        let granted = ["tcp://169.254.0.0/16:80", "tcp://[fd00:ec2::254]:80", "tcp://0.0.0.0/0:*"];
+        let granted = [
+            "tcp://169.254.0.0/16:80",
+            "tcp://[fd00:ec2::254]:80",
+            "tcp://0.0.0.0/0:*",
+        ];
         let strict = policy(&granted);
-        for target in ["169.254.169.254:80", "[fd00:ec2::254]:80", "[::ffff:169.254.169.254]:80", "100.100.100.200:80"] {
-            let denial = strict.check_socket(addr(target), SocketUse::TcpConnect).await.unwrap_err();
-            assert!(denial.remedy.contains("--allow-metadata"), "{target}: {denial}");
+        for target in [
+            "169.254.169.254:80",
+            "[fd00:ec2::254]:80",
+            "[::ffff:169.254.169.254]:80",
+            "100.100.100.200:80",
+        ] {
+            let denial = strict
+                .check_socket(addr(target), SocketUse::TcpConnect)
+                .await
+                .unwrap_err();
+            assert!(
+                denial.remedy.contains("--allow-metadata"),
+                "{target}: {denial}"
+            );
         }
-        let operator = NetworkPolicy::new("test", granted.iter().map(|g| g.parse().unwrap()).collect(), true);
-        assert!(operator.check_socket(addr("169.254.169.254:80"), SocketUse::TcpConnect).await.is_ok());
+        let operator = NetworkPolicy::new(
+            "test",
+            granted.iter().map(|g| g.parse().unwrap()).collect(),
+            true,
+        );
+        assert!(
+            operator
+                .check_socket(addr("169.254.169.254:80"), SocketUse::TcpConnect)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn binds_listens_and_udp_are_denied() {
         let policy = policy(&["tcp://127.0.0.1:*"]);
-        assert!(policy.check_socket(addr("0.0.0.0:0"), SocketUse::TcpBind).await.is_ok(), "implicit bind of a connect");
-        assert!(policy.check_socket(addr("[::]:0"), SocketUse::TcpBind).await.is_ok(), "implicit bind of a connect");
+        assert!(
+            policy
+                .check_socket(addr("0.0.0.0:0"), SocketUse::TcpBind)
+                .await
+                .is_ok(),
+            "implicit bind of a connect"
+        );
+        assert!(
+            policy
+                .check_socket(addr("[::]:0"), SocketUse::TcpBind)
+                .await
+                .is_ok(),
+            "implicit bind of a connect"
+        );
         for (target, use_) in [
             ("127.0.0.1:8080", SocketUse::TcpBind),
             ("0.0.0.0:8080", SocketUse::TcpBind),
@@ -584,7 +827,10 @@ mod tests {
             ("0.0.0.0:0", SocketUse::TcpListen),
             ("127.0.0.1:53", SocketUse::Udp),
         ] {
-            assert!(policy.check_socket(addr(target), use_).await.is_err(), "{use_} {target}");
+            assert!(
+                policy.check_socket(addr(target), use_).await.is_err(),
+                "{use_} {target}"
+            );
         }
     }
 }

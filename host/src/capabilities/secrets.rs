@@ -34,27 +34,56 @@ impl SecretGrant {
     /// Parses `NAME=env:VAR` or `NAME=file:PATH`.
     pub fn parse(text: &str) -> Result<SecretGrant, String> {
         let usage = "expected NAME=env:VAR or NAME=file:PATH";
-        let (name, source) = text.split_once('=').ok_or_else(|| format!("secret `{text}`: {usage}"))?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("secret `{text}`: name `{name}` must be letters, digits, `_` or `-`"));
+        let (name, source) = text
+            .split_once('=')
+            .ok_or_else(|| format!("secret `{text}`: {usage}"))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "secret `{text}`: name `{name}` must be letters, digits, `_` or `-`"
+            ));
         }
         let source = match source.split_once(':') {
             Some(("env", var)) if !var.is_empty() => SecretSource::Env(var.to_string()),
             Some(("file", path)) if !path.is_empty() => SecretSource::File(PathBuf::from(path)),
-            _ => return Err(format!("secret `{name}`: source `{source}` is not understood ({usage})")),
+            _ => {
+                return Err(format!(
+                    "secret `{name}`: source `{source}` is not understood ({usage})"
+                ));
+            }
         };
-        Ok(SecretGrant { name: name.to_string(), source })
+        Ok(SecretGrant {
+            name: name.to_string(),
+            source,
+        })
     }
 
     /// Reads the value now. The error names the secret and the source, never a value.
     pub fn resolve(&self) -> Result<String, String> {
         match &self.source {
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                format!("secret `{}`: environment variable `{var}` is not set (or not UTF-8)", self.name)
+                format!(
+                    "secret `{}`: environment variable `{var}` is not set (or not UTF-8)",
+                    self.name
+                )
             }),
             SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|text| text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_string())
-                .map_err(|err| format!("secret `{}`: cannot read {}: {err}", self.name, path.display())),
+                .map(|text| {
+                    text.strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(&text)
+                        .to_string()
+                })
+                .map_err(|err| {
+                    format!(
+                        "secret `{}`: cannot read {}: {err}",
+                        self.name,
+                        path.display()
+                    )
+                }),
         }
     }
 }
@@ -76,7 +105,10 @@ impl Redactor {
 
     /// A redactor for these values.
     pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
-        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= Self::MIN_LEN).collect();
+        let mut values: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= Self::MIN_LEN)
+            .collect();
         // Longest first, so a secret containing another is removed whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
@@ -108,13 +140,25 @@ mod tests {
     fn parses_secret_grants() {
         assert_eq!(
             SecretGrant::parse("REDIS_PASSWORD=env:PROD_REDIS_PW").unwrap(),
-            SecretGrant { name: "REDIS_PASSWORD".into(), source: SecretSource::Env("PROD_REDIS_PW".into()) }
+            SecretGrant {
+                name: "REDIS_PASSWORD".into(),
+                source: SecretSource::Env("PROD_REDIS_PW".into())
+            }
         );
         assert_eq!(
-            SecretGrant::parse("pw=file:/run/secrets/pw").unwrap().source,
+            SecretGrant::parse("pw=file:/run/secrets/pw")
+                .unwrap()
+                .source,
             SecretSource::File("/run/secrets/pw".into())
         );
-        for bad in ["pw", "=env:X", "pw=env:", "pw=vault:x", "pw=file:", "p w=env:X"] {
+        for bad in [
+            "pw",
+            "=env:X",
+            "pw=env:",
+            "pw=vault:x",
+            "pw=file:",
+            "p w=env:X",
+        ] {
             assert!(SecretGrant::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -124,15 +168,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let grant = SecretGrant { name: "pw".into(), source: SecretSource::File(path) };
+        let grant = SecretGrant {
+            name: "pw".into(),
+            source: SecretSource::File(path),
+        };
         assert_eq!(grant.resolve().unwrap(), "s3cret");
-        let missing = SecretGrant { name: "pw".into(), source: SecretSource::Env("RUNBOX_TEST_SURELY_UNSET".into()) };
-        assert!(missing.resolve().unwrap_err().contains("RUNBOX_TEST_SURELY_UNSET"));
+        let missing = SecretGrant {
+            name: "pw".into(),
+            source: SecretSource::Env("RUNBOX_TEST_SURELY_UNSET".into()),
+        };
+        assert!(
+            missing
+                .resolve()
+                .unwrap_err()
+                .contains("RUNBOX_TEST_SURELY_UNSET")
+        );
     }
 
     #[test]
     fn redacts_longest_first_and_skips_tiny_values() {
-        let redactor = Redactor::new(["hunter2".to_string(), "hunter2-extra".to_string(), "ab".to_string()]);
-        assert_eq!(redactor.redact("pw=hunter2-extra or hunter2, ab"), "pw=[REDACTED] or [REDACTED], ab");
+        let redactor = Redactor::new([
+            "hunter2".to_string(),
+            "hunter2-extra".to_string(),
+            "ab".to_string(),
+        ]);
+        assert_eq!(
+            redactor.redact("pw=hunter2-extra or hunter2, ab"),
+            "pw=[REDACTED] or [REDACTED], ab"
+        );
     }
 }

@@ -30,7 +30,13 @@ pub fn render(run: &RunResult, format: Format, verbose: bool) -> String {
 fn human(run: &RunResult, verbose: bool) -> String {
     let mut out = String::new();
     for step in &run.steps {
-        let _ = writeln!(out, "{:<8}  {}  {}", step.status.label(), step.id, step.summary);
+        let _ = writeln!(
+            out,
+            "{:<8}  {}  {}",
+            step.status.label(),
+            step.id,
+            step.summary
+        );
         for metric in &step.metrics {
             let _ = writeln!(out, "          {}", human_metric(metric));
         }
@@ -38,7 +44,11 @@ fn human(run: &RunResult, verbose: bool) -> String {
             let _ = writeln!(out, "          {line}");
         }
         // The first denial often is the summary already ("sandbox: ..."); say it once.
-        for denial in step.denied.iter().filter(|denial| step.summary != format!("sandbox: {denial}")) {
+        for denial in step
+            .denied
+            .iter()
+            .filter(|denial| step.summary != format!("sandbox: {denial}"))
+        {
             let _ = writeln!(out, "          denied: {denial}");
         }
         if verbose {
@@ -54,7 +64,12 @@ fn human(run: &RunResult, verbose: bool) -> String {
 }
 
 fn human_metric(metric: &MetricResult) -> String {
-    let mut text = format!("{} = {}{}", metric.name, format_value(metric.value), metric.unit);
+    let mut text = format!(
+        "{} = {}{}",
+        metric.name,
+        format_value(metric.value),
+        metric.unit
+    );
     if let Some(warn) = &metric.warn {
         let _ = write!(text, "  warn {warn}");
     }
@@ -84,8 +99,20 @@ fn nagios(run: &RunResult) -> String {
     let summary = match run.steps.as_slice() {
         [step] => step.summary.clone(),
         steps => {
-            let not_ok: Vec<String> = steps.iter().filter(|s| s.status != Status::Ok).map(|s| format!("{} {}", s.id, s.status.label())).collect();
-            format!("{} steps, {}", steps.len(), if not_ok.is_empty() { "all OK".into() } else { not_ok.join(", ") })
+            let not_ok: Vec<String> = steps
+                .iter()
+                .filter(|s| s.status != Status::Ok)
+                .map(|s| format!("{} {}", s.id, s.status.label()))
+                .collect();
+            format!(
+                "{} steps, {}",
+                steps.len(),
+                if not_ok.is_empty() {
+                    "all OK".into()
+                } else {
+                    not_ok.join(", ")
+                }
+            )
         }
     };
     let prefix_labels = run.steps.len() > 1;
@@ -94,12 +121,21 @@ fn nagios(run: &RunResult) -> String {
         .iter()
         .flat_map(|step| {
             step.metrics.iter().map(move |metric| {
-                let label = if prefix_labels { format!("{}.{}", step.id, metric.name) } else { metric.name.clone() };
+                let label = if prefix_labels {
+                    format!("{}.{}", step.id, metric.name)
+                } else {
+                    metric.name.clone()
+                };
                 perfdata(&label, metric)
             })
         })
         .collect();
-    let mut out = format!("{} {} - {}", name.to_uppercase(), run.status.label(), one_line(&summary));
+    let mut out = format!(
+        "{} {} - {}",
+        name.to_uppercase(),
+        run.status.label(),
+        one_line(&summary)
+    );
     if !perfdata.is_empty() {
         let _ = write!(out, " | {}", perfdata.join(" "));
     }
@@ -170,28 +206,69 @@ mod tests {
     }
 
     fn latency() -> MetricResult {
-        MetricResult { name: "latency_ms".into(), value: 0.25, unit: "ms".into(), warn: Some("50".into()), crit: Some("200".into()), min: Some(0.0), max: None }
+        MetricResult {
+            name: "latency_ms".into(),
+            value: 0.25,
+            unit: "ms".into(),
+            warn: Some("50".into()),
+            crit: Some("200".into()),
+            min: Some(0.0),
+            max: None,
+        }
     }
 
     #[test]
     fn nagios_line_has_perfdata_and_long_output() {
-        let text = render(&run(Status::Warning, vec![latency()]), Format::Nagios, false);
-        assert_eq!(text, "REDIS-PING WARNING - PONG / fine really | 'latency_ms'=0.25ms;50;200;0\nrole: master\n");
+        let text = render(
+            &run(Status::Warning, vec![latency()]),
+            Format::Nagios,
+            false,
+        );
+        assert_eq!(
+            text,
+            "REDIS-PING WARNING - PONG / fine really | 'latency_ms'=0.25ms;50;200;0\nrole: master\n"
+        );
     }
 
     #[test]
     fn perfdata_drops_unknown_units_and_quotes_labels() {
-        let metric = MetricResult { name: "it's".into(), value: 3.0, unit: "jobs".into(), warn: None, crit: None, min: None, max: None };
+        let metric = MetricResult {
+            name: "it's".into(),
+            value: 3.0,
+            unit: "jobs".into(),
+            warn: None,
+            crit: None,
+            min: None,
+            max: None,
+        };
         assert_eq!(perfdata("it's", &metric), "'it''s'=3");
     }
 
     #[test]
     fn json_has_the_design_shape() {
-        let value: serde_json::Value = serde_json::from_str(&render(&run(Status::Ok, vec![latency()]), Format::Json, false)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&render(
+            &run(Status::Ok, vec![latency()]),
+            Format::Json,
+            false,
+        ))
+        .unwrap();
         assert_eq!(value["status"], "ok");
         assert_eq!(value["runbook"], serde_json::Value::Null);
         let step = &value["steps"][0];
-        for key in ["id", "plugin", "kind", "status", "summary", "details", "metrics", "attempts", "duration_ms", "skipped", "started_at", "ended_at"] {
+        for key in [
+            "id",
+            "plugin",
+            "kind",
+            "status",
+            "summary",
+            "details",
+            "metrics",
+            "attempts",
+            "duration_ms",
+            "skipped",
+            "started_at",
+            "ended_at",
+        ] {
             assert!(step.get(key).is_some(), "missing {key}");
         }
         assert_eq!(step["metrics"][0]["warn"], "50");
@@ -201,7 +278,10 @@ mod tests {
     fn human_output_lists_metrics_and_details() {
         let text = render(&run(Status::Ok, vec![latency()]), Format::Human, false);
         assert!(text.starts_with("OK        redis-ping  PONG"), "{text}");
-        assert!(text.contains("latency_ms = 0.25ms  warn 50  crit 200"), "{text}");
+        assert!(
+            text.contains("latency_ms = 0.25ms  warn 50  crit 200"),
+            "{text}"
+        );
         assert!(text.contains("role: master"), "{text}");
     }
 }

@@ -78,8 +78,15 @@ impl CompileCache {
         create_private_dir(&self.dir)?;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
         let final_path = self.entry(digest);
-        let temp = self.dir.join(format!(".{digest}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let temp = self.dir.join(format!(
+            ".{digest}.{}.{:016x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         let written = file.write_all(&bytes).and_then(|()| file.sync_all());
         drop(file);
         if let Err(err) = written.and_then(|()| std::fs::rename(&temp, &final_path)) {

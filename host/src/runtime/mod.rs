@@ -15,8 +15,8 @@ use cache::CompileCache;
 use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
@@ -37,7 +37,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { deadline: Duration::from_secs(10), memory_bytes: 64 << 20, output: OutputCaps::default() }
+        Limits {
+            deadline: Duration::from_secs(10),
+            memory_bytes: 64 << 20,
+            output: OutputCaps::default(),
+        }
     }
 }
 
@@ -92,7 +96,9 @@ pub enum LoadError {
         found: String,
     },
     /// A component that imports something the sandbox does not offer.
-    #[error("{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem and sockets, and runbox:plugin/host@0.1.0)")]
+    #[error(
+        "{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem and sockets, and runbox:plugin/host@0.1.0)"
+    )]
     UnsupportedImport {
         /// The file.
         path: PathBuf,
@@ -176,14 +182,21 @@ impl Runtime {
         Sandbox::add_to_linker(&mut linker)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), ticker_stop.clone());
-        std::thread::Builder::new().name("runbox-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                ticker_engine.increment_epoch();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("runbox-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
         let cache = options.cache_dir.map(|dir| CompileCache::new(dir, &engine));
-        Ok(Runtime { engine, linker, cache, ticker_stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            ticker_stop,
+        })
     }
 
     /// Loads `path`: reads it, compiles it (or maps the cached code), checks that it
@@ -191,8 +204,14 @@ impl Runtime {
     /// offers, and asks it for its `info()`.
     pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
         let started = Instant::now();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-        let invalid = |reason: String| LoadError::Invalid { path: path.into(), reason };
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.into(),
+            reason,
+        };
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
@@ -203,7 +222,10 @@ impl Runtime {
             _ => return Err(invalid("it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?".into())),
         }
         let digest = cache::digest(&bytes);
-        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &digest));
         let compiled = cached.is_none();
         let component = match cached {
             Some(component) => component,
@@ -219,16 +241,29 @@ impl Runtime {
         tracing::debug!(path = %path.display(), compiled, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "component ready");
 
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let has = |name: &str| exports.iter().any(|export| export == name);
         let kind = if has("info") && has("run") {
             Kind::Check
         } else if has("info") && has("plan") && has("apply") {
             Kind::Mitigation
         } else {
-            let found = if exports.is_empty() { "no exports".to_string() } else { format!("exports: {}", exports.join(", ")) };
-            return Err(LoadError::WrongWorld { path: path.into(), found });
+            let found = if exports.is_empty() {
+                "no exports".to_string()
+            } else {
+                format!("exports: {}", exports.join(", "))
+            };
+            return Err(LoadError::WrongWorld {
+                path: path.into(),
+                found,
+            });
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|err| {
             let message = format!("{err:#}");
@@ -237,7 +272,10 @@ impl Runtime {
                 .nth(1)
                 .map(|name| format!("`{name}`"))
                 .unwrap_or(message);
-            LoadError::UnsupportedImport { path: path.into(), import }
+            LoadError::UnsupportedImport {
+                path: path.into(),
+                import,
+            }
         })?;
         let wrong_types = |err: wasmtime::Error| LoadError::WrongWorld {
             path: path.into(),
@@ -245,32 +283,62 @@ impl Runtime {
         };
         let pre = match kind {
             Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
-            Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
+            Kind::Mitigation => {
+                Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?)
+            }
         };
         let mut plugin = Plugin {
             path: path.into(),
             digest,
             kind,
-            info: PluginInfo { name: String::new(), version: String::new(), description: String::new(), config_schema: serde_json::Value::Null },
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                config_schema: serde_json::Value::Null,
+            },
             imports,
             compiled,
             load_time: Duration::ZERO,
             pre,
         };
-        plugin.info = self.info(&plugin).await.map_err(|reason| LoadError::Info { path: path.into(), reason })?;
+        plugin.info = self.info(&plugin).await.map_err(|reason| LoadError::Info {
+            path: path.into(),
+            reason,
+        })?;
         plugin.load_time = started.elapsed();
         Ok(plugin)
     }
 
     async fn info(&self, plugin: &Plugin) -> Result<PluginInfo, String> {
-        let limits = Limits { deadline: Duration::from_secs(2), ..Limits::default() };
-        let sandbox = Sandbox::new(&plugin.path.display().to_string(), &Grants::default(), HashMap::new(), Arc::default(), limits.memory_bytes, limits.output)
-            .map_err(|err| err.to_string())?;
+        let limits = Limits {
+            deadline: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let sandbox = Sandbox::new(
+            &plugin.path.display().to_string(),
+            &Grants::default(),
+            HashMap::new(),
+            Arc::default(),
+            limits.memory_bytes,
+            limits.output,
+        )
+        .map_err(|err| err.to_string())?;
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let call = async {
             match &plugin.pre {
-                Pre::Check(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
-                Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
+                Pre::Check(pre) => {
+                    pre.instantiate_async(&mut store)
+                        .await?
+                        .call_info(&mut store)
+                        .await
+                }
+                Pre::Mitigation(pre) => {
+                    pre.instantiate_async(&mut store)
+                        .await?
+                        .call_info(&mut store)
+                        .await
+                }
             }
         };
         let info = run_with_deadline(call, limits.deadline, &activity)
@@ -278,8 +346,14 @@ impl Runtime {
             .map_err(|fault| fault.describe(&store.data().host.stderr.contents().0).1)?;
         let schema: serde_json::Value = serde_json::from_str(&info.config_schema)
             .map_err(|err| format!("its config schema is not JSON: {err}"))?;
-        jsonschema::validator_for(&schema).map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
-        Ok(PluginInfo { name: info.name, version: info.version, description: info.description, config_schema: schema })
+        jsonschema::validator_for(&schema)
+            .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            config_schema: schema,
+        })
     }
 
     fn store(&self, sandbox: Sandbox, deadline: Duration) -> (Store<Sandbox>, Activity) {
@@ -304,7 +378,13 @@ impl Runtime {
 
     /// Runs a check plugin once with `config` (already validated JSON) and `grants`.
     /// Never fails: every fault of the plugin becomes an outcome with a reason.
-    pub async fn run_check(&self, plugin: &Plugin, config: &serde_json::Value, grants: &Grants, limits: &Limits) -> CheckOutcome {
+    pub async fn run_check(
+        &self,
+        plugin: &Plugin,
+        config: &serde_json::Value,
+        grants: &Grants,
+        limits: &Limits,
+    ) -> CheckOutcome {
         let started = Instant::now();
         let mut secrets = HashMap::new();
         for grant in &grants.secrets {
@@ -316,12 +396,23 @@ impl Runtime {
             }
         }
         let redactor = Arc::new(Redactor::new(secrets.values().cloned()));
-        let sandbox = match Sandbox::new(&plugin.info.name, grants, secrets, redactor.clone(), limits.memory_bytes, limits.output) {
+        let sandbox = match Sandbox::new(
+            &plugin.info.name,
+            grants,
+            secrets,
+            redactor.clone(),
+            limits.memory_bytes,
+            limits.output,
+        ) {
             Ok(sandbox) => sandbox,
             Err(err) => return CheckOutcome::fault(Status::Unknown, err.to_string(), started),
         };
         let Pre::Check(pre) = &plugin.pre else {
-            return CheckOutcome::fault(Status::Unknown, format!("{} is a mitigation, not a check", plugin.info.name), started);
+            return CheckOutcome::fault(
+                Status::Unknown,
+                format!("{} is a mitigation, not a check", plugin.info.name),
+                started,
+            );
         };
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let config_text = config.to_string();
@@ -333,8 +424,18 @@ impl Runtime {
         let host = &mut store.data_mut().host;
         let (stderr, stderr_dropped) = host.stderr.contents();
         let (status, summary, details, metrics) = match result {
-            Ok(Ok(report)) => (Status::from(report.status), report.summary, report.details, report.metrics.into_iter().map(MetricResult::from).collect()),
-            Ok(Err(message)) => (Status::Unknown, format!("plugin error: {message}"), Vec::new(), Vec::new()),
+            Ok(Ok(report)) => (
+                Status::from(report.status),
+                report.summary,
+                report.details,
+                report.metrics.into_iter().map(MetricResult::from).collect(),
+            ),
+            Ok(Err(message)) => (
+                Status::Unknown,
+                format!("plugin error: {message}"),
+                Vec::new(),
+                Vec::new(),
+            ),
             Err(fault) => {
                 let (status, reason) = fault.describe(&stderr);
                 (status, reason, Vec::new(), Vec::new())
@@ -342,22 +443,50 @@ impl Runtime {
         };
         let mut logs = std::mem::take(&mut host.logs);
         if host.logs_dropped > 0 {
-            logs.push(LogLine { level: "warn", message: format!("{} further log lines dropped (log cap reached)", host.logs_dropped) });
+            logs.push(LogLine {
+                level: "warn",
+                message: format!(
+                    "{} further log lines dropped (log cap reached)",
+                    host.logs_dropped
+                ),
+            });
         }
         let (stdout, stdout_dropped) = host.stdout.contents();
-        for (stream, text, dropped) in [("stdout", stdout, stdout_dropped), ("stderr", stderr, stderr_dropped)] {
+        for (stream, text, dropped) in [
+            ("stdout", stdout, stdout_dropped),
+            ("stderr", stderr, stderr_dropped),
+        ] {
             if !text.is_empty() {
-                logs.push(LogLine { level: "info", message: redactor.redact(&format!("{stream}: {}", text.trim_end())) });
+                logs.push(LogLine {
+                    level: "info",
+                    message: redactor.redact(&format!("{stream}: {}", text.trim_end())),
+                });
             }
             if dropped > 0 {
-                logs.push(LogLine { level: "warn", message: format!("{stream}: {dropped} further bytes dropped (cap reached)") });
+                logs.push(LogLine {
+                    level: "warn",
+                    message: format!("{stream}: {dropped} further bytes dropped (cap reached)"),
+                });
             }
         }
-        let mut denied: Vec<String> = host.policy.denials().iter().map(ToString::to_string).collect();
+        let mut denied: Vec<String> = host
+            .policy
+            .denials()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         denied.extend(host.denied_secrets.iter().map(|name| {
             format!("secret `{name}` denied: the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
         }));
-        let mut outcome = CheckOutcome { status, summary, details, metrics, denied, logs, duration: started.elapsed() };
+        let mut outcome = CheckOutcome {
+            status,
+            summary,
+            details,
+            metrics,
+            denied,
+            logs,
+            duration: started.elapsed(),
+        };
         outcome.apply_denials();
         outcome.cap_and_redact(&redactor);
         outcome
@@ -374,11 +503,15 @@ struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { origin: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+        Activity {
+            origin: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn busy_recently(&self) -> bool {
@@ -406,13 +539,25 @@ impl Fault {
     /// Status and reason for people; `stderr` is the plugin's captured stderr (panics).
     fn describe(&self, stderr: &str) -> (Status, String) {
         match self {
-            Fault::Deadline { deadline, busy: true } => (
+            Fault::Deadline {
+                deadline,
+                busy: true,
+            } => (
                 Status::Unknown,
-                format!("plugin did not finish within its {} deadline: it was still computing and was stopped (a busy loop?)", humantime::format_duration(*deadline)),
+                format!(
+                    "plugin did not finish within its {} deadline: it was still computing and was stopped (a busy loop?)",
+                    humantime::format_duration(*deadline)
+                ),
             ),
-            Fault::Deadline { deadline, busy: false } => (
+            Fault::Deadline {
+                deadline,
+                busy: false,
+            } => (
                 Status::Critical,
-                format!("no result within the {} deadline: timed out waiting on the network", humantime::format_duration(*deadline)),
+                format!(
+                    "no result within the {} deadline: timed out waiting on the network",
+                    humantime::format_duration(*deadline)
+                ),
             ),
             Fault::Error(err) => (Status::Unknown, describe_error(err, stderr)),
         }
@@ -427,7 +572,10 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
         return format!("plugin stopped: {limit}");
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return format!("plugin exited with code {} instead of returning a result", exit.0);
+        return format!(
+            "plugin exited with code {} instead of returning a result",
+            exit.0
+        );
     }
     if let Some(panic) = panic_message(stderr) {
         return format!("plugin panicked: {panic}");
@@ -447,8 +595,16 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
 
 /// The message of a Rust panic printed to stderr, with its location.
 fn panic_message(stderr: &str) -> Option<String> {
-    let mut lines = stderr.lines().skip_while(|line| !line.contains("panicked at"));
-    let location = lines.next()?.split("panicked at").nth(1)?.trim().trim_end_matches(':').to_string();
+    let mut lines = stderr
+        .lines()
+        .skip_while(|line| !line.contains("panicked at"));
+    let location = lines
+        .next()?
+        .split("panicked at")
+        .nth(1)?
+        .trim()
+        .trim_end_matches(':')
+        .to_string();
     let message = lines.next().unwrap_or("").trim();
     Some(format!("{message} (at {location})"))
 }
@@ -465,7 +621,10 @@ async fn run_with_deadline<T>(
     match tokio::time::timeout(deadline, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(Fault::Error(err)),
-        Err(_) => Err(Fault::Deadline { deadline, busy: activity.busy_recently() }),
+        Err(_) => Err(Fault::Deadline {
+            deadline,
+            busy: activity.busy_recently(),
+        }),
     }
 }
 
@@ -480,7 +639,15 @@ mod caps {
 
 impl CheckOutcome {
     fn fault(status: Status, summary: String, started: Instant) -> CheckOutcome {
-        CheckOutcome { status, summary, details: Vec::new(), metrics: Vec::new(), denied: Vec::new(), logs: Vec::new(), duration: started.elapsed() }
+        CheckOutcome {
+            status,
+            summary,
+            details: Vec::new(),
+            metrics: Vec::new(),
+            denied: Vec::new(),
+            logs: Vec::new(),
+            duration: started.elapsed(),
+        }
     }
 
     /// A check whose network access was denied did not check what it meant to: it is
@@ -489,8 +656,12 @@ impl CheckOutcome {
         if self.denied.is_empty() || self.status == Status::Ok {
             return;
         }
-        let plugin_said = std::mem::replace(&mut self.summary, format!("sandbox: {}", self.denied[0]));
-        self.details.insert(0, format!("plugin reported {}: {plugin_said}", self.status.label()));
+        let plugin_said =
+            std::mem::replace(&mut self.summary, format!("sandbox: {}", self.denied[0]));
+        self.details.insert(
+            0,
+            format!("plugin reported {}: {plugin_said}", self.status.label()),
+        );
         self.status = Status::Unknown;
     }
 
@@ -502,7 +673,10 @@ impl CheckOutcome {
             *line = truncate(&redactor.redact(line), caps::DETAIL_BYTES);
         }
         if extra_lines > 0 {
-            self.details.push(format!("… {extra_lines} more detail lines dropped (cap is {})", caps::DETAIL_LINES));
+            self.details.push(format!(
+                "… {extra_lines} more detail lines dropped (cap is {})",
+                caps::DETAIL_LINES
+            ));
         }
         let extra_metrics = self.metrics.len().saturating_sub(caps::METRICS);
         self.metrics.truncate(caps::METRICS);
@@ -514,7 +688,10 @@ impl CheckOutcome {
             }
         }
         if extra_metrics > 0 {
-            self.details.push(format!("… {extra_metrics} more metrics dropped (cap is {})", caps::METRICS));
+            self.details.push(format!(
+                "… {extra_metrics} more metrics dropped (cap is {})",
+                caps::METRICS
+            ));
         }
         for line in &mut self.logs {
             line.message = redactor.redact(&line.message);

@@ -22,8 +22,8 @@ use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, 
 use wasmtime_wasi::p2::{DynPollable, SocketError};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::bytes::Bytes;
+use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamError};
 
 /// Size caps on what a plugin can make the host keep.
@@ -37,7 +37,10 @@ pub struct OutputCaps {
 
 impl Default for OutputCaps {
     fn default() -> OutputCaps {
-        OutputCaps { log_bytes: 64 * 1024, stdio_bytes: 64 * 1024 }
+        OutputCaps {
+            log_bytes: 64 * 1024,
+            stdio_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -86,7 +89,11 @@ impl Sandbox {
         memory_limit: usize,
         caps: OutputCaps,
     ) -> Result<Sandbox> {
-        let policy = Arc::new(NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata));
+        let policy = Arc::new(NetworkPolicy::new(
+            plugin,
+            grants.network.clone(),
+            grants.allow_metadata,
+        ));
         let stdout = CapturedOutput::new(caps.stdio_bytes);
         let stderr = CapturedOutput::new(caps.stdio_bytes);
 
@@ -94,11 +101,20 @@ impl Sandbox {
         builder.stdout(stdout.clone()).stderr(stderr.clone());
         builder.envs(&grants.env);
         for dir in &grants.dirs {
-            builder.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly).map_err(|err| {
-                wasmtime::format_err!("directory grant {}: cannot open {}: {err}", dir.guest, dir.host.display())
-            })?;
+            builder
+                .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
+                .map_err(|err| {
+                    wasmtime::format_err!(
+                        "directory grant {}: cannot open {}: {err}",
+                        dir.guest,
+                        dir.host.display()
+                    )
+                })?;
         }
-        builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true);
+        builder
+            .allow_tcp(true)
+            .allow_udp(false)
+            .allow_ip_name_lookup(true);
         let check_policy = policy.clone();
         builder.socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -114,7 +130,10 @@ impl Sandbox {
             // The decision needs DNS. Spawned so the returned future is Sync, as
             // wasmtime-wasi requires; the span keeps the run id on the decision's log line.
             let check = async move { policy.check_socket(addr, use_).await.is_ok() };
-            let decision = tokio::spawn(tracing::Instrument::instrument(check, tracing::Span::current()));
+            let decision = tokio::spawn(tracing::Instrument::instrument(
+                check,
+                tracing::Span::current(),
+            ));
             Box::pin(async move { decision.await.unwrap_or(false) })
         });
 
@@ -144,10 +163,15 @@ impl Sandbox {
     pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         linker.allow_shadowing(true);
-        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| GuardedLookupView {
-            sockets: WasiSocketsCtxView { ctx: sandbox.wasi.sockets(), table: &mut sandbox.table },
-            policy: &sandbox.host.policy,
-            lookups: &mut sandbox.host.lookups,
+        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| {
+            GuardedLookupView {
+                sockets: WasiSocketsCtxView {
+                    ctx: sandbox.wasi.sockets(),
+                    table: &mut sandbox.table,
+                },
+                policy: &sandbox.host.policy,
+                lookups: &mut sandbox.host.lookups,
+            }
         })?;
         linker.allow_shadowing(false);
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
@@ -157,7 +181,10 @@ impl Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -217,7 +244,10 @@ impl network::Host for GuardedLookupView<'_> {
         network::Host::convert_error_code(&mut self.sockets, error)
     }
 
-    fn network_error_code(&mut self, err: Resource<wasmtime_wasi_io::bindings::wasi::io::error::Error>) -> Result<Option<ErrorCode>> {
+    fn network_error_code(
+        &mut self,
+        err: Resource<wasmtime_wasi_io::bindings::wasi::io::error::Error>,
+    ) -> Result<Option<ErrorCode>> {
         network::Host::network_error_code(&mut self.sockets, err)
     }
 }
@@ -237,7 +267,8 @@ impl ip_name_lookup::Host for GuardedLookupView<'_> {
         if self.policy.check_name_lookup(&name).is_err() {
             return Err(ErrorCode::AccessDenied.into());
         }
-        let stream = ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
+        let stream =
+            ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
         self.lookups.insert(stream.rep(), name);
         Ok(stream)
     }
@@ -249,14 +280,20 @@ impl ip_name_lookup::HostResolveAddressStream for GuardedLookupView<'_> {
         stream: Resource<ResolveAddressStream>,
     ) -> Result<Option<IpAddress>, SocketError> {
         let rep = stream.rep();
-        let next = ip_name_lookup::HostResolveAddressStream::resolve_next_address(&mut self.sockets, stream)?;
+        let next = ip_name_lookup::HostResolveAddressStream::resolve_next_address(
+            &mut self.sockets,
+            stream,
+        )?;
         if let (Some(address), Some(name)) = (&next, self.lookups.get(&rep)) {
             self.policy.record_resolution(name, to_std(address));
         }
         Ok(next)
     }
 
-    fn subscribe(&mut self, stream: Resource<ResolveAddressStream>) -> Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        stream: Resource<ResolveAddressStream>,
+    ) -> Result<Resource<DynPollable>> {
         ip_name_lookup::HostResolveAddressStream::subscribe(&mut self.sockets, stream)
     }
 
@@ -296,16 +333,30 @@ impl MemoryBudget {
 }
 
 impl ResourceLimiter for MemoryBudget {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         let wanted = self.used - current.min(self.used) + desired;
         if wanted > self.limit {
-            return Err(MemoryLimitExceeded { limit: self.limit, wanted }.into());
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                wanted,
+            }
+            .into());
         }
         self.used = wanted;
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -323,7 +374,11 @@ struct Captured {
 
 impl CapturedOutput {
     fn new(cap: usize) -> CapturedOutput {
-        CapturedOutput(Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, dropped: 0 })))
+        CapturedOutput(Arc::new(Mutex::new(Captured {
+            bytes: Vec::new(),
+            cap,
+            dropped: 0,
+        })))
     }
 
     fn append(&self, data: &[u8]) {
@@ -337,7 +392,10 @@ impl CapturedOutput {
     /// What was kept (lossy UTF-8) and how many bytes were dropped.
     pub(crate) fn contents(&self) -> (String, usize) {
         let captured = self.0.lock().unwrap();
-        (String::from_utf8_lossy(&captured.bytes).into_owned(), captured.dropped)
+        (
+            String::from_utf8_lossy(&captured.bytes).into_owned(),
+            captured.dropped,
+        )
     }
 }
 
@@ -378,7 +436,11 @@ impl OutputStream for CapturedOutput {
 }
 
 impl tokio::io::AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -36,7 +36,9 @@ impl Connection {
     pub fn open(host: &str, port: u16) -> io::Result<Connection> {
         let stream = TcpStream::connect((host, port))?;
         stream.set_nodelay(true).ok();
-        Ok(Connection { reader: BufReader::new(stream) })
+        Ok(Connection {
+            reader: BufReader::new(stream),
+        })
     }
 
     /// Sends one command as an array of bulk strings and reads its reply.
@@ -69,7 +71,11 @@ impl Connection {
             },
             "*" => match parse_len(rest)? {
                 None => Reply::Array(None),
-                Some(len) => Reply::Array(Some((0..len).map(|_| self.read_reply()).collect::<io::Result<_>>()?)),
+                Some(len) => Reply::Array(Some(
+                    (0..len)
+                        .map(|_| self.read_reply())
+                        .collect::<io::Result<_>>()?,
+                )),
             },
             _ => return Err(protocol(format!("unexpected reply type {kind:?}"))),
         })
@@ -80,7 +86,9 @@ impl Connection {
         if self.reader.read_line(&mut line)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let line = line.strip_suffix("\r\n").ok_or_else(|| protocol("reply line not terminated by CRLF"))?;
+        let line = line
+            .strip_suffix("\r\n")
+            .ok_or_else(|| protocol("reply line not terminated by CRLF"))?;
         if line.is_empty() {
             return Err(protocol("empty reply line"));
         }
@@ -89,7 +97,8 @@ impl Connection {
 }
 
 fn parse_int(text: &str) -> io::Result<i64> {
-    text.parse().map_err(|_| protocol(format!("bad integer {text:?}")))
+    text.parse()
+        .map_err(|_| protocol(format!("bad integer {text:?}")))
 }
 
 fn parse_len(text: &str) -> io::Result<Option<usize>> {
@@ -101,5 +110,8 @@ fn parse_len(text: &str) -> io::Result<Option<usize>> {
 }
 
 fn protocol(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("protocol error: {}", message.into()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("protocol error: {}", message.into()),
+    )
 }

@@ -16,7 +16,12 @@ pub fn severity(status: Status) -> u8 {
 impl Report {
     /// A report with the given status and summary and nothing else.
     pub fn new(status: Status, summary: impl Into<String>) -> Report {
-        Report { status, summary: summary.into(), details: Vec::new(), metrics: Vec::new() }
+        Report {
+            status,
+            summary: summary.into(),
+            details: Vec::new(),
+            metrics: Vec::new(),
+        }
     }
 
     /// A CRITICAL report: the service is down, unreachable or refusing.
@@ -51,7 +56,13 @@ impl Report {
 
     /// Adds a metric judged by `thresholds`, raising the report's status to the
     /// status the value earns if that is worse.
-    pub fn judged_metric(mut self, name: &str, value: f64, unit: &str, thresholds: &Thresholds) -> Report {
+    pub fn judged_metric(
+        mut self,
+        name: &str,
+        value: f64,
+        unit: &str,
+        thresholds: &Thresholds,
+    ) -> Report {
         let status = thresholds.status(value);
         if severity(status) > severity(self.status) {
             self.status = status;

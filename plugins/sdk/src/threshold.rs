@@ -46,9 +46,16 @@ impl Range {
             }
         };
         if start > end {
-            return Err(format!("range \"{original}\": start {start} is greater than end {end}"));
+            return Err(format!(
+                "range \"{original}\": start {start} is greater than end {end}"
+            ));
         }
-        Ok(Range { start, end, inside, text: original.to_string() })
+        Ok(Range {
+            start,
+            end,
+            inside,
+            text: original.to_string(),
+        })
     }
 
     /// True when `value` should raise the alert this range guards.
@@ -98,7 +105,10 @@ impl Thresholds {
                 .transpose()
                 .map_err(|err| crate::config::field_error(field, err))
         };
-        Ok(Thresholds { warn: parse("warn", warn)?, crit: parse("crit", crit)? })
+        Ok(Thresholds {
+            warn: parse("warn", warn)?,
+            crit: parse("crit", crit)?,
+        })
     }
 
     /// The status these thresholds give `value`.
@@ -141,7 +151,11 @@ mod tests {
         ];
         for (text, value, expected) in table {
             let range = Range::parse(text).unwrap();
-            assert_eq!(range.alerts(*value), *expected, "range {text} value {value}");
+            assert_eq!(
+                range.alerts(*value),
+                *expected,
+                "range {text} value {value}"
+            );
         }
     }
 
@@ -149,7 +163,10 @@ mod tests {
     fn bad_ranges_are_rejected_with_the_text() {
         for bad in ["", "abc", "10:5", "@", "1:2:3", "~", "nan", "inf", "10:x"] {
             let err = Range::parse(bad).unwrap_err();
-            assert!(err.contains("range") || err.contains("empty"), "{bad}: {err}");
+            assert!(
+                err.contains("range") || err.contains("empty"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -24,12 +24,19 @@ pub struct ServiceUrl {
 impl ServiceUrl {
     /// Parses `text`, requiring one of `schemes`; errors say what part is wrong.
     pub fn parse(text: &str, schemes: &[&str]) -> Result<ServiceUrl, String> {
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| format!("\"{}\" is not a URL: expected {}://host:port", redact(text), schemes[0]))?;
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            format!(
+                "\"{}\" is not a URL: expected {}://host:port",
+                redact(text),
+                schemes[0]
+            )
+        })?;
         let scheme = scheme.to_ascii_lowercase();
         if !schemes.contains(&scheme.as_str()) {
-            return Err(format!("scheme \"{scheme}\" is not supported (expected {})", schemes.join(" or ")));
+            return Err(format!(
+                "scheme \"{scheme}\" is not supported (expected {})",
+                schemes.join(" or ")
+            ));
         }
         let (authority, path_and_query) = match rest.find(['/', '?']) {
             Some(index) => rest.split_at(index),
@@ -59,7 +66,15 @@ impl ServiceUrl {
             None => (path_and_query, None),
         };
         let path = decode(path.strip_prefix('/').unwrap_or(path))?;
-        Ok(ServiceUrl { scheme, user, password, host, port, path, query })
+        Ok(ServiceUrl {
+            scheme,
+            user,
+            password,
+            host,
+            port,
+            path,
+            query,
+        })
     }
 }
 
@@ -68,7 +83,10 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         let (host, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 host")?;
         match after {
             "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or("expected ':' after ']'")?)),
+            _ => (
+                host,
+                Some(after.strip_prefix(':').ok_or("expected ':' after ']'")?),
+            ),
         }
     } else {
         match hostport.rsplit_once(':') {
@@ -78,7 +96,10 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
     };
     let port = match port {
         None | Some("") => None,
-        Some(port) => Some(port.parse::<u16>().map_err(|_| format!("port \"{port}\" is not a number from 0 to 65535"))?),
+        Some(port) => Some(
+            port.parse::<u16>()
+                .map_err(|_| format!("port \"{port}\" is not a number from 0 to 65535"))?,
+        ),
     };
     Ok((host.to_string(), port))
 }
@@ -91,7 +112,10 @@ fn decode(text: &str) -> Result<String, String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3).ok_or("truncated %-escape in URL")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape \"%{hex}\" in URL"))?);
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("bad %-escape \"%{hex}\" in URL"))?,
+            );
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -103,7 +127,9 @@ fn decode(text: &str) -> Result<String, String> {
 
 /// The URL with any password replaced by `***`, safe to print.
 pub fn redact(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else { return text.to_string() };
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
@@ -129,11 +155,21 @@ mod tests {
         assert_eq!(url.path, "2");
 
         let url = ServiceUrl::parse("REDIS://:secret@[::1]", &["redis"]).unwrap();
-        assert_eq!((url.scheme.as_str(), url.user, url.password.as_deref()), ("redis", None, Some("secret")));
+        assert_eq!(
+            (url.scheme.as_str(), url.user, url.password.as_deref()),
+            ("redis", None, Some("secret"))
+        );
         assert_eq!((url.host.as_str(), url.port), ("::1", None));
 
-        let url = ServiceUrl::parse("postgres://app@db.internal:5432/main?sslmode=disable", &["postgres"]).unwrap();
-        assert_eq!((url.path.as_str(), url.query.as_deref()), ("main", Some("sslmode=disable")));
+        let url = ServiceUrl::parse(
+            "postgres://app@db.internal:5432/main?sslmode=disable",
+            &["postgres"],
+        )
+        .unwrap();
+        assert_eq!(
+            (url.path.as_str(), url.query.as_deref()),
+            ("main", Some("sslmode=disable"))
+        );
     }
 
     #[test]
