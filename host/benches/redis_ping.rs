@@ -156,7 +156,7 @@ fn main() {
 
     println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
     let noop = tokio
-        .block_on(cached.load(&workspace.join("target/wasm32-wasip2/plugin/noop_check.wasm")))
+        .block_on(cached.load(&workspace.join("target/wasm32-wasip2/test-plugin/noop_check.wasm")))
         .unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();

@@ -18,8 +18,9 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Directory holding the built plugins (first-party and test-only), built on first use
-/// with the same command as `scripts/build-plugins`.
+/// Directory of the built test-only plugins. Builds every plugin on first use, with
+/// `scripts/build-plugins`; the first-party ones are found by runbox itself, in the
+/// project's `target/wasm32-wasip2/plugin`.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -27,15 +28,20 @@ pub fn plugin_dir() -> &'static Path {
             .status()
             .expect("cannot run scripts/build-plugins");
         assert!(status.success(), "scripts/build-plugins failed ({status})");
-        let dir = workspace().join("target/wasm32-wasip2/plugin");
-        for plugin in ["redis_ping", "mischief", "noop_check", "not-a-check"] {
+        let target = workspace().join("target/wasm32-wasip2");
+        for plugin in [
+            "plugin/redis_ping",
+            "test-plugin/mischief",
+            "test-plugin/noop_check",
+            "test-plugin/not-a-check",
+        ] {
             assert!(
-                dir.join(format!("{plugin}.wasm")).is_file(),
+                target.join(format!("{plugin}.wasm")).is_file(),
                 "{plugin}.wasm was not built in {}",
-                dir.display()
+                target.display()
             );
         }
-        dir
+        target.join("test-plugin")
     })
 }
 
@@ -46,9 +52,15 @@ pub fn cache_dir() -> &'static Path {
         .path()
 }
 
-/// The path of a built plugin.
+/// The path of a built plugin (test-only or first-party), by file stem.
 pub fn plugin(name: &str) -> PathBuf {
-    plugin_dir().join(format!("{name}.wasm"))
+    let test_only = plugin_dir().join(format!("{name}.wasm"));
+    if test_only.is_file() {
+        return test_only;
+    }
+    workspace()
+        .join("target/wasm32-wasip2/plugin")
+        .join(format!("{name}.wasm"))
 }
 
 /// What one `runbox` process did.
