@@ -10,9 +10,13 @@ use runbox::result::Status;
 use runbox::runtime::{Limits, Runtime, RuntimeOptions};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+// The test harness starts the real redis-server and finds the built plugins.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
 
 struct Stats {
     name: &'static str,
@@ -58,46 +62,6 @@ fn print(stats: &[Stats], baseline: &Stats) {
     }
 }
 
-struct RedisServer(Child, u16);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(dir: &Path) -> RedisServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server)");
-    let server = RedisServer(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while native_ping(port).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
 fn native_ping(port: u16) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_nodelay(true)?;
@@ -110,16 +74,10 @@ fn native_ping(port: u16) -> std::io::Result<()> {
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let plugin = workspace.join("target/wasm32-wasip2/plugin/redis_ping.wasm");
-    assert!(
-        plugin.is_file(),
-        "{} is missing: run scripts/build-plugins first",
-        plugin.display()
-    );
+    let plugin = harness::plugin("redis_ping");
     let scratch = tempfile::tempdir().unwrap();
-    let redis = start_redis(scratch.path());
-    let port = redis.1;
+    let redis = harness::Redis::start();
+    let port = redis.port;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,7 +114,7 @@ fn main() {
 
     println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
     let noop = tokio
-        .block_on(cached.load(&workspace.join("target/wasm32-wasip2/test-plugin/noop_check.wasm")))
+        .block_on(cached.load(&harness::plugin("noop_check")))
         .unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();

@@ -352,25 +352,77 @@ fn bad_config_is_rejected_naming_the_field() {
 #[test]
 fn selects_the_database_and_authenticates_acl_users() {
     let redis = Redis::start_with(Some("admin-pw"));
-    redis.command(&["ACL", "SETUSER", "monitor", "on", ">monitor-pw", "+ping", "+select", "+auth", "allkeys"]).unwrap();
+    redis
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "monitor",
+            "on",
+            ">monitor-pw",
+            "+ping",
+            "+select",
+            "+auth",
+            "allkeys",
+        ])
+        .unwrap();
     let grant = redis.grant();
     let user_url = format!("url=redis://monitor:monitor-pw@127.0.0.1:{}/3", redis.port);
-    let run = runbox(&["check", "redis-ping", "--with", &user_url, "--allow", &grant]);
+    let run = runbox(&[
+        "check",
+        "redis-ping",
+        "--with",
+        &user_url,
+        "--allow",
+        &grant,
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stdout.contains("PONG from redis://monitor:***@127.0.0.1:"), "password shown: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("PONG from redis://monitor:***@127.0.0.1:"),
+        "password shown: {}",
+        run.stdout
+    );
 
     let wrong_user = format!("url=redis://monitor:admin-pw@127.0.0.1:{}", redis.port);
-    let run = runbox(&["check", "redis-ping", "--with", &wrong_user, "--allow", &grant]);
+    let run = runbox(&[
+        "check",
+        "redis-ping",
+        "--with",
+        &wrong_user,
+        "--allow",
+        &grant,
+    ]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stdout.contains("authentication failed: WRONGPASS"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("authentication failed: WRONGPASS"),
+        "{}",
+        run.stdout
+    );
 
     let bad_db = format!("url=redis://:admin-pw@127.0.0.1:{}/99", redis.port);
     let run = runbox(&["check", "redis-ping", "--with", &bad_db, "--allow", &grant]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stdout.contains("server error: ERR DB index is out of range"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("server error: ERR DB index is out of range"),
+        "{}",
+        run.stdout
+    );
 
     let not_a_db = format!("url=redis://127.0.0.1:{}/zero", redis.port);
-    let run = runbox(&["check", "redis-ping", "--with", &not_a_db, "--allow", &grant]);
+    let run = runbox(&[
+        "check",
+        "redis-ping",
+        "--with",
+        &not_a_db,
+        "--allow",
+        &grant,
+    ]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.stdout.contains("config field `url`: database \"zero\" is not a number"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("config field `url`: database \"zero\" is not a number"),
+        "{}",
+        run.stdout
+    );
 }
