@@ -1,7 +1,7 @@
 //! Plugins written to misbehave, run in one runtime one after another: each is
 //! contained with a clear reason, and a real check still runs after all of them.
 
-use crate::harness::{Redis, cache_dir, free_port, plugin, runbox};
+use crate::harness::{Redis, SilentServer, cache_dir, free_port, plugin, runbox};
 use runbox::capabilities::Grants;
 use runbox::capabilities::network::Grant;
 use runbox::capabilities::secrets::SecretGrant;
@@ -304,6 +304,32 @@ async fn huge_outputs_are_capped() {
             .iter()
             .any(|l| l.message.contains("stdout: ") && l.message.len() <= 64 * 1024 + 16)
     );
+}
+
+#[test]
+fn a_plugin_blocked_on_the_network_is_stopped_at_the_deadline_as_critical() {
+    // mischief's `connect` sets no socket timeouts: only the host's deadline ends it.
+    let server = SilentServer::start();
+    let run = runbox(&[
+        "check",
+        plugin("mischief").to_str().unwrap(),
+        "--with",
+        "mode=connect",
+        "--with",
+        &format!("target={}", server.addr),
+        "--allow",
+        &format!("tcp://{}", server.addr),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("no result within the 1s deadline: timed out waiting on the network"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
 
 #[test]

@@ -322,6 +322,7 @@ impl Runtime {
             Arc::default(),
             limits.memory_bytes,
             limits.output,
+            Instant::now() + limits.deadline,
         )
         .map_err(|err| err.to_string())?;
         let (mut store, activity) = self.store(sandbox, limits.deadline);
@@ -403,6 +404,7 @@ impl Runtime {
             redactor.clone(),
             limits.memory_bytes,
             limits.output,
+            Instant::now() + limits.deadline,
         ) {
             Ok(sandbox) => sandbox,
             Err(err) => return CheckOutcome::fault(Status::Unknown, err.to_string(), started),

@@ -76,6 +76,8 @@ pub(crate) struct HostState {
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
     pub(crate) denied_secrets: Vec<String>,
+    /// When the invocation's deadline passes.
+    deadline: std::time::Instant,
 }
 
 impl Sandbox {
@@ -88,6 +90,7 @@ impl Sandbox {
         redactor: Arc<Redactor>,
         memory_limit: usize,
         caps: OutputCaps,
+        deadline: std::time::Instant,
     ) -> Result<Sandbox> {
         let policy = Arc::new(NetworkPolicy::new(
             plugin,
@@ -154,6 +157,7 @@ impl Sandbox {
                 stdout,
                 stderr,
                 denied_secrets: Vec::new(),
+                deadline,
             },
         })
     }
@@ -222,6 +226,13 @@ impl host::Host for HostState {
             self.denied_secrets.push(name);
         }
         Ok(value)
+    }
+
+    fn remaining_ms(&mut self) -> Result<u64> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        Ok(left.as_millis() as u64)
     }
 }
 

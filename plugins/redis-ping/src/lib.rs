@@ -216,7 +216,9 @@ fn describe(err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            "timed out waiting for the server".into()
+        }
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
             "connection closed by the server".into()
         }

@@ -36,6 +36,10 @@ impl Connection {
     pub fn open(host: &str, port: u16) -> io::Result<Connection> {
         let stream = TcpStream::connect((host, port))?;
         stream.set_nodelay(true).ok();
+        // Answer "timed out" ourselves rather than be stopped by the host's deadline.
+        let timeout = runbox_plugin_sdk::io_timeout();
+        stream.set_read_timeout(timeout).ok();
+        stream.set_write_timeout(timeout).ok();
         Ok(Connection {
             reader: BufReader::new(stream),
         })

@@ -33,6 +33,16 @@ pub fn log(level: Level, message: &str) {
     host::log(level, message);
 }
 
+/// A timeout for one blocking operation that ends a little before the host's deadline
+/// (10% of the time left, at most 250 ms, earlier), so the plugin can report "timed out"
+/// itself. `None` when too little time is left to be worth setting.
+pub fn io_timeout() -> Option<std::time::Duration> {
+    let left = host::remaining_ms();
+    let margin = (left / 10).min(250);
+    let usable = left.saturating_sub(margin);
+    (usable >= 20).then(|| std::time::Duration::from_millis(usable))
+}
+
 /// Returns the secret the step granted under `name`, or an error that says how to grant it.
 pub fn secret(name: &str) -> Result<String, String> {
     host::secret(name).ok_or_else(|| {
