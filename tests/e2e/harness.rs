@@ -293,3 +293,233 @@ impl Drop for SilentServer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A real PostgreSQL 15 on a random 127.0.0.1 port (initdb in a temp dir), stopped on
+/// drop. Users: `postgres` and `trust_user` (trust), `clear_user` (cleartext password
+/// `clear-pw`), `md5_user` (md5, `md5-pw`), `scram_user` (SCRAM-SHA-256, `scram-pw`),
+/// `tls_user` (only over TLS). Database `app` holds the `recordings` fixture (see
+/// [`Postgres::RECORDINGS`]). Every connection is logged, so tests can count them.
+pub struct Postgres {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl Postgres {
+    /// The fixture: 7 dangling rows (ids 1–7, expired 7 h … 1 h ago; tenant 1 for ids
+    /// 1–3, tenant 2 for 4–7), 5 deleted rows that expired, 4 rows not yet expired.
+    pub const RECORDINGS: &'static str = "
+        CREATE TABLE recordings (id bigserial PRIMARY KEY, name text, tenant int,
+                                 deleted_at timestamptz, expires_at timestamptz NOT NULL);
+        INSERT INTO recordings (name, tenant, deleted_at, expires_at)
+            SELECT 'dangling-' || i, CASE WHEN i <= 3 THEN 1 ELSE 2 END, NULL, now() - make_interval(hours => 8 - i)
+            FROM generate_series(1, 7) AS i;
+        INSERT INTO recordings (name, tenant, deleted_at, expires_at)
+            SELECT 'deleted-' || i, 1, now() - interval '1 hour', now() - interval '2 days' FROM generate_series(1, 5) AS i;
+        INSERT INTO recordings (name, tenant, deleted_at, expires_at)
+            SELECT 'live-' || i, 1, NULL, now() + interval '1 day' FROM generate_series(1, 4) AS i;
+        CREATE TABLE uploads (key text, deleted_at timestamptz, expires_at timestamptz);
+        INSERT INTO uploads VALUES ('a', NULL, now() - interval '1 day');
+        GRANT SELECT ON recordings, uploads TO PUBLIC;
+        GRANT USAGE ON SEQUENCE recordings_id_seq TO PUBLIC;
+    ";
+
+    /// initdb, configure, start, create users and the fixture.
+    pub fn start() -> Postgres {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let root = is_root();
+        if root {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir.path()),
+            );
+        }
+        let data = dir.path().join("data");
+        as_postgres(
+            root,
+            Command::new(bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+        );
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all trust_user 127.0.0.1/32 trust\n\
+             host all clear_user 127.0.0.1/32 password\n\
+             host all md5_user 127.0.0.1/32 md5\n\
+             host all scram_user 127.0.0.1/32 scram-sha-256\n\
+             hostssl all tls_user 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        let key = data.join("server.key");
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(data.join("server.crt")),
+        );
+        if root {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data),
+            );
+        }
+        run_ok(Command::new("chmod").arg("600").arg(&key));
+        let port = free_port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c log_connections=on -c fsync=off",
+            dir.path().display()
+        );
+        as_postgres(
+            root,
+            Command::new(bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .args(["-o", &options, "-w", "start"]),
+        );
+        let postgres = Postgres {
+            port,
+            dir,
+            running: true,
+        };
+        postgres.psql("postgres", "
+            CREATE ROLE trust_user LOGIN; CREATE ROLE tls_user LOGIN;
+            CREATE ROLE clear_user LOGIN PASSWORD 'clear-pw';
+            SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5-pw';
+            SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN PASSWORD 'scram-pw';
+        ");
+        postgres.psql("postgres", "CREATE DATABASE app");
+        postgres.psql("app", Postgres::RECORDINGS);
+        postgres
+    }
+
+    /// Runs SQL as `postgres` in `database` with psql; returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql is installed");
+        assert!(
+            output.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// How many connections the server has received (from its log).
+    pub fn connections_received(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        log.matches("connection received:").count()
+    }
+
+    /// `postgres://USER@127.0.0.1:PORT/app`.
+    pub fn url(&self, user: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/app", self.port)
+    }
+
+    /// The grant for this server.
+    pub fn grant(&self) -> String {
+        format!("postgres://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (immediate shutdown).
+    pub fn stop(&mut self) {
+        if self.running {
+            self.running = false;
+            as_postgres(
+                is_root(),
+                Command::new(pg_bin().join("pg_ctl"))
+                    .arg("-D")
+                    .arg(self.dir.path().join("data"))
+                    .args(["-m", "immediate", "-w", "stop"]),
+            );
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pg_bin() -> PathBuf {
+    let bin = PathBuf::from("/usr/lib/postgresql/15/bin");
+    assert!(
+        bin.join("postgres").is_file(),
+        "PostgreSQL 15 server binaries are missing in {}: apt-get install postgresql-15",
+        bin.display()
+    );
+    bin
+}
+
+fn is_root() -> bool {
+    let output = Command::new("id").arg("-u").output().expect("id");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+fn as_postgres(root: bool, command: &mut Command) {
+    if root {
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .args(args),
+        );
+    } else {
+        run_ok(command);
+    }
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -6,4 +6,5 @@ mod harness;
 mod check_redis;
 mod cli;
 mod loading;
+mod pg;
 mod sandbox;
