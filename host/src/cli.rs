@@ -327,6 +327,7 @@ async fn inspect(
                 "path": plugin.path,
                 "sha256": plugin.digest,
                 "imports": plugin.imports,
+            "exports": plugin.exports,
                 "config_schema": plugin.info.config_schema,
             }))
             .expect("serializes")

@@ -243,7 +243,10 @@ fn server_down_tls_only_and_no_grant() {
     );
 
     let before = pg.connections_received();
-    assert!(before >= 1, "the log shows no connection, not even the TLS attempt: counting is broken");
+    assert!(
+        before >= 1,
+        "the log shows no connection, not even the TLS attempt: counting is broken"
+    );
     let run = runbox(&[
         "check",
         "pg-dangling-metadata",

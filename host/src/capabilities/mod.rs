@@ -7,6 +7,7 @@
 //! - environment variables and directories: listed in [`Grants`], applied by the sandbox
 //!   (none unless granted; directories read-only).
 
+pub mod http;
 pub mod network;
 pub mod secrets;
 

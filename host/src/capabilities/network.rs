@@ -447,6 +447,62 @@ impl NetworkPolicy {
         )))
     }
 
+    /// Decides an HTTP request to `scheme://host[:port]` (the host performs it, so the
+    /// grant is matched by name or address as written). A name is then resolved and
+    /// refused if it points at a cloud-metadata address.
+    pub async fn check_http(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+    ) -> Result<(), Denial> {
+        let scheme = scheme.to_ascii_lowercase();
+        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = bare.strip_suffix('.').unwrap_or(bare).to_ascii_lowercase();
+        let ip = IpAddr::from_str(&name).ok().map(|ip| ip.to_canonical());
+        let shown_host = match ip {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => name.clone(),
+        };
+        let attempt = format!("HTTP request to {scheme}://{shown_host}:{port}");
+        let covered = self
+            .grants
+            .iter()
+            .filter(|grant| grant.scheme == scheme && grant.port.covers(port))
+            .any(|grant| match ip {
+                Some(ip) => grant.host.covers_ip(ip),
+                None => grant.host.covers_name(&name),
+            });
+        let metadata = |what: &str| {
+            format!(
+                "{what} a cloud metadata address; only the operator can allow that (--allow-metadata)"
+            )
+        };
+        let decision = if !covered {
+            Err(self.deny(attempt.clone(), format!("no grant covers it — add `{scheme}://{shown_host}:{port}` to the grants (--allow)")))
+        } else if self.allow_metadata {
+            Ok(())
+        } else if ip.is_some_and(is_metadata_address) {
+            Err(self.deny(attempt.clone(), metadata("it is")))
+        } else if ip.is_none()
+            && (METADATA_NAMES.contains(&name.as_str())
+                || tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .is_ok_and(|mut addrs| addrs.any(|addr| is_metadata_address(addr.ip()))))
+        {
+            Err(self.deny(attempt.clone(), metadata("the name resolves to")))
+        } else {
+            Ok(())
+        };
+        self.log_decision(
+            "HTTP request to",
+            &format!("{scheme}://{shown_host}:{port}"),
+            &decision,
+        );
+        decision
+    }
+
     fn unresolved_names(&self, port: u16) -> Vec<String> {
         let state = self.state.lock().unwrap();
         self.socket_grants()
@@ -801,6 +857,58 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn http_requests_match_scheme_host_and_port() {
+        let policy = policy(&[
+            "http://127.0.0.1:8080",
+            "https://*.example.com",
+            "http://[::1]:*",
+            "redis://127.0.0.1:6379",
+        ]);
+        let table: &[(&str, &str, Option<u16>, bool)] = &[
+            ("http", "127.0.0.1", Some(8080), true),
+            ("http", "127.0.0.1", Some(8081), false),
+            ("https", "127.0.0.1", Some(8080), false),
+            ("https", "api.example.com", None, true),
+            ("https", "API.Example.com.", Some(443), true),
+            ("http", "api.example.com", None, false),
+            ("https", "example.com", None, false),
+            ("http", "[::1]", Some(9), true),
+            ("http", "127.0.0.1", Some(6379), false), // a redis grant is not an HTTP grant
+        ];
+        for (scheme, host, port, allowed) in table {
+            let result = policy.check_http(scheme, host, *port).await;
+            assert_eq!(
+                result.is_ok(),
+                *allowed,
+                "{scheme}://{host}:{port:?}: {result:?}"
+            );
+        }
+        let denial = policy
+            .check_http("http", "127.0.0.1", Some(8081))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denial.to_string(),
+            "HTTP request to http://127.0.0.1:8081 denied: no grant covers it — add `http://127.0.0.1:8081` to the grants (--allow)"
+        );
+        let metadata = policy_with_metadata_grant();
+        let denial = metadata
+            .check_http("http", "169.254.169.254", None)
+            .await
+            .unwrap_err();
+        assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
+        let denial = metadata
+            .check_http("http", "metadata.google.internal", None)
+            .await
+            .unwrap_err();
+        assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
+    }
+
+    fn policy_with_metadata_grant() -> NetworkPolicy {
+        policy(&["http://169.254.169.254", "http://metadata.google.internal"])
     }
 
     #[tokio::test]

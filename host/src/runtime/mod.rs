@@ -97,7 +97,7 @@ pub enum LoadError {
     },
     /// A component that imports something the sandbox does not offer.
     #[error(
-        "{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem and sockets, and runbox:plugin/host@0.1.0)"
+        "{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem, sockets and http (outgoing), and runbox:plugin/host@0.1.0)"
     )]
     UnsupportedImport {
         /// The file.
@@ -145,6 +145,8 @@ pub struct Plugin {
     pub info: PluginInfo,
     /// The interfaces it imports (WIT names).
     pub imports: Vec<String>,
+    /// The names it exports.
+    pub exports: Vec<String>,
     /// Whether the load compiled the component (false: came from the cache).
     pub compiled: bool,
     /// Time the load took (read, compile or cache load, checks, `info()`).
@@ -298,6 +300,7 @@ impl Runtime {
                 config_schema: serde_json::Value::Null,
             },
             imports,
+            exports,
             compiled,
             load_time: Duration::ZERO,
             pre,

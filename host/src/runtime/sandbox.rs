@@ -4,10 +4,12 @@
 //! Defaults deny: no environment, no arguments, no files, no stdin; stdout and stderr
 //! are captured (capped) rather than inherited; TCP goes through
 //! [`NetworkPolicy::check_socket`]; name lookups through
-//! [`NetworkPolicy::check_name_lookup`]; UDP is off.
+//! [`NetworkPolicy::check_name_lookup`]; outgoing HTTP through
+//! [`crate::capabilities::http::HttpHooks`]; UDP is off.
 
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
+use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{NetworkPolicy, SocketUse};
 use crate::capabilities::secrets::Redactor;
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, 
 use wasmtime_wasi::p2::{DynPollable, SocketError};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_io::bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamError};
@@ -57,6 +60,8 @@ pub struct LogLine {
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
     pub(crate) memory: MemoryBudget,
     pub(crate) host: HostState,
 }
@@ -143,6 +148,8 @@ impl Sandbox {
         Ok(Sandbox {
             wasi: builder.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks::new(policy.clone(), deadline),
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
                 plugin: plugin.to_string(),
@@ -178,8 +185,19 @@ impl Sandbox {
             }
         })?;
         linker.allow_shadowing(false);
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
+    }
+}
+
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
     }
 }
 

@@ -1,10 +1,8 @@
 //! `redis-ping`: connects to Redis, authenticates, selects the database, sends PING
 //! and reports the round-trip latency; optionally the server's role and client count.
 
-mod resp;
-
-use resp::{Connection, Reply};
 use runbox_plugin_sdk::check::Guest;
+use runbox_plugin_sdk::redis::{Connection, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
 use runbox_plugin_sdk::url::{ServiceUrl, redact};
 use runbox_plugin_sdk::{Info, Level, Report, Status, config, log, secret};

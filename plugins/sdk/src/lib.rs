@@ -1,13 +1,17 @@
 //! The Rust SDK for runbox plugins.
 //!
-//! A check is one type implementing [`check::Guest`] plus `runbox_plugin_sdk::export_check!(MyCheck);`.
+//! A check is one type implementing [`check::Guest`] plus `runbox_plugin_sdk::export_check!(MyCheck);`;
+//! a mitigation implements [`mitigation::Guest`] and calls `export_mitigation!`. (Both
+//! worlds' bindings live here; a component exports only what its type implements.)
 //! This crate holds everything checks share so that no two plugins carry a copy of it:
 //! the generated bindings of the `runbox:plugin@0.1.0` worlds, config parsing whose
 //! errors name the offending field ([`config`]), Nagios threshold ranges
-//! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]) and a report
-//! builder ([`report`]).
+//! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
+//! builder ([`report`]), a Redis client ([`redis`]) and an HTTP client over wasi:http ([`http`]).
 
 pub mod config;
+pub mod http;
+pub mod redis;
 pub mod report;
 pub mod threshold;
 pub mod url;
@@ -24,9 +28,26 @@ pub mod check {
     });
 }
 
+/// Bindings of the `mitigation` world. Implement [`mitigation::Guest`] and call
+/// [`export_mitigation!`].
+pub mod mitigation {
+    wit_bindgen::generate!({
+        world: "mitigation",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_mitigation",
+        default_bindings_module: "runbox_plugin_sdk::mitigation",
+        with: {
+            "runbox:plugin/types@0.1.0": crate::check::runbox::plugin::types,
+            "runbox:plugin/host@0.1.0": crate::check::runbox::plugin::host,
+        },
+    });
+}
+
 pub use check::export_check;
 pub use check::runbox::plugin::host;
-pub use check::runbox::plugin::types::{Info, Level, Metric, Report, Status};
+pub use check::runbox::plugin::types::{Info, Level, Metric, Outcome, Plan, Report, Status};
+pub use mitigation::export_mitigation;
 
 /// Sends a log line to the host (tagged with the plugin and step, secrets redacted).
 pub fn log(level: Level, message: &str) {

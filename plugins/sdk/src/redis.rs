@@ -1,21 +1,41 @@
-//! Just enough RESP2 to send commands and read their replies.
+//! A small Redis client: RESP2 commands and replies over a blocking TCP stream, with
+//! socket timeouts set from the host's deadline.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-/// A reply from the server. Payloads that the check does not use are still read,
-/// to stay in step with the stream, and shown in `Debug` output of unexpected replies.
-#[derive(Debug)]
-#[allow(dead_code, reason = "read through Debug in error messages")]
+/// A reply from the server.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
+    /// `+OK`
     Simple(String),
+    /// `-ERR ...`
     Error(String),
+    /// `:42`
     Integer(i64),
+    /// `$5 hello` (`None`: the null bulk string).
     Bulk(Option<String>),
+    /// `*2 ...` (`None`: the null array).
     Array(Option<Vec<Reply>>),
 }
 
 impl Reply {
+    /// The reply as text, if it is a simple or bulk string.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Reply::Simple(text) | Reply::Bulk(Some(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The reply as an integer, if it is one.
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Reply::Integer(value) => Some(*value),
+            _ => None,
+        }
+    }
+
     /// The error text of an error reply, as `Err`.
     pub fn into_result(self) -> Result<Reply, String> {
         match self {
@@ -28,16 +48,18 @@ impl Reply {
 /// Largest bulk string or array we accept; anything bigger is a protocol error.
 const MAX_LEN: i64 = 16 * 1024 * 1024;
 
+/// One connection to a Redis server.
 pub struct Connection {
     reader: BufReader<TcpStream>,
 }
 
 impl Connection {
+    /// Connects to `host:port`.
     pub fn open(host: &str, port: u16) -> io::Result<Connection> {
         let stream = TcpStream::connect((host, port))?;
         stream.set_nodelay(true).ok();
         // Answer "timed out" ourselves rather than be stopped by the host's deadline.
-        let timeout = runbox_plugin_sdk::io_timeout();
+        let timeout = crate::io_timeout();
         stream.set_read_timeout(timeout).ok();
         stream.set_write_timeout(timeout).ok();
         Ok(Connection {

@@ -1,0 +1,276 @@
+//! A blocking HTTP client over `wasi:http/outgoing-handler`. The host decides whether
+//! each request may go out (its grants), connects, and enforces the deadline and the
+//! response size cap; this module only builds requests and reads responses.
+//!
+//! Redirects are not followed here: a plugin that wants to follow one sends a new
+//! request, which the host checks against the grants like any other.
+
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use wasi::io::streams::StreamError;
+
+/// A response, body read in full.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Why a request failed, in words for a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The sandbox refused the request (no grant covers the URL).
+    Denied,
+    /// Connection refused.
+    Refused,
+    /// Connect, first byte or between bytes took too long.
+    TimedOut,
+    /// Anything else, described.
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Denied => f.write_str("request not permitted by the sandbox"),
+            Failure::Refused => f.write_str("connection refused"),
+            Failure::TimedOut => f.write_str("timed out"),
+            Failure::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+/// The parts of an `http(s)://authority/path?query` URL a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host[:port]`.
+    pub authority: String,
+    /// `/path?query` (at least `/`).
+    pub path_with_query: String,
+}
+
+impl Target {
+    /// Splits `url`; errors say what is wrong.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("\"{url}\" is not a URL (expected http(s)://host/path)"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("scheme \"{scheme}\" is not http or https"));
+        }
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!(
+                "\"{url}\" has no host (or has user info, which is not supported)"
+            ));
+        }
+        let path_with_query = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Ok(Target {
+            scheme,
+            authority: authority.to_string(),
+            path_with_query,
+        })
+    }
+}
+
+/// Sends one request and reads the whole response (at most `max_body` bytes of body;
+/// the host also caps it).
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    max_body: usize,
+) -> Result<Response, Failure> {
+    let target = Target::parse(url).map_err(Failure::Other)?;
+    let fields: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    let fields =
+        Fields::from_list(&fields).map_err(|err| Failure::Other(format!("bad header: {err:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let method = match method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        other => Method::Other(other.to_string()),
+    };
+    let scheme = if target.scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let invalid = |what: &str| Failure::Other(format!("invalid {what} in {url}"));
+    request
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme"))?;
+    request
+        .set_authority(Some(&target.authority))
+        .map_err(|()| invalid("host"))?;
+    request
+        .set_path_with_query(Some(&target.path_with_query))
+        .map_err(|()| invalid("path"))?;
+    let outgoing_body = request
+        .body()
+        .map_err(|()| Failure::Other("request body already taken".into()))?;
+
+    let options = RequestOptions::new();
+    if let Some(timeout) = crate::io_timeout() {
+        let nanos = timeout.as_nanos() as u64;
+        let _ = options.set_connect_timeout(Some(nanos));
+        let _ = options.set_first_byte_timeout(Some(nanos));
+        let _ = options.set_between_bytes_timeout(Some(nanos));
+    }
+    let pending = outgoing_handler::handle(request, Some(options)).map_err(describe)?;
+    {
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| Failure::Other("request body stream unavailable".into()))?;
+        for chunk in body.unwrap_or_default().chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|err| Failure::Other(format!("sending the body: {err:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing_body, None).map_err(describe)?;
+
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(describe(code)),
+        Some(Err(())) | None => return Err(Failure::Other("no response".into())),
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| Failure::Other("response body unavailable".into()))?;
+    let body = read_body(&incoming, max_body)?;
+    drop(incoming);
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failure> {
+    let stream = incoming
+        .stream()
+        .map_err(|()| Failure::Other("response body stream unavailable".into()))?;
+    let mut body = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                if body.len() + chunk.len() > max_body {
+                    return Err(Failure::Other(format!(
+                        "response body larger than {max_body} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => return Ok(body),
+            Err(StreamError::LastOperationFailed(err)) => {
+                return Err(Failure::Other(format!(
+                    "reading the response: {}",
+                    err.to_debug_string()
+                )));
+            }
+        }
+    }
+}
+
+fn describe(code: ErrorCode) -> Failure {
+    match code {
+        ErrorCode::HttpRequestDenied => Failure::Denied,
+        ErrorCode::ConnectionRefused => Failure::Refused,
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout => Failure::TimedOut,
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => {
+            Failure::Other("cannot resolve the host".into())
+        }
+        ErrorCode::HttpResponseBodySize(limit) => Failure::Other(format!(
+            "response body larger than the host allows ({limit:?} bytes)"
+        )),
+        other => Failure::Other(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        let target = Target::parse("http://127.0.0.1:8080/health/ready?verbose=1").unwrap();
+        assert_eq!(target.authority, "127.0.0.1:8080");
+        assert_eq!(target.path_with_query, "/health/ready?verbose=1");
+        assert_eq!(
+            Target::parse("HTTPS://example.com")
+                .unwrap()
+                .path_with_query,
+            "/"
+        );
+        assert_eq!(
+            Target::parse("http://h?x=1").unwrap().path_with_query,
+            "/?x=1"
+        );
+        for bad in [
+            "example.com/health",
+            "ftp://h/",
+            "http:///x",
+            "http://user:pw@h/",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
