@@ -8,13 +8,20 @@ use crate::error::{Error, invalid};
 use crate::logging::{self, LogFormat};
 use crate::plugins::PluginPath;
 use crate::report::{self, Format};
+use crate::result::Status;
 use crate::result::{Kind, RunResult, StepResult, timestamp};
+use crate::runbook::audit::AuditLog;
+use crate::runbook::executor::{Progress, RunOptions, execute};
+use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
 use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument;
 
@@ -43,6 +50,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a runbook: steps as a DAG, mitigations planned (applied with --apply).
+    Run(RunArgs),
+    /// Check runbooks without running anything; reports every problem (exit 64 if any).
+    Validate {
+        /// Runbook files.
+        #[arg(required = true)]
+        runbooks: Vec<PathBuf>,
+        /// Input value NAME=VALUE (repeatable), as `run` would get it.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
     /// Run one check plugin and report its status (exit code 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN).
     Check(CheckArgs),
     /// List and inspect plugins.
@@ -86,6 +104,36 @@ struct CheckArgs {
     format: Format,
 }
 
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The runbook file.
+    runbook: PathBuf,
+    /// Input value NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Apply mitigations (without it they only plan).
+    #[arg(long)]
+    apply: bool,
+    /// Approve a step that requires approval (repeatable; needs --apply).
+    #[arg(long = "approve", value_name = "STEP")]
+    approve: Vec<String>,
+    /// Most steps running at once.
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallel: u16,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Audit log of applies [default: $RUNBOX_AUDIT_LOG or ~/.local/state/runbox/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Let steps reach cloud-metadata addresses if their grants cover them.
+    #[arg(long)]
+    allow_metadata: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginsCommand {
     /// List the plugins found in the plugin path.
@@ -127,7 +175,7 @@ pub fn main() -> ExitCode {
     };
     let run_id = logging::new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id);
-    match runtime.block_on(run(cli).instrument(span)) {
+    match runtime.block_on(run(cli, run_id).instrument(span)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => fail(&err),
     }
@@ -138,7 +186,7 @@ fn fail(err: &Error) -> ExitCode {
     ExitCode::from(err.exit_code())
 }
 
-async fn run(cli: Cli) -> Result<u8, Error> {
+async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
     let plugin_path = PluginPath::new(&cli.plugin_dir);
     let cache_dir = if cli.no_cache {
         None
@@ -147,7 +195,14 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     };
     let runtime = Runtime::new(RuntimeOptions { cache_dir })
         .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
+    let runtime = std::sync::Arc::new(runtime);
     match cli.command {
+        Command::Run(args) => {
+            run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await
+        }
+        Command::Validate { runbooks, set } => {
+            validate(&runtime, &plugin_path, &runbooks, &set).await
+        }
         Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
         Command::Plugins(PluginsCommand::List { format }) => {
             list(&runtime, &plugin_path, format).await
@@ -156,6 +211,183 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             inspect(&runtime, &plugin_path, &plugin, format).await
         }
     }
+}
+
+fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    sets.iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| invalid(format!("--set `{pair}`: expected NAME=VALUE")))
+        })
+        .collect()
+}
+
+async fn validate(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    runbooks: &[PathBuf],
+    sets: &[String],
+) -> Result<u8, Error> {
+    let sets = parse_sets(sets)?;
+    let mut problems = 0;
+    let mut report = String::new();
+    for file in runbooks {
+        match prepare(runtime, plugin_path, file, &sets, Mode::Validate).await {
+            Ok(runbook) => report.push_str(&format!(
+                "ok: {} ({}, {} steps)\n",
+                file.display(),
+                runbook.manifest.name,
+                runbook.steps.len()
+            )),
+            Err(found) => {
+                problems += found.len();
+                for problem in found {
+                    eprintln!("error: {problem}");
+                }
+            }
+        }
+    }
+    print(&report)?;
+    if problems > 0 {
+        eprintln!(
+            "{problems} problem{} found",
+            if problems == 1 { "" } else { "s" }
+        );
+        return Ok(64);
+    }
+    Ok(0)
+}
+
+async fn run_runbook(
+    runtime: Arc<Runtime>,
+    plugin_path: &PluginPath,
+    args: RunArgs,
+    run_id: String,
+    verbose: bool,
+) -> Result<u8, Error> {
+    let sets = parse_sets(&args.set)?;
+    let runbook = match prepare(&runtime, plugin_path, &args.runbook, &sets, Mode::Run).await {
+        Ok(runbook) => Arc::new(runbook),
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            return Err(invalid(format!(
+                "{} problem{} in the runbook; nothing was run",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            )));
+        }
+    };
+    for id in &args.approve {
+        if !runbook.steps.iter().any(|step| &step.id == id) {
+            return Err(invalid(format!(
+                "--approve {id}: the runbook has no step `{id}`"
+            )));
+        }
+    }
+    if !args.approve.is_empty() && !args.apply {
+        return Err(invalid(
+            "--approve needs --apply (approving is only meaningful when applying)",
+        ));
+    }
+    let audit = if args.apply {
+        let path = args
+            .audit_log
+            .clone()
+            .unwrap_or_else(AuditLog::default_path);
+        Some(Arc::new(AuditLog::open(&path).map_err(|err| {
+            invalid(format!(
+                "cannot open the audit log {}: {err}",
+                path.display()
+            ))
+        })?))
+    } else {
+        None
+    };
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let live = interactive && args.format == Format::Human && args.output.is_none()
+        || (std::io::stderr().is_terminal() && args.format == Format::Human);
+    if args.format == Format::Human && std::io::stderr().is_terminal() {
+        eprint!("{}", runbook_header(&runbook.manifest));
+    }
+    let progress: Arc<dyn Fn(Progress<'_>) + Send + Sync> = if live {
+        Arc::new(|event: Progress<'_>| match event {
+            Progress::Started(id) => eprintln!("  ▶ {id}"),
+            Progress::Finished(step) => {
+                let status = if step.skipped.is_some() {
+                    "SKIPPED"
+                } else {
+                    step.status.label()
+                };
+                eprintln!(
+                    "  {} {} {status}: {}",
+                    if step.skipped.is_some() {
+                        "·"
+                    } else if step.status == Status::Ok {
+                        "✓"
+                    } else {
+                        "✗"
+                    },
+                    step.id,
+                    step.summary
+                );
+            }
+        })
+    } else {
+        Arc::new(|_: Progress<'_>| {})
+    };
+    let prompt: Option<Arc<dyn Fn(&str, &str) -> bool + Send + Sync>> = if interactive {
+        let lock = Arc::new(std::sync::Mutex::new(()));
+        Some(Arc::new(move |id: &str, plan: &str| {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("\nStep `{id}` requires approval:\n{plan}");
+            eprint!("Apply it? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).is_ok()
+                && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+        }))
+    } else {
+        None
+    };
+    let options = RunOptions {
+        apply: args.apply,
+        approve: args.approve.iter().cloned().collect(),
+        parallel: usize::from(args.parallel),
+        prompt,
+        audit,
+        run_id,
+        allow_metadata: args.allow_metadata,
+        progress,
+    };
+    let result = execute(runtime, runbook, options).await;
+    let rendered = report::render(&result, args.format, verbose);
+    match &args.output {
+        Some(path) => std::fs::write(path, rendered)
+            .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display())))?,
+        None => print(&rendered)?,
+    }
+    Ok(result.status.exit_code())
+}
+
+/// What the person running a runbook should see before it starts.
+fn runbook_header(manifest: &crate::runbook::manifest::Manifest) -> String {
+    let mut out = format!("▶ runbook {}", manifest.name);
+    if let Some(severity) = manifest.severity {
+        out.push_str(&format!(" ({})", severity.label()));
+    }
+    out.push('\n');
+    if let Some(description) = &manifest.description {
+        out.push_str(&format!("  {}\n", description.trim()));
+    }
+    for symptom in &manifest.symptoms {
+        out.push_str(&format!("  symptom: {symptom}\n"));
+    }
+    if let Some(escalation) = &manifest.escalation {
+        out.push_str(&format!("  escalation: {}\n", escalation.trim()));
+    }
+    out
 }
 
 async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Plugin, Error> {
@@ -247,9 +479,16 @@ async fn check(
         ended_at: timestamp(SystemTime::now()),
         denied: outcome.denied,
         logs: outcome.logs,
+        plan: None,
+        applied: None,
     };
     let run = RunResult {
         runbook: None,
+        severity: None,
+        escalation: None,
+        run_id: None,
+        started_at: Some(timestamp(started_at)),
+        ended_at: Some(timestamp(SystemTime::now())),
         status: step.status,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
         steps: vec![step],

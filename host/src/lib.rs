@@ -15,4 +15,5 @@ pub mod logging;
 pub mod plugins;
 pub mod report;
 pub mod result;
+pub mod runbook;
 pub mod runtime;

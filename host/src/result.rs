@@ -130,6 +130,23 @@ pub struct StepResult {
     pub denied: Vec<String>,
     /// The plugin's logs (redacted, capped).
     pub logs: Vec<LogLine>,
+    /// For a mitigation: what it planned (secrets redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRecord>,
+    /// For a mitigation: whether the plan was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<bool>,
+}
+
+/// A mitigation's plan as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRecord {
+    /// One line.
+    pub summary: String,
+    /// Intended changes.
+    pub changes: Vec<String>,
+    /// Whether applying cannot be undone.
+    pub destructive: bool,
 }
 
 /// The result of a run (a runbook, or a single check).
@@ -137,6 +154,21 @@ pub struct StepResult {
 pub struct RunResult {
     /// Runbook name; `null` for a single check.
     pub runbook: Option<String>,
+    /// Runbook severity (`SEV-1` ...), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// Escalation text of the runbook, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
+    /// Run id (also on every log line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// RFC 3339 start time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339 end time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
     /// Worst status of the steps.
     pub status: Status,
     /// Wall time.

@@ -1,8 +1,16 @@
 //! Reporters: turn a [`RunResult`] into what people and machines read.
 //!
 //! - `human`: one block per step, status first, then metrics, details and denials;
-//! - `json`: the DESIGN.md shape, pretty-printed;
-//! - `nagios`: `SERVICE STATUS - summary | perfdata`, then details as long output.
+//!   for a runbook, a header and a summary table;
+//! - `json`: the shape documented in docs/design.md, pretty-printed;
+//! - `nagios`: `SERVICE STATUS - summary | perfdata`, then details as long output;
+//! - `junit`: JUnit XML, one testcase per step ([`junit`]);
+//! - `prometheus`: text exposition format ([`prometheus`]);
+//! - `markdown`: an incident timeline ([`markdown`]).
+
+mod junit;
+mod markdown;
+mod prometheus;
 
 use crate::result::{MetricResult, RunResult, Status};
 use std::fmt::Write;
@@ -16,6 +24,12 @@ pub enum Format {
     Json,
     /// One Nagios plugin line with perfdata, then details.
     Nagios,
+    /// JUnit XML: one testcase per step (CRITICAL: failure, UNKNOWN: error).
+    Junit,
+    /// Prometheus text exposition: status, duration, attempts and metrics per step.
+    Prometheus,
+    /// A Markdown incident timeline: each step's start, end, result and what was applied.
+    Markdown,
 }
 
 /// Renders `run` in `format`. `verbose` adds plugin logs to human output.
@@ -24,10 +38,16 @@ pub fn render(run: &RunResult, format: Format, verbose: bool) -> String {
         Format::Human => human(run, verbose),
         Format::Json => serde_json::to_string_pretty(run).expect("results serialize") + "\n",
         Format::Nagios => nagios(run),
+        Format::Junit => junit::render(run),
+        Format::Prometheus => prometheus::render(run),
+        Format::Markdown => markdown::render(run),
     }
 }
 
 fn human(run: &RunResult, verbose: bool) -> String {
+    if run.runbook.is_some() {
+        return human_runbook(run, verbose);
+    }
     let mut out = String::new();
     for step in &run.steps {
         let _ = writeln!(
@@ -63,6 +83,119 @@ fn human(run: &RunResult, verbose: bool) -> String {
     out
 }
 
+/// A runbook: header, one table row per step, then what needs attention.
+fn human_runbook(run: &RunResult, verbose: bool) -> String {
+    let mut out = String::new();
+    let name = run.runbook.as_deref().unwrap_or("runbook");
+    let _ = write!(out, "{name}");
+    if let Some(severity) = &run.severity {
+        let _ = write!(out, " ({severity})");
+    }
+    out.push('\n');
+    let width = run
+        .steps
+        .iter()
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<8}  {:>8}  {:>5}  SUMMARY",
+        "STEP", "STATUS", "TIME", "TRIES"
+    );
+    for step in &run.steps {
+        let status = if step.skipped.is_some() {
+            "SKIPPED"
+        } else {
+            step.status.label()
+        };
+        let time = if step.skipped.is_some() {
+            "-".to_string()
+        } else {
+            format_ms(step.duration_ms)
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<8}  {:>8}  {:>5}  {}",
+            step.id, status, time, step.attempts, step.summary
+        );
+    }
+    let attention: Vec<_> = run
+        .steps
+        .iter()
+        .filter(|s| {
+            s.skipped.is_none()
+                && (s.status != Status::Ok || !s.denied.is_empty() || s.plan.is_some() || verbose)
+        })
+        .collect();
+    for step in attention {
+        let _ = writeln!(
+            out,
+            "\n{} ({}): {}",
+            step.id,
+            step.plugin,
+            step.status.label()
+        );
+        for metric in &step.metrics {
+            let _ = writeln!(out, "  {}", human_metric(metric));
+        }
+        if let Some(plan) = &step.plan {
+            let applied = if step.applied == Some(true) {
+                "applied"
+            } else {
+                "planned"
+            };
+            let _ = writeln!(
+                out,
+                "  {applied}: {}{}",
+                plan.summary,
+                if plan.destructive {
+                    " (destructive)"
+                } else {
+                    ""
+                }
+            );
+            for change in &plan.changes {
+                let _ = writeln!(out, "    - {change}");
+            }
+        } else {
+            for line in &step.details {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        for denial in &step.denied {
+            let _ = writeln!(out, "  denied: {denial}");
+        }
+        if verbose {
+            for log in &step.logs {
+                let _ = writeln!(out, "  [{}] {}", log.level, log.message);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}: {name} in {}",
+        run.status.label(),
+        format_ms(run.duration_ms)
+    );
+    if run.status != Status::Ok
+        && let Some(escalation) = &run.escalation
+    {
+        let _ = writeln!(out, "Escalation: {}", escalation.trim());
+    }
+    out
+}
+
+/// `12 ms`, `1.4 s`.
+pub(crate) fn format_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
 fn human_metric(metric: &MetricResult) -> String {
     let mut text = format!(
         "{} = {}{}",
@@ -79,7 +212,7 @@ fn human_metric(metric: &MetricResult) -> String {
     text
 }
 
-fn format_value(value: f64) -> String {
+pub(crate) fn format_value(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
     } else {
@@ -184,6 +317,11 @@ mod tests {
     fn run(status: Status, metrics: Vec<MetricResult>) -> RunResult {
         RunResult {
             runbook: None,
+            severity: None,
+            escalation: None,
+            run_id: None,
+            started_at: None,
+            ended_at: None,
             status,
             duration_ms: 1.5,
             steps: vec![StepResult {
@@ -201,6 +339,8 @@ mod tests {
                 ended_at: "2026-11-22T10:00:00.002Z".into(),
                 denied: vec![],
                 logs: vec![],
+                plan: None,
+                applied: None,
             }],
         }
     }

@@ -9,6 +9,7 @@ pub mod sandbox;
 use crate::capabilities::Grants;
 use crate::capabilities::secrets::Redactor;
 use crate::result::{Kind, MetricResult, Status};
+use bindings::Plan;
 use bindings::check::CheckPre;
 use bindings::mitigation::MitigationPre;
 use cache::CompileCache;
@@ -389,6 +390,53 @@ impl Runtime {
         grants: &Grants,
         limits: &Limits,
     ) -> CheckOutcome {
+        self.invoke(plugin, config, grants, limits, Call::Run)
+            .await
+            .0
+    }
+
+    /// Asks a mitigation what it would do (read-only). The outcome describes the plan
+    /// (`details` = its changes); the plan itself is returned for [`Runtime::apply`].
+    pub async fn plan(
+        &self,
+        plugin: &Plugin,
+        config: &serde_json::Value,
+        grants: &Grants,
+        limits: &Limits,
+    ) -> (CheckOutcome, Option<Plan>) {
+        let (outcome, answer) = self
+            .invoke(plugin, config, grants, limits, Call::Plan)
+            .await;
+        let plan = match answer {
+            Some(Answer::Plan(plan)) => Some(plan),
+            _ => None,
+        };
+        (outcome, plan)
+    }
+
+    /// Applies `plan` (from [`Runtime::plan`] with the same config). The outcome's
+    /// `details` are the changes made.
+    pub async fn apply(
+        &self,
+        plugin: &Plugin,
+        config: &serde_json::Value,
+        grants: &Grants,
+        limits: &Limits,
+        plan: &Plan,
+    ) -> CheckOutcome {
+        self.invoke(plugin, config, grants, limits, Call::Apply(plan))
+            .await
+            .0
+    }
+
+    async fn invoke(
+        &self,
+        plugin: &Plugin,
+        config: &serde_json::Value,
+        grants: &Grants,
+        limits: &Limits,
+        call: Call<'_>,
+    ) -> (CheckOutcome, Option<Answer>) {
         let started = Instant::now();
         let mut secrets = HashMap::new();
         for grant in &grants.secrets {
@@ -396,7 +444,9 @@ impl Runtime {
                 Ok(value) => {
                     secrets.insert(grant.name.clone(), value);
                 }
-                Err(reason) => return CheckOutcome::fault(Status::Unknown, reason, started),
+                Err(reason) => {
+                    return (CheckOutcome::fault(Status::Unknown, reason, started), None);
+                }
             }
         }
         let redactor = Arc::new(Redactor::new(secrets.values().cloned()));
@@ -410,30 +460,75 @@ impl Runtime {
             Instant::now() + limits.deadline,
         ) {
             Ok(sandbox) => sandbox,
-            Err(err) => return CheckOutcome::fault(Status::Unknown, err.to_string(), started),
-        };
-        let Pre::Check(pre) = &plugin.pre else {
-            return CheckOutcome::fault(
-                Status::Unknown,
-                format!("{} is a mitigation, not a check", plugin.info.name),
-                started,
-            );
+            Err(err) => {
+                return (
+                    CheckOutcome::fault(Status::Unknown, err.to_string(), started),
+                    None,
+                );
+            }
         };
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let config_text = config.to_string();
+        let name = &plugin.info.name;
         let call = async {
-            let check = pre.instantiate_async(&mut store).await?;
-            check.call_run(&mut store, &config_text).await
+            Ok(match (&plugin.pre, call) {
+                (Pre::Check(pre), Call::Run) => {
+                    let check = pre.instantiate_async(&mut store).await?;
+                    check
+                        .call_run(&mut store, &config_text)
+                        .await?
+                        .map(Answer::Report)
+                }
+                (Pre::Mitigation(pre), Call::Plan) => {
+                    let mitigation = pre.instantiate_async(&mut store).await?;
+                    mitigation
+                        .call_plan(&mut store, &config_text)
+                        .await?
+                        .map(Answer::Plan)
+                }
+                (Pre::Mitigation(pre), Call::Apply(plan)) => {
+                    let mitigation = pre.instantiate_async(&mut store).await?;
+                    mitigation
+                        .call_apply(&mut store, &config_text, plan)
+                        .await?
+                        .map(Answer::Outcome)
+                }
+                (Pre::Check(_), _) => Err(format!("{name} is a check: it has no plan or apply")),
+                (Pre::Mitigation(_), Call::Run) => Err(format!(
+                    "{name} is a mitigation: it plans and applies, it does not run"
+                )),
+            })
         };
         let result = run_with_deadline(call, limits.deadline, &activity).await;
         let host = &mut store.data_mut().host;
         let (stderr, stderr_dropped) = host.stderr.contents();
+        let mut answer = None;
         let (status, summary, details, metrics) = match result {
-            Ok(Ok(report)) => (
+            Ok(Ok(Answer::Report(report))) => (
                 Status::from(report.status),
                 report.summary,
                 report.details,
                 report.metrics.into_iter().map(MetricResult::from).collect(),
+            ),
+            Ok(Ok(Answer::Plan(plan))) => {
+                let summary = format!(
+                    "plan: {}{}",
+                    plan.summary,
+                    if plan.destructive {
+                        " (destructive)"
+                    } else {
+                        ""
+                    }
+                );
+                let changes = plan.changes.clone();
+                answer = Some(Answer::Plan(plan));
+                (Status::Ok, summary, changes, Vec::new())
+            }
+            Ok(Ok(Answer::Outcome(outcome))) => (
+                Status::from(outcome.status),
+                format!("applied: {}", outcome.summary),
+                outcome.changes,
+                Vec::new(),
             ),
             Ok(Err(message)) => (
                 Status::Unknown,
@@ -494,8 +589,22 @@ impl Runtime {
         };
         outcome.apply_denials();
         outcome.cap_and_redact(&redactor);
-        outcome
+        (outcome, answer)
     }
+}
+
+/// Which export an invocation calls.
+enum Call<'a> {
+    Run,
+    Plan,
+    Apply(&'a Plan),
+}
+
+/// What the export returned.
+enum Answer {
+    Report(bindings::Report),
+    Plan(Plan),
+    Outcome(bindings::Outcome),
 }
 
 /// When wasm last ran (the epoch callback fires only while wasm executes), so a

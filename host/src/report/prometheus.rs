@@ -1,0 +1,131 @@
+//! Prometheus text exposition format (version 0.0.4): run status, and per step its
+//! status, duration, attempts and every metric it reported, labelled by runbook, step,
+//! plugin (and metric name and unit).
+
+use crate::result::RunResult;
+use std::fmt::Write;
+
+/// Renders `run` in the Prometheus text format.
+pub fn render(run: &RunResult) -> String {
+    let runbook = run.runbook.as_deref().unwrap_or("");
+    let mut out = String::new();
+    family(
+        &mut out,
+        "runbox_run_status",
+        "Worst status of the run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+    );
+    let _ = writeln!(
+        out,
+        "runbox_run_status{{runbook=\"{}\"}} {}",
+        escape(runbook),
+        run.status.exit_code()
+    );
+    family(
+        &mut out,
+        "runbox_run_duration_seconds",
+        "Wall time of the run.",
+    );
+    let _ = writeln!(
+        out,
+        "runbox_run_duration_seconds{{runbook=\"{}\"}} {}",
+        escape(runbook),
+        number(run.duration_ms / 1000.0)
+    );
+
+    let labels = |step: &crate::result::StepResult| {
+        format!(
+            "runbook=\"{}\",step=\"{}\",plugin=\"{}\",kind=\"{}\"",
+            escape(runbook),
+            escape(&step.id),
+            escape(&step.plugin),
+            if step.kind == crate::result::Kind::Check {
+                "check"
+            } else {
+                "mitigation"
+            }
+        )
+    };
+    family(
+        &mut out,
+        "runbox_step_status",
+        "Status of each step: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, -1 skipped.",
+    );
+    for step in &run.steps {
+        let value = if step.skipped.is_some() {
+            -1
+        } else {
+            i32::from(step.status.exit_code())
+        };
+        let _ = writeln!(out, "runbox_step_status{{{}}} {value}", labels(step));
+    }
+    family(
+        &mut out,
+        "runbox_step_duration_seconds",
+        "Wall time of each step, all attempts included.",
+    );
+    for step in &run.steps {
+        let _ = writeln!(
+            out,
+            "runbox_step_duration_seconds{{{}}} {}",
+            labels(step),
+            number(step.duration_ms / 1000.0)
+        );
+    }
+    family(
+        &mut out,
+        "runbox_step_attempts",
+        "Attempts each step took (0 when skipped).",
+    );
+    for step in &run.steps {
+        let _ = writeln!(
+            out,
+            "runbox_step_attempts{{{}}} {}",
+            labels(step),
+            step.attempts
+        );
+    }
+    family(
+        &mut out,
+        "runbox_step_metric",
+        "A value a step measured; the metric label names it, unit gives its unit.",
+    );
+    for step in &run.steps {
+        for metric in &step.metrics {
+            let _ = writeln!(
+                out,
+                "runbox_step_metric{{{},metric=\"{}\",unit=\"{}\"}} {}",
+                labels(step),
+                escape(&metric.name),
+                escape(&metric.unit),
+                number(metric.value)
+            );
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{value}")
+    }
+}

@@ -1,0 +1,694 @@
+//! From a runbook file to a runnable plan, finding *every* problem on the way: YAML
+//! syntax, unknown fields, duplicate ids, unknown or cyclic `needs`, bad `when`
+//! conditions and templates, plugins that do not resolve or load (or whose digest
+//! differs from the pinned one), grants and secrets that do not parse, and configs that
+//! violate their plugin's schema. Each problem carries the file, the line and the step.
+
+use super::condition::{self, Expr};
+use super::manifest::{Approval, Manifest, OnFailure, Step};
+use super::template::{self, Reference};
+use super::yaml;
+use crate::capabilities::network::Grant;
+use crate::capabilities::secrets::SecretGrant;
+use crate::capabilities::{Grants, parse_env_grant};
+use crate::plugins::PluginPath;
+use crate::result::Kind;
+use crate::runtime::{Plugin, Runtime};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One thing wrong with a runbook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The runbook file.
+    pub file: PathBuf,
+    /// 1-based line (0: not tied to a line, e.g. a `--set`).
+    pub line: usize,
+    /// The step, if the problem is in one.
+    pub step: Option<String>,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if let Some(step) = &self.step {
+            write!(f, ": step `{step}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Whether values that only exist at run time (env, required inputs, secrets) must be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `runbox validate`: check structure; use defaults and placeholders.
+    Validate,
+    /// `runbox run`: everything must resolve.
+    Run,
+}
+
+/// Retry policy of a step, resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total attempts (≥ 1).
+    pub attempts: u32,
+    /// Wait before the second attempt.
+    pub delay: Duration,
+    /// Multiplier for each further wait.
+    pub backoff: f64,
+}
+
+/// A step ready to run.
+pub struct PreparedStep {
+    /// Step id.
+    pub id: String,
+    /// The loaded plugin.
+    pub plugin: Arc<Plugin>,
+    /// Rendered config, valid against the plugin's schema.
+    pub config: Value,
+    /// Exactly what the step grants.
+    pub grants: Grants,
+    /// Parsed `when`, with its text.
+    pub when: Option<(String, Expr)>,
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// On failure.
+    pub on_failure: OnFailure,
+    /// Whether applying needs approval.
+    pub approval_required: bool,
+    /// Indexes of the steps this one needs.
+    pub needs: Vec<usize>,
+}
+
+/// A validated runbook.
+pub struct Runbook {
+    /// The file.
+    pub file: PathBuf,
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Input values (set or default).
+    pub inputs: BTreeMap<String, Value>,
+    /// Steps in file order.
+    pub steps: Vec<PreparedStep>,
+}
+
+struct Context<'a> {
+    file: &'a Path,
+    lines: BTreeMap<String, usize>,
+    problems: Vec<Problem>,
+}
+
+impl Context<'_> {
+    /// Line of `path`, or of its closest ancestor that has one.
+    fn line(&self, path: &str) -> usize {
+        let mut path = path.to_string();
+        loop {
+            if let Some(line) = self.lines.get(&path) {
+                return *line;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) => path.truncate(cut),
+                None => return self.lines.get("").copied().unwrap_or(1),
+            }
+        }
+    }
+
+    fn problem(&mut self, path: &str, step: Option<&str>, message: impl Into<String>) {
+        let line = if path.is_empty() { 0 } else { self.line(path) };
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line,
+            step: step.map(String::from),
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads, checks and resolves `file`. `sets` are `--set` values.
+pub async fn prepare(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    file: &Path,
+    sets: &BTreeMap<String, String>,
+    mode: Mode,
+) -> Result<Runbook, Vec<Problem>> {
+    let fail = |line: usize, message: String| {
+        vec![Problem {
+            file: file.to_path_buf(),
+            line,
+            step: None,
+            message,
+        }]
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
+    let tree = yaml::parse(&text)
+        .map_err(|err| fail(err.line, format!("invalid YAML: {}", err.message)))?;
+    let mut cx = Context {
+        file,
+        lines: tree.lines(),
+        problems: Vec::new(),
+    };
+    let manifest: Manifest = match serde_path_to_error::deserialize(tree.to_json()) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let path = serde_path(err.path());
+            let line = cx.line(&path);
+            let at = if path.is_empty() {
+                String::new()
+            } else {
+                format!("`{path}`: ")
+            };
+            return Err(fail(line, format!("{at}{}", err.inner())));
+        }
+    };
+    if manifest.name.trim().is_empty() {
+        cx.problem("name", None, "`name` is empty");
+    }
+
+    let inputs = resolve_inputs(&mut cx, &manifest, sets, mode);
+    let index = check_ids_and_needs(&mut cx, &manifest);
+    let ancestors = ancestors(&manifest, &index);
+
+    let runbook_dir = file.parent().unwrap_or(Path::new("."));
+    let mut steps = Vec::new();
+    for (i, step) in manifest.steps.iter().enumerate() {
+        let at = |field: &str| format!("steps[{i}].{field}");
+        let id = step.id.as_str();
+        let when = step
+            .when
+            .as_ref()
+            .and_then(|text| match condition::parse(text) {
+                Ok(expr) => {
+                    for path in expr.paths() {
+                        if let Err(message) = check_when_path(path, &manifest, &ancestors[i]) {
+                            cx.problem(&at("when"), Some(id), message);
+                        }
+                    }
+                    Some((text.clone(), expr))
+                }
+                Err(err) => {
+                    cx.problem(&at("when"), Some(id), format!("`when: {text}`: {err}"));
+                    None
+                }
+            });
+        let timeout = match step.timeout.as_deref().map(humantime::parse_duration) {
+            None => Duration::from_secs(10),
+            Some(Ok(timeout)) if !timeout.is_zero() => timeout,
+            Some(_) => {
+                cx.problem(
+                    &at("timeout"),
+                    Some(id),
+                    format!(
+                        "`timeout: {}` is not a duration (e.g. 10s, 1m)",
+                        step.timeout.as_deref().unwrap_or("")
+                    ),
+                );
+                Duration::from_secs(10)
+            }
+        };
+        let retry = resolve_retry(&mut cx, step, i);
+
+        // Templates: syntax, and references to declared inputs (and set env in run mode).
+        let resolver = |reference: &Reference| -> Result<Value, String> {
+            match reference {
+                Reference::Input(name) => match inputs.get(name) {
+                    Some(value) => Ok(value.clone()),
+                    None if manifest.inputs.contains_key(name) => Err(format!(
+                        "input `{name}` has no value (set it with --set {name}=VALUE)"
+                    )),
+                    None => Err(format!(
+                        "`${{{{ inputs.{name} }}}}` names no declared input"
+                    )),
+                },
+                Reference::Env(name) => match std::env::var(name) {
+                    Ok(value) => Ok(Value::String(value)),
+                    Err(_) if mode == Mode::Validate => Ok(Value::String(format!("<env.{name}>"))),
+                    Err(_) => Err(format!(
+                        "`${{{{ env.{name} }}}}`: environment variable `{name}` is not set"
+                    )),
+                },
+            }
+        };
+        let mut unresolved_keys = BTreeSet::new();
+        let mut config = serde_json::Map::new();
+        for (key, value) in &step.with {
+            match template::render_value(value, &resolver) {
+                Ok(rendered) => {
+                    config.insert(key.clone(), rendered);
+                }
+                Err(message) => {
+                    let declared_without_value = message.starts_with("input `");
+                    if mode == Mode::Validate && declared_without_value {
+                        unresolved_keys.insert(key.clone());
+                    } else {
+                        cx.problem(&at(&format!("with.{key}")), Some(id), message);
+                    }
+                }
+            }
+        }
+        let mut network = Vec::new();
+        for (g, text) in step.allow.iter().enumerate() {
+            match template::render(text, &resolver) {
+                Ok(Value::String(rendered)) => match rendered.parse::<Grant>() {
+                    Ok(grant) => network.push(grant),
+                    Err(err) => cx.problem(&at(&format!("allow[{g}]")), Some(id), err.to_string()),
+                },
+                Ok(other) => cx.problem(
+                    &at(&format!("allow[{g}]")),
+                    Some(id),
+                    format!("grant `{other}` is not a string"),
+                ),
+                Err(message) if mode == Mode::Validate && message.starts_with("input `") => {}
+                Err(message) => cx.problem(&at(&format!("allow[{g}]")), Some(id), message),
+            }
+        }
+        let mut secrets = Vec::new();
+        for (name, source) in &step.secrets {
+            match SecretGrant::parse(&format!("{name}={source}")) {
+                Ok(grant) => {
+                    if mode == Mode::Run
+                        && let Err(err) = grant.resolve()
+                    {
+                        cx.problem(&at(&format!("secrets.{name}")), Some(id), err);
+                    }
+                    secrets.push(grant);
+                }
+                Err(err) => cx.problem(&at(&format!("secrets.{name}")), Some(id), err),
+            }
+        }
+        let mut env = Vec::new();
+        for (name, value) in &step.env {
+            match template::render(value, &resolver) {
+                Ok(rendered) => {
+                    let value = match rendered {
+                        Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    match parse_env_grant(&format!("{name}={value}")) {
+                        Ok(pair) => env.push(pair),
+                        Err(err) => cx.problem(&at(&format!("env.{name}")), Some(id), err),
+                    }
+                }
+                Err(message) => cx.problem(&at(&format!("env.{name}")), Some(id), message),
+            }
+        }
+
+        // The plugin: resolve, load, pin, kind.
+        let plugin = match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses).await {
+            Ok(plugin) => Some(plugin),
+            Err(message) => {
+                cx.problem(&at("uses"), Some(id), message);
+                None
+            }
+        };
+        let Some(plugin) = plugin else { continue };
+        let approval_required = step.approval == Some(Approval::Required);
+        if step.approval.is_some() && plugin.kind == Kind::Check {
+            cx.problem(
+                &at("approval"),
+                Some(id),
+                format!(
+                    "`approval` applies to mitigations; `{}` is a check",
+                    plugin.info.name
+                ),
+            );
+        }
+        let config = Value::Object(config);
+        for violation in crate::config::violations(&plugin.info.config_schema, &config) {
+            let mentions_unresolved = unresolved_keys.iter().any(|key| {
+                violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\""))
+            });
+            if !mentions_unresolved {
+                cx.problem(
+                    &at("with"),
+                    Some(id),
+                    format!("{violation} (plugin `{}`)", plugin.info.name),
+                );
+            }
+        }
+        steps.push(PreparedStep {
+            id: step.id.clone(),
+            plugin,
+            config,
+            grants: Grants {
+                network,
+                secrets,
+                env,
+                dirs: Vec::new(),
+                allow_metadata: false,
+            },
+            when,
+            timeout,
+            retry,
+            on_failure: step.on_failure,
+            approval_required,
+            needs: step
+                .needs
+                .iter()
+                .filter_map(|need| index.get(need.as_str()).copied())
+                .collect(),
+        });
+    }
+    if !cx.problems.is_empty() {
+        let mut problems = cx.problems;
+        problems.sort_by_key(|problem| problem.line);
+        return Err(problems);
+    }
+    Ok(Runbook {
+        file: file.to_path_buf(),
+        manifest,
+        inputs,
+        steps,
+    })
+}
+
+/// `serde_path_to_error`'s path in our `a[0].b` form.
+fn serde_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn resolve_inputs(
+    cx: &mut Context<'_>,
+    manifest: &Manifest,
+    sets: &BTreeMap<String, String>,
+    mode: Mode,
+) -> BTreeMap<String, Value> {
+    let mut values = BTreeMap::new();
+    for name in sets.keys() {
+        if !manifest.inputs.contains_key(name) {
+            let declared: Vec<&str> = manifest.inputs.keys().map(String::as_str).collect();
+            cx.problem(
+                "",
+                None,
+                format!(
+                    "--set {name}: the runbook declares no input `{name}` (inputs: {})",
+                    if declared.is_empty() {
+                        "none".into()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    for (name, input) in &manifest.inputs {
+        match (sets.get(name), &input.default) {
+            (Some(value), default) => {
+                // Keep the default's type: a number input set on the command line stays a number.
+                let typed = match default {
+                    Some(Value::Number(_)) | Some(Value::Bool(_)) => {
+                        serde_json::from_str(value).unwrap_or(Value::String(value.clone()))
+                    }
+                    _ => Value::String(value.clone()),
+                };
+                values.insert(name.clone(), typed);
+            }
+            (None, Some(default)) => {
+                values.insert(name.clone(), default.clone());
+            }
+            (None, None) if input.required && mode == Mode::Run => {
+                cx.problem(
+                    &format!("inputs.{name}"),
+                    None,
+                    format!("input `{name}` is required: pass --set {name}=VALUE"),
+                );
+            }
+            (None, None) => {}
+        }
+    }
+    values
+}
+
+fn check_ids_and_needs<'m>(
+    cx: &mut Context<'_>,
+    manifest: &'m Manifest,
+) -> HashMap<&'m str, usize> {
+    let mut index = HashMap::new();
+    for (i, step) in manifest.steps.iter().enumerate() {
+        let id = step.id.as_str();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            cx.problem(
+                &format!("steps[{i}].id"),
+                Some(id),
+                "a step id is lower-case letters, digits, `_` and `-`",
+            );
+        }
+        if let Some(first) = index.insert(id, i) {
+            let first_line = cx.line(&format!("steps[{first}]"));
+            cx.problem(
+                &format!("steps[{i}].id"),
+                Some(id),
+                format!("duplicate step id (first used on line {first_line})"),
+            );
+            index.insert(id, first);
+        }
+    }
+    for (i, step) in manifest.steps.iter().enumerate() {
+        for need in &step.needs {
+            if need == &step.id {
+                cx.problem(
+                    &format!("steps[{i}].needs"),
+                    Some(&step.id),
+                    "a step cannot need itself",
+                );
+            } else if !index.contains_key(need.as_str()) {
+                cx.problem(
+                    &format!("steps[{i}].needs"),
+                    Some(&step.id),
+                    format!("needs `{need}`, which is not a step of this runbook"),
+                );
+            }
+        }
+    }
+    // Cycles: depth-first search with colours; report each cycle once.
+    let mut colour = vec![0u8; manifest.steps.len()];
+    let mut reported = BTreeSet::new();
+    fn visit(
+        i: usize,
+        manifest: &Manifest,
+        index: &HashMap<&str, usize>,
+        colour: &mut [u8],
+        stack: &mut Vec<usize>,
+        cycles: &mut Vec<Vec<usize>>,
+    ) {
+        colour[i] = 1;
+        stack.push(i);
+        for need in &manifest.steps[i].needs {
+            let Some(&j) = index.get(need.as_str()) else {
+                continue;
+            };
+            if j == i {
+                continue;
+            }
+            if colour[j] == 1 {
+                let start = stack.iter().position(|&k| k == j).unwrap();
+                cycles.push(stack[start..].to_vec());
+            } else if colour[j] == 0 {
+                visit(j, manifest, index, colour, stack, cycles);
+            }
+        }
+        stack.pop();
+        colour[i] = 2;
+    }
+    let mut cycles = Vec::new();
+    for i in 0..manifest.steps.len() {
+        if colour[i] == 0 {
+            visit(
+                i,
+                manifest,
+                &index,
+                &mut colour,
+                &mut Vec::new(),
+                &mut cycles,
+            );
+        }
+    }
+    for cycle in cycles {
+        let mut key = cycle.clone();
+        key.sort();
+        if reported.insert(key) {
+            let mut names: Vec<&str> = cycle
+                .iter()
+                .rev()
+                .map(|&k| manifest.steps[k].id.as_str())
+                .collect();
+            names.push(names[0]);
+            let first = *cycle.iter().min().unwrap();
+            cx.problem(
+                &format!("steps[{first}].needs"),
+                Some(&manifest.steps[first].id),
+                format!("`needs` form a cycle: {}", names.join(" → ")),
+            );
+        }
+    }
+    index
+}
+
+/// For each step, every step it transitively needs.
+fn ancestors(manifest: &Manifest, index: &HashMap<&str, usize>) -> Vec<BTreeSet<usize>> {
+    let n = manifest.steps.len();
+    let mut result = vec![BTreeSet::new(); n];
+    for (i, set) in result.iter_mut().enumerate() {
+        let mut todo: Vec<usize> = vec![i];
+        while let Some(k) = todo.pop() {
+            for need in &manifest.steps[k].needs {
+                if let Some(&j) = index.get(need.as_str())
+                    && j != i
+                    && set.insert(j)
+                {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    result
+}
+
+fn check_when_path(
+    path: &[String],
+    manifest: &Manifest,
+    ancestors: &BTreeSet<usize>,
+) -> Result<(), String> {
+    let text = path.join(".");
+    match path {
+        [root, name] if root == "inputs" => {
+            if manifest.inputs.contains_key(name) {
+                Ok(())
+            } else {
+                Err(format!("`{text}`: the runbook declares no input `{name}`"))
+            }
+        }
+        [root, step, rest @ ..] if root == "steps" => {
+            let Some(j) = manifest.steps.iter().position(|s| &s.id == step) else {
+                return Err(format!("`{text}`: no step `{step}` in this runbook"));
+            };
+            if !ancestors.contains(&j) {
+                return Err(format!(
+                    "`{text}`: step `{step}` must be in this step's `needs` (directly or through another step) to be read here"
+                ));
+            }
+            match rest {
+                [field] if matches!(field.as_str(), "status" | "summary" | "attempts") => Ok(()),
+                [metrics, _name] if metrics == "metrics" => Ok(()),
+                _ => Err(format!(
+                    "`{text}`: a step offers `status`, `summary`, `attempts` and `metrics.NAME`"
+                )),
+            }
+        }
+        _ => Err(format!(
+            "`{text}`: conditions read `steps.ID.…` or `inputs.NAME`"
+        )),
+    }
+}
+
+fn resolve_retry(cx: &mut Context<'_>, step: &Step, i: usize) -> RetryPolicy {
+    let mut policy = RetryPolicy {
+        attempts: 1,
+        delay: Duration::from_secs(1),
+        backoff: 1.0,
+    };
+    let Some(retry) = &step.retry else {
+        return policy;
+    };
+    let at = format!("steps[{i}].retry");
+    if retry.attempts == 0 {
+        cx.problem(
+            &format!("{at}.attempts"),
+            Some(&step.id),
+            "`attempts` counts the first try too: at least 1",
+        );
+    }
+    policy.attempts = retry.attempts.max(1);
+    if let Some(delay) = &retry.delay {
+        match humantime::parse_duration(delay) {
+            Ok(delay) => policy.delay = delay,
+            Err(_) => cx.problem(
+                &format!("{at}.delay"),
+                Some(&step.id),
+                format!("`delay: {delay}` is not a duration (e.g. 500ms, 2s)"),
+            ),
+        }
+    }
+    if let Some(backoff) = retry.backoff {
+        if backoff.is_finite() && backoff >= 1.0 {
+            policy.backoff = backoff;
+        } else {
+            cx.problem(
+                &format!("{at}.backoff"),
+                Some(&step.id),
+                format!("`backoff: {backoff}` must be a number ≥ 1 (the delay's multiplier)"),
+            );
+        }
+    }
+    policy
+}
+
+async fn resolve_plugin(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    runbook_dir: &Path,
+    uses: &str,
+) -> Result<Arc<Plugin>, String> {
+    let (spec, pinned) = match uses.split_once("@sha256:") {
+        Some((spec, digest)) => {
+            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "`uses: {uses}`: the pinned digest must be 64 hex digits"
+                ));
+            }
+            (spec, Some(digest.to_ascii_lowercase()))
+        }
+        None => (uses, None),
+    };
+    let spec = if spec.contains('/') || spec.ends_with(".wasm") {
+        let path = Path::new(spec);
+        if path.is_absolute() {
+            spec.to_string()
+        } else {
+            runbook_dir.join(path).display().to_string()
+        }
+    } else {
+        spec.to_string()
+    };
+    let path = plugin_path.resolve(&spec)?;
+    let plugin = runtime.load(&path).await.map_err(|err| err.to_string())?;
+    if let Some(pinned) = pinned
+        && pinned != plugin.digest
+    {
+        return Err(format!(
+            "{} has sha256 {}, but the runbook pins {pinned}: refusing to run a plugin that is not the pinned one",
+            path.display(),
+            plugin.digest
+        ));
+    }
+    Ok(Arc::new(plugin))
+}

@@ -1,0 +1,279 @@
+//! YAML parsed into a tree that remembers where each node is, so every problem found
+//! later (by serde or by validation) can be reported with its line.
+//!
+//! Scalars follow the YAML 1.2 core schema: plain `true`/`false`, `null`/`~`/empty,
+//! integers and floats become those types; anything quoted stays a string.
+
+use serde_json::{Map, Number, Value};
+use std::collections::{BTreeMap, HashMap};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A node and the line (1-based) it starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Line of the node's first character.
+    pub line: usize,
+    /// The node.
+    pub value: NodeValue,
+}
+
+/// A YAML value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    /// `null`, `~` or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number.
+    Number(Number),
+    /// A string.
+    String(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping with its keys (as strings) in document order.
+    Map(Vec<(String, Node)>),
+}
+
+/// A syntax or structure error, with its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses one YAML document.
+pub fn parse(text: &str) -> Result<Node, YamlError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|err| YamlError {
+        line: err.marker().line(),
+        message: err.info().to_string(),
+    })?;
+    if let Some(error) = builder.error {
+        return Err(error);
+    }
+    Ok(builder.root.unwrap_or(Node {
+        line: 1,
+        value: NodeValue::Null,
+    }))
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<(Node, Option<String>, usize)>,
+    pending_key: Vec<Option<(String, usize)>>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    error: Option<YamlError>,
+}
+
+impl Builder {
+    fn push_value(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        let Some((parent, _, _)) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return;
+        };
+        match &mut parent.value {
+            NodeValue::Seq(items) => items.push(node),
+            NodeValue::Map(entries) => {
+                let slot = self.pending_key.last_mut().expect("a map has a key slot");
+                match slot.take() {
+                    None => {
+                        let key = match &node.value {
+                            NodeValue::String(text) => text.clone(),
+                            NodeValue::Number(n) => n.to_string(),
+                            NodeValue::Bool(b) => b.to_string(),
+                            NodeValue::Null => "null".to_string(),
+                            _ => {
+                                self.error.get_or_insert(YamlError {
+                                    line: node.line,
+                                    message: "a mapping key must be a plain value".into(),
+                                });
+                                String::new()
+                            }
+                        };
+                        if entries.iter().any(|(existing, _)| *existing == key) {
+                            self.error.get_or_insert(YamlError {
+                                line: node.line,
+                                message: format!("duplicate key `{key}`"),
+                            });
+                        }
+                        *slot = Some((key, node.line));
+                    }
+                    Some((key, _)) => entries.push((key, node)),
+                }
+            }
+            _ => unreachable!("only collections are on the stack"),
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let line = mark.line();
+        match event {
+            Event::Scalar(text, style, anchor, _) => {
+                let value = if style == TScalarStyle::Plain {
+                    plain_scalar(&text)
+                } else {
+                    NodeValue::String(text)
+                };
+                self.push_value(Node { line, value }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push((
+                    Node {
+                        line,
+                        value: NodeValue::Seq(Vec::new()),
+                    },
+                    None,
+                    anchor,
+                ));
+                self.pending_key.push(None);
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push((
+                    Node {
+                        line,
+                        value: NodeValue::Map(Vec::new()),
+                    },
+                    None,
+                    anchor,
+                ));
+                self.pending_key.push(None);
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, _, anchor) = self.stack.pop().expect("balanced events");
+                self.pending_key.pop();
+                self.push_value(node, anchor);
+            }
+            Event::Alias(anchor) => match self.anchors.get(&anchor).cloned() {
+                Some(node) => self.push_value(Node { line, ..node }, 0),
+                None => {
+                    self.error.get_or_insert(YamlError {
+                        line,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+fn plain_scalar(text: &str) -> NodeValue {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => NodeValue::Null,
+        "true" | "True" | "TRUE" => NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => NodeValue::Bool(false),
+        _ => {
+            if let Ok(int) = text.parse::<i64>() {
+                NodeValue::Number(int.into())
+            } else if let Some(float) = text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(Number::from_f64)
+                && text.chars().any(|c| c.is_ascii_digit())
+            {
+                NodeValue::Number(float)
+            } else {
+                NodeValue::String(text.to_string())
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The node as JSON (what serde deserializes from).
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Number(n) => Value::Number(n.clone()),
+            NodeValue::String(s) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+
+    /// Line of every node by path (`steps[2].with.url`; the root is `""`).
+    pub fn lines(&self) -> BTreeMap<String, usize> {
+        let mut lines = BTreeMap::new();
+        self.collect_lines(String::new(), &mut lines);
+        lines
+    }
+
+    fn collect_lines(&self, path: String, lines: &mut BTreeMap<String, usize>) {
+        match &self.value {
+            NodeValue::Seq(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    item.collect_lines(format!("{path}[{index}]"), lines);
+                }
+            }
+            NodeValue::Map(entries) => {
+                for (key, value) in entries {
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    value.collect_lines(child, lines);
+                }
+            }
+            _ => {}
+        }
+        lines.insert(path, self.line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_into_json_with_lines() {
+        let text = "name: demo\nsteps:\n  - id: a\n    with:\n      port: 6379\n      ratio: 0.5\n      quoted: '10'\n      flag: true\n      none: ~\n  - id: b\n";
+        let node = parse(text).unwrap();
+        assert_eq!(
+            node.to_json(),
+            json!({"name": "demo", "steps": [{"id": "a", "with": {"port": 6379, "ratio": 0.5, "quoted": "10", "flag": true, "none": null}}, {"id": "b"}]})
+        );
+        let lines = node.lines();
+        assert_eq!(lines["steps[0]"], 3);
+        assert_eq!(lines["steps[0].with.port"], 5);
+        assert_eq!(lines["steps[1].id"], 10);
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_copied() {
+        let node = parse("base: &b {x: 1}\nother: *b\n").unwrap();
+        assert_eq!(node.to_json(), json!({"base": {"x": 1}, "other": {"x": 1}}));
+    }
+
+    #[test]
+    fn errors_carry_the_line() {
+        let err = parse("name: demo\nsteps:\n  - id: a\n   bad: [\n").unwrap_err();
+        assert!(err.line >= 4, "{err:?}");
+        let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(
+            err,
+            YamlError {
+                line: 3,
+                message: "duplicate key `a`".into()
+            }
+        );
+    }
+}
