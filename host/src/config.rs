@@ -48,6 +48,36 @@ pub fn build(schema: &Value, base: Option<&str>, pairs: &[String]) -> Result<Val
     Ok(Value::Object(config))
 }
 
+/// Converts top-level values to the type the schema declares where that is lossless:
+/// a number or boolean where a string is wanted becomes its text, and text that parses
+/// as the wanted number or boolean becomes one (templates render text and numbers).
+pub fn coerce(schema: &Value, config: &mut Value) {
+    let Value::Object(map) = config else { return };
+    for (key, value) in map.iter_mut() {
+        let wanted = match &schema["properties"][key]["type"] {
+            Value::String(one) => one.as_str(),
+            _ => continue,
+        };
+        let coerced = match (wanted, &*value) {
+            ("string", Value::Number(n)) => Some(Value::String(n.to_string())),
+            ("string", Value::Bool(b)) => Some(Value::String(b.to_string())),
+            ("integer" | "number" | "boolean", Value::String(text)) => {
+                serde_json::from_str::<Value>(text.trim())
+                    .ok()
+                    .filter(|parsed| match wanted {
+                        "integer" => parsed.is_i64() || parsed.is_u64(),
+                        "number" => parsed.is_number(),
+                        _ => parsed.is_boolean(),
+                    })
+            }
+            _ => None,
+        };
+        if let Some(coerced) = coerced {
+            *value = coerced;
+        }
+    }
+}
+
 /// Every way `config` violates `schema`, each naming the field.
 pub fn violations(schema: &Value, config: &Value) -> Vec<String> {
     let validator = match jsonschema::validator_for(schema) {
@@ -101,6 +131,24 @@ mod tests {
         assert_eq!(merged, json!({"url": "a", "db": 3}));
         assert!(build(&schema(), Some("[1]"), &[]).is_err());
         assert!(build(&schema(), None, &["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn coerces_to_the_declared_types() {
+        let schema = json!({"type": "object", "properties": {"warn": {"type": "string"}, "db": {"type": "integer"}, "info": {"type": "boolean"}}});
+        let mut config = json!({"warn": 1000, "db": "3", "info": "true", "other": 5});
+        coerce(&schema, &mut config);
+        assert_eq!(
+            config,
+            json!({"warn": "1000", "db": 3, "info": true, "other": 5})
+        );
+        let mut config = json!({"db": "three"});
+        coerce(&schema, &mut config);
+        assert_eq!(
+            config,
+            json!({"db": "three"}),
+            "not lossless: left for the schema to reject"
+        );
     }
 
     #[test]

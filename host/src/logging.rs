@@ -16,7 +16,7 @@ pub enum LogFormat {
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(verbosity: u8, format: LogFormat) {
     let default = match verbosity {
-        0 => "warn",
+        0 => "warn,wasmtime_wasi_http=error",
         1 => "runbox=debug,warn",
         _ => "runbox=trace,info",
     };

@@ -8,7 +8,7 @@
 //! compare := operand ( ("==" | "!=" | "<" | "<=" | ">" | ">=") operand )?
 //! operand := "(" expr ")" | 'string' | "string" | number | true | false | path
 //! path    := steps.ID.status | steps.ID.summary | steps.ID.attempts
-//!          | steps.ID.metrics.NAME | inputs.NAME
+//!          | steps.ID.metrics.NAME | inputs.NAME   (NAME may contain `.` and `:`)
 //! ```
 //!
 //! A status is one of `ok`, `warning`, `critical`, `unknown`, `skipped`. A missing value
@@ -111,7 +111,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let start = i;
                 while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '-' | '.'))
+                    && (chars[i].is_ascii_alphanumeric()
+                        || matches!(chars[i], '_' | '-' | '.' | ':'))
                 {
                     i += 1;
                 }
@@ -315,6 +316,7 @@ mod tests {
         match path.join(".").as_str() {
             "steps.redis.status" => Some(json!("critical")),
             "steps.backlog.metrics.depth" => Some(json!(1500)),
+            "steps.backlog.metrics.queue:failed" => Some(json!(3)),
             "steps.backlog.attempts" => Some(json!(2)),
             "inputs.env" => Some(json!("prod")),
             "inputs.limit" => Some(json!("1000")),
@@ -344,6 +346,7 @@ mod tests {
             ("steps.backlog.metrics.missing != 0", true),
             ("true", true),
             ("-1 < 0", true),
+            ("steps.backlog.metrics.queue:failed > 2", true),
         ];
         for (text, expected) in table {
             let expr = parse(text).unwrap_or_else(|err| panic!("{text}: {err}"));

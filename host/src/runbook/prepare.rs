@@ -325,7 +325,8 @@ pub async fn prepare(
                 ),
             );
         }
-        let config = Value::Object(config);
+        let mut config = Value::Object(config);
+        crate::config::coerce(&plugin.info.config_schema, &mut config);
         for violation in crate::config::violations(&plugin.info.config_schema, &config) {
             let mentions_unresolved = unresolved_keys.iter().any(|key| {
                 violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\""))
@@ -598,7 +599,7 @@ fn check_when_path(
             }
             match rest {
                 [field] if matches!(field.as_str(), "status" | "summary" | "attempts") => Ok(()),
-                [metrics, _name] if metrics == "metrics" => Ok(()),
+                [metrics, _name, ..] if metrics == "metrics" => Ok(()),
                 _ => Err(format!(
                     "`{text}`: a step offers `status`, `summary`, `attempts` and `metrics.NAME`"
                 )),
