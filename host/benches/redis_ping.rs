@@ -37,9 +37,7 @@ fn measure(name: &'static str, samples: usize, mut f: impl FnMut()) -> Stats {
         })
         .collect();
     times.sort();
-    let p99 = times[((samples * 99).div_ceil(100))
-        .saturating_sub(1)
-        .min(samples - 1)];
+    let p99 = times[((samples * 99).div_ceil(100)).saturating_sub(1).min(samples - 1)];
     Stats {
         name,
         median: times[samples / 2],
@@ -113,14 +111,11 @@ fn main() {
     );
 
     println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
-    let noop = tokio
-        .block_on(cached.load(&harness::plugin("noop_check")))
-        .unwrap();
+    let noop = tokio.block_on(cached.load(&harness::plugin("noop_check"))).unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();
     let noop_stats = measure("no-op check", 2000, || {
-        let outcome =
-            tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
+        let outcome = tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
         assert_eq!(outcome.status, Status::Ok);
     });
     let noop_median = noop_stats.median;
@@ -142,9 +137,7 @@ fn main() {
         ..Grants::default()
     };
     let limits = Limits::default();
-    let native = measure("native Rust connect+PING", 2000, || {
-        native_ping(port).unwrap()
-    });
+    let native = measure("native Rust connect+PING", 2000, || native_ping(port).unwrap());
     let through_runbox = measure("runbox redis-ping (sandboxed)", 2000, || {
         let outcome = tokio.block_on(cached.run_check(&loaded, &config, &grants, &limits));
         assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);

@@ -162,15 +162,10 @@ pub fn main() -> ExitCode {
         }
     };
     logging::init(cli.verbose, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            return fail(&Error::Internal(format!(
-                "cannot start the async runtime: {err}"
-            )));
+            return fail(&Error::Internal(format!("cannot start the async runtime: {err}")));
         }
     };
     let run_id = logging::new_run_id();
@@ -197,16 +192,10 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
     let runtime = std::sync::Arc::new(runtime);
     match cli.command {
-        Command::Run(args) => {
-            run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await
-        }
-        Command::Validate { runbooks, set } => {
-            validate(&runtime, &plugin_path, &runbooks, &set).await
-        }
+        Command::Run(args) => run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await,
+        Command::Validate { runbooks, set } => validate(&runtime, &plugin_path, &runbooks, &set).await,
         Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
-        Command::Plugins(PluginsCommand::List { format }) => {
-            list(&runtime, &plugin_path, format).await
-        }
+        Command::Plugins(PluginsCommand::List { format }) => list(&runtime, &plugin_path, format).await,
         Command::Plugins(PluginsCommand::Inspect { plugin, format }) => {
             inspect(&runtime, &plugin_path, &plugin, format).await
         }
@@ -250,10 +239,7 @@ async fn validate(
     }
     print(&report)?;
     if problems > 0 {
-        eprintln!(
-            "{problems} problem{} found",
-            if problems == 1 { "" } else { "s" }
-        );
+        eprintln!("{problems} problem{} found", if problems == 1 { "" } else { "s" });
         return Ok(64);
     }
     Ok(0)
@@ -282,9 +268,7 @@ async fn run_runbook(
     };
     for id in &args.approve {
         if !runbook.steps.iter().any(|step| &step.id == id) {
-            return Err(invalid(format!(
-                "--approve {id}: the runbook has no step `{id}`"
-            )));
+            return Err(invalid(format!("--approve {id}: the runbook has no step `{id}`")));
         }
     }
     if !args.approve.is_empty() && !args.apply {
@@ -293,15 +277,9 @@ async fn run_runbook(
         ));
     }
     let audit = if args.apply {
-        let path = args
-            .audit_log
-            .clone()
-            .unwrap_or_else(AuditLog::default_path);
+        let path = args.audit_log.clone().unwrap_or_else(AuditLog::default_path);
         Some(Arc::new(AuditLog::open(&path).map_err(|err| {
-            invalid(format!(
-                "cannot open the audit log {}: {err}",
-                path.display()
-            ))
+            invalid(format!("cannot open the audit log {}: {err}", path.display()))
         })?))
     } else {
         None
@@ -345,8 +323,7 @@ async fn run_runbook(
             eprintln!("\nStep `{id}` requires approval:\n{plan}");
             eprint!("Apply it? [y/N] ");
             let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).is_ok()
-                && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+            std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
         }))
     } else {
         None
@@ -392,26 +369,15 @@ fn runbook_header(manifest: &crate::runbook::manifest::Manifest) -> String {
 
 async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Plugin, Error> {
     let path = plugin_path.resolve(spec).map_err(invalid)?;
-    runtime
-        .load(&path)
-        .await
-        .map_err(|err| invalid(err.to_string()))
+    runtime.load(&path).await.map_err(|err| invalid(err.to_string()))
 }
 
-async fn check(
-    runtime: &Runtime,
-    plugin_path: &PluginPath,
-    args: CheckArgs,
-    verbose: bool,
-) -> Result<u8, Error> {
+async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, verbose: bool) -> Result<u8, Error> {
     let grants = Grants {
         network: args
             .allow
             .iter()
-            .map(|text| {
-                text.parse::<Grant>()
-                    .map_err(|err| invalid(err.to_string()))
-            })
+            .map(|text| text.parse::<Grant>().map_err(|err| invalid(err.to_string())))
             .collect::<Result<_, _>>()?,
         secrets: args
             .secret
@@ -440,12 +406,7 @@ async fn check(
             "plugin `{name}` is a mitigation; mitigations run as runbook steps (plan, then apply), not with `runbox check`"
         )));
     }
-    let config = config::build(
-        &plugin.info.config_schema,
-        args.config.as_deref(),
-        &args.with,
-    )
-    .map_err(invalid)?;
+    let config = config::build(&plugin.info.config_schema, args.config.as_deref(), &args.with).map_err(invalid)?;
     let problems = config::violations(&plugin.info.config_schema, &config);
     if !problems.is_empty() {
         return Err(invalid(format!(
@@ -512,8 +473,7 @@ async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Re
                 .iter()
                 .map(|p| serde_json::json!({"name": p.info.name, "version": p.info.version, "kind": p.kind, "description": p.info.description, "path": p.path}))
                 .collect();
-            serde_json::to_string_pretty(&serde_json::json!({"plugins": list, "errors": broken}))
-                .expect("serializes")
+            serde_json::to_string_pretty(&serde_json::json!({"plugins": list, "errors": broken})).expect("serializes")
                 + "\n"
         }
         _ => {
@@ -548,12 +508,7 @@ async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Re
     Ok(if broken.is_empty() { 0 } else { 64 })
 }
 
-async fn inspect(
-    runtime: &Runtime,
-    plugin_path: &PluginPath,
-    spec: &str,
-    format: Format,
-) -> Result<u8, Error> {
+async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format: Format) -> Result<u8, Error> {
     let plugin = load(runtime, plugin_path, spec).await?;
     let out = match format {
         Format::Json => {
@@ -580,11 +535,7 @@ async fn inspect(
             plugin.kind.world(),
             plugin.path.display(),
             plugin.digest,
-            plugin
-                .imports
-                .iter()
-                .map(|i| format!("  {i}\n"))
-                .collect::<String>(),
+            plugin.imports.iter().map(|i| format!("  {i}\n")).collect::<String>(),
             serde_json::to_string_pretty(&plugin.info.config_schema).expect("serializes"),
         ),
     };
@@ -594,10 +545,7 @@ async fn inspect(
 
 fn print(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         // A closed pipe (`| head`) is the reader's choice, not a failure.
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -606,8 +554,8 @@ fn print(text: &str) -> Result<(), Error> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|err| format!("`{text}`: {err} (examples: 10s, 500ms, 1m)"))?;
+    let duration =
+        humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err} (examples: 10s, 500ms, 1m)"))?;
     if duration.is_zero() {
         return Err("the deadline must be more than zero".into());
     }
@@ -615,9 +563,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     let number: usize = number
         .parse()
@@ -628,9 +574,7 @@ fn parse_size(text: &str) -> Result<usize, String> {
         "MiB" | "M" | "MB" => 1 << 20,
         "GiB" | "G" | "GB" => 1 << 30,
         other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)"
-            ));
+            return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)"));
         }
     };
     number

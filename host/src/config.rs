@@ -32,9 +32,7 @@ pub fn build(schema: &Value, base: Option<&str>, pairs: &[String]) -> Result<Val
         } else {
             match serde_json::from_str::<Value>(text) {
                 Ok(value) => value,
-                Err(_) if types.is_empty() || types.contains(&"string") => {
-                    Value::String(text.to_string())
-                }
+                Err(_) if types.is_empty() || types.contains(&"string") => Value::String(text.to_string()),
                 Err(_) => {
                     return Err(format!(
                         "--with {key}={text}: expected {} (as JSON)",
@@ -61,15 +59,13 @@ pub fn coerce(schema: &Value, config: &mut Value) {
         let coerced = match (wanted, &*value) {
             ("string", Value::Number(n)) => Some(Value::String(n.to_string())),
             ("string", Value::Bool(b)) => Some(Value::String(b.to_string())),
-            ("integer" | "number" | "boolean", Value::String(text)) => {
-                serde_json::from_str::<Value>(text.trim())
-                    .ok()
-                    .filter(|parsed| match wanted {
-                        "integer" => parsed.is_i64() || parsed.is_u64(),
-                        "number" => parsed.is_number(),
-                        _ => parsed.is_boolean(),
-                    })
-            }
+            ("integer" | "number" | "boolean", Value::String(text)) => serde_json::from_str::<Value>(text.trim())
+                .ok()
+                .filter(|parsed| match wanted {
+                    "integer" => parsed.is_i64() || parsed.is_u64(),
+                    "number" => parsed.is_number(),
+                    _ => parsed.is_boolean(),
+                }),
             _ => None,
         };
         if let Some(coerced) = coerced {
@@ -113,21 +109,11 @@ mod tests {
 
     #[test]
     fn values_follow_the_schema_types() {
-        let config = build(
-            &schema(),
-            None,
-            &["url=123".into(), "info=true".into(), "db=2".into()],
-        )
-        .unwrap();
+        let config = build(&schema(), None, &["url=123".into(), "info=true".into(), "db=2".into()]).unwrap();
         assert_eq!(config, json!({"url": "123", "info": true, "db": 2}));
         let err = build(&schema(), None, &["db=two".into()]).unwrap_err();
         assert!(err.contains("expected integer"), "{err}");
-        let merged = build(
-            &schema(),
-            Some(r#"{"url": "a", "db": 1}"#),
-            &["db=3".into()],
-        )
-        .unwrap();
+        let merged = build(&schema(), Some(r#"{"url": "a", "db": 1}"#), &["db=3".into()]).unwrap();
         assert_eq!(merged, json!({"url": "a", "db": 3}));
         assert!(build(&schema(), Some("[1]"), &[]).is_err());
         assert!(build(&schema(), None, &["novalue".into()]).is_err());
@@ -138,10 +124,7 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"warn": {"type": "string"}, "db": {"type": "integer"}, "info": {"type": "boolean"}}});
         let mut config = json!({"warn": 1000, "db": "3", "info": "true", "other": 5});
         coerce(&schema, &mut config);
-        assert_eq!(
-            config,
-            json!({"warn": "1000", "db": 3, "info": true, "other": 5})
-        );
+        assert_eq!(config, json!({"warn": "1000", "db": 3, "info": true, "other": 5}));
         let mut config = json!({"db": "three"});
         coerce(&schema, &mut config);
         assert_eq!(
@@ -161,10 +144,7 @@ mod tests {
         );
         assert!(problems.iter().any(|p| p.contains("extra")), "{problems:?}");
         let problems = violations(&schema(), &json!({}));
-        assert!(
-            problems[0].contains("\"url\" is a required property"),
-            "{problems:?}"
-        );
+        assert!(problems[0].contains("\"url\" is a required property"), "{problems:?}");
         assert!(violations(&schema(), &json!({"url": "x"})).is_empty());
     }
 }

@@ -36,10 +36,7 @@ impl PluginPath {
         let mut unique = Vec::new();
         for dir in dirs {
             let key = dir.canonicalize().unwrap_or(dir.clone());
-            if !unique
-                .iter()
-                .any(|(seen, _): &(PathBuf, PathBuf)| *seen == key)
-            {
+            if !unique.iter().any(|(seen, _): &(PathBuf, PathBuf)| *seen == key) {
                 unique.push((key, dir));
             }
         }
@@ -63,10 +60,7 @@ impl PluginPath {
                 Err(format!("plugin file {spec} does not exist"))
             };
         }
-        let file_names = [
-            format!("{spec}.wasm"),
-            format!("{}.wasm", spec.replace('-', "_")),
-        ];
+        let file_names = [format!("{spec}.wasm"), format!("{}.wasm", spec.replace('-', "_"))];
         for dir in &self.dirs {
             for name in &file_names {
                 let candidate = dir.join(name);
@@ -75,11 +69,7 @@ impl PluginPath {
                 }
             }
         }
-        let looked: Vec<String> = self
-            .dirs
-            .iter()
-            .map(|dir| dir.display().to_string())
-            .collect();
+        let looked: Vec<String> = self.dirs.iter().map(|dir| dir.display().to_string()).collect();
         Err(format!(
             "plugin `{spec}` not found; looked in: {}. Build the first-party plugins with `scripts/build-plugins`, add a directory with --plugin-dir or RUNBOX_PLUGIN_PATH, or give the path of a .wasm file",
             looked.join(", ")
@@ -100,11 +90,7 @@ impl PluginPath {
                 .collect();
             files.sort();
             for file in files {
-                let stem = file
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .replace('_', "-");
+                let stem = file.file_stem().unwrap_or_default().to_string_lossy().replace('_', "-");
                 if seen.insert(stem) {
                     found.push(file);
                 }

@@ -63,11 +63,7 @@ fn info_reports_role_and_clients_and_thresholds_set_the_status() {
     assert_eq!(run.code, 0, "{run:#?}");
     let step = &run.json()["steps"][0];
     assert!(
-        step["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d == "role: master"),
+        step["details"].as_array().unwrap().iter().any(|d| d == "role: master"),
         "{step}"
     );
     let clients = step["metrics"]
@@ -91,11 +87,7 @@ fn info_reports_role_and_clients_and_thresholds_set_the_status() {
         "nagios",
     ]);
     assert_eq!(run.code, 1, "{run:#?}");
-    assert!(
-        run.stdout.starts_with("REDIS-PING WARNING - PONG"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.starts_with("REDIS-PING WARNING - PONG"), "{}", run.stdout);
     assert!(run.stdout.contains("'latency_ms'="), "{}", run.stdout);
     assert!(run.stdout.contains("ms;0;"), "{}", run.stdout);
 
@@ -176,11 +168,7 @@ fn password_from_url_or_secret_and_wrong_password_is_critical() {
 
     let run = runbox_env(&secret_args, &[("TEST_REDIS_PW", "wrong-horse")]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(
-        run.stdout.contains("authentication failed"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("authentication failed"), "{}", run.stdout);
     assert!(!run.stdout.contains("wrong-horse"), "{}", run.stdout);
 
     let run = runbox(&["check", "redis-ping", "--with", &url, "--allow", &grant]);
@@ -196,12 +184,7 @@ fn password_from_url_or_secret_and_wrong_password_is_critical() {
 fn without_a_grant_the_connection_is_denied_and_redis_sees_nothing() {
     let redis = Redis::start();
     let before = redis.connections_received();
-    let run = runbox(&[
-        "check",
-        "redis-ping",
-        "--with",
-        &format!("url={}", redis.url()),
-    ]);
+    let run = runbox(&["check", "redis-ping", "--with", &format!("url={}", redis.url())]);
     // Our own INFO query is one connection; runbox must have added none.
     assert_eq!(
         redis.connections_received(),
@@ -231,8 +214,7 @@ fn a_grant_for_another_port_or_host_is_denied() {
     ]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
-        run.stdout
-            .contains(&format!("add `redis://127.0.0.1:{}`", redis.port)),
+        run.stdout.contains(&format!("add `redis://127.0.0.1:{}`", redis.port)),
         "{}",
         run.stdout
     );
@@ -301,11 +283,7 @@ fn a_server_that_never_answers_gives_a_result_within_the_deadline() {
         server.addr
     );
     assert!(run.stdout.starts_with(&expected), "{}", run.stdout);
-    assert!(
-        run.elapsed < Duration::from_millis(2500),
-        "took {:?}",
-        run.elapsed
-    );
+    assert!(run.elapsed < Duration::from_millis(2500), "took {:?}", run.elapsed);
 }
 
 #[test]
@@ -328,30 +306,18 @@ fn bad_config_is_rejected_naming_the_field() {
     let run = runbox(&["check", "redis-ping", "--with", "colour=blue"]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
-        run.stderr
-            .contains("invalid config for plugin `redis-ping`"),
+        run.stderr.contains("invalid config for plugin `redis-ping`"),
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("\"url\" is a required property"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("\"url\" is a required property"), "{}", run.stderr);
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
 
     // Passes the schema, but the plugin finds the URL wrong: UNKNOWN naming the field.
     let run = runbox(&["check", "redis-ping", "--with", "url=localhost:6379"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(run.stdout.contains("config field `url`"), "{}", run.stdout);
-    let run = runbox(&[
-        "check",
-        "redis-ping",
-        "--with",
-        "url=redis://h",
-        "--with",
-        "warn=fast",
-    ]);
+    let run = runbox(&["check", "redis-ping", "--with", "url=redis://h", "--with", "warn=fast"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(run.stdout.contains("config field `warn`"), "{}", run.stdout);
 }
@@ -374,31 +340,16 @@ fn selects_the_database_and_authenticates_acl_users() {
         .unwrap();
     let grant = redis.grant();
     let user_url = format!("url=redis://monitor:monitor-pw@127.0.0.1:{}/3", redis.port);
-    let run = runbox(&[
-        "check",
-        "redis-ping",
-        "--with",
-        &user_url,
-        "--allow",
-        &grant,
-    ]);
+    let run = runbox(&["check", "redis-ping", "--with", &user_url, "--allow", &grant]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
-        run.stdout
-            .contains("PONG from redis://monitor:***@127.0.0.1:"),
+        run.stdout.contains("PONG from redis://monitor:***@127.0.0.1:"),
         "password shown: {}",
         run.stdout
     );
 
     let wrong_user = format!("url=redis://monitor:admin-pw@127.0.0.1:{}", redis.port);
-    let run = runbox(&[
-        "check",
-        "redis-ping",
-        "--with",
-        &wrong_user,
-        "--allow",
-        &grant,
-    ]);
+    let run = runbox(&["check", "redis-ping", "--with", &wrong_user, "--allow", &grant]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         run.stdout.contains("authentication failed: WRONGPASS"),
@@ -410,21 +361,13 @@ fn selects_the_database_and_authenticates_acl_users() {
     let run = runbox(&["check", "redis-ping", "--with", &bad_db, "--allow", &grant]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
-        run.stdout
-            .contains("server error: ERR DB index is out of range"),
+        run.stdout.contains("server error: ERR DB index is out of range"),
         "{}",
         run.stdout
     );
 
     let not_a_db = format!("url=redis://127.0.0.1:{}/zero", redis.port);
-    let run = runbox(&[
-        "check",
-        "redis-ping",
-        "--with",
-        &not_a_db,
-        "--allow",
-        &grant,
-    ]);
+    let run = runbox(&["check", "redis-ping", "--with", &not_a_db, "--allow", &grant]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
         run.stdout

@@ -18,9 +18,7 @@ fn inspect_shows_world_imports_and_schema() {
         .collect();
     assert!(imports.contains(&"runbox:plugin/host@0.1.0"), "{imports:?}");
     assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("wasi:sockets/tcp@0.2.")),
+        imports.iter().any(|i| i.starts_with("wasi:sockets/tcp@0.2.")),
         "{imports:?}"
     );
     assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
@@ -33,8 +31,7 @@ fn inspect_shows_world_imports_and_schema() {
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("world:        runbox:plugin/check@0.1.0"),
+        run.stdout.contains("world:        runbox:plugin/check@0.1.0"),
         "{}",
         run.stdout
     );
@@ -80,12 +77,7 @@ fn invalid_arguments_exit_64_with_the_reason() {
             "secret `pw`: expected NAME=env:VAR or NAME=file:PATH",
         ),
         (
-            &[
-                "check",
-                "redis-ping",
-                "--secret",
-                "pw=env:RUNBOX_TEST_UNSET_VAR",
-            ],
+            &["check", "redis-ping", "--secret", "pw=env:RUNBOX_TEST_UNSET_VAR"],
             "environment variable `RUNBOX_TEST_UNSET_VAR` is not set",
         ),
         (&["check", "redis-ping", "--timeout", "soon"], "soon"),
@@ -123,10 +115,7 @@ fn json_logs_carry_the_run_id_and_capability_decisions() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(!lines.is_empty());
-    let run_id = lines[0]["span"]["run_id"]
-        .as_str()
-        .expect("run_id")
-        .to_string();
+    let run_id = lines[0]["span"]["run_id"].as_str().expect("run_id").to_string();
     assert_eq!(run_id.len(), 16);
     assert!(
         lines.iter().all(|l| l["span"]["run_id"] == run_id.as_str()),
@@ -135,15 +124,9 @@ fn json_logs_carry_the_run_id_and_capability_decisions() {
     );
     let decision = lines
         .iter()
-        .find(|l| {
-            l["fields"]["message"] == "capability decision"
-                && l["fields"]["operation"] == "connect to"
-        })
+        .find(|l| l["fields"]["message"] == "capability decision" && l["fields"]["operation"] == "connect to")
         .unwrap_or_else(|| panic!("no connect decision logged: {}", run.stderr));
     assert_eq!(decision["fields"]["plugin"], "redis-ping");
     assert_eq!(decision["fields"]["decision"], "allowed");
-    assert_eq!(
-        decision["fields"]["target"],
-        format!("127.0.0.1:{}", redis.port)
-    );
+    assert_eq!(decision["fields"]["target"], format!("127.0.0.1:{}", redis.port));
 }

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Directory of the built test-only plugins. Builds every plugin on first use, with
@@ -48,8 +45,7 @@ pub fn plugin_dir() -> &'static Path {
 /// A compile cache shared by the tests of this process (so most loads are warm).
 pub fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-        .path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
 }
 
 /// The path of a built plugin (test-only or first-party), by file stem.
@@ -79,8 +75,7 @@ pub struct Run {
 impl Run {
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
     }
 }
 
@@ -97,15 +92,9 @@ pub fn runbox_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (key, value) in env {
         command.env(key, value);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().expect("runbox runs");
+    let Output { status, stdout, stderr } = command.output().expect("runbox runs");
     Run {
-        code: status
-            .code()
-            .expect("runbox exited normally, not by a signal"),
+        code: status.code().expect("runbox exited normally, not by a signal"),
         stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
         stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
         elapsed: started.elapsed(),
@@ -119,11 +108,7 @@ pub fn runbox(args: &[&str]) -> Run {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A real redis-server on a random 127.0.0.1 port, killed on drop.
@@ -331,11 +316,7 @@ impl Postgres {
         let dir = tempfile::tempdir().unwrap();
         let root = is_root();
         if root {
-            run_ok(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path()),
-            );
+            run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
         }
         let data = dir.path().join("data");
         as_postgres(
@@ -380,11 +361,7 @@ impl Postgres {
                 .arg(data.join("server.crt")),
         );
         if root {
-            run_ok(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&data),
-            );
+            run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data));
         }
         run_ok(Command::new("chmod").arg("600").arg(&key));
         let port = free_port();
@@ -406,12 +383,15 @@ impl Postgres {
             dir,
             running: true,
         };
-        postgres.psql("postgres", "
+        postgres.psql(
+            "postgres",
+            "
             CREATE ROLE trust_user LOGIN; CREATE ROLE tls_user LOGIN;
             CREATE ROLE clear_user LOGIN PASSWORD 'clear-pw';
             SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5-pw';
             SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN PASSWORD 'scram-pw';
-        ");
+        ",
+        );
         postgres.psql("postgres", "CREATE DATABASE app");
         postgres.psql("app", Postgres::RECORDINGS);
         postgres
@@ -522,4 +502,154 @@ fn run_ok(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A request the test HTTP server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Body.
+    pub body: String,
+}
+
+/// What a route answers: status, body, and how long to wait before answering.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Body (sent as application/json when it starts with `{`).
+    pub body: String,
+    /// Delay before the answer.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// An immediate answer.
+    pub fn new(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The same answer after `delay`.
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Route = Box<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
+
+/// A real HTTP/1.1 server on a random 127.0.0.1 port (a thread per connection), with
+/// routes given by the test; records every request. Stops on drop.
+pub struct HttpServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpServer {
+    /// Starts a server whose `route(request, n)` answers; `n` counts earlier requests
+    /// to the same method and path.
+    pub fn start(route: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let route: std::sync::Arc<Route> = std::sync::Arc::new(Box::new(route));
+        let (log, flag) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        let (route, log) = (route.clone(), log.clone());
+                        std::thread::spawn(move || serve(socket, &route, &log));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        HttpServer { addr, received, stop }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>) {
+    socket.set_nonblocking(false).ok();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut reader = BufReader::new(socket.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok();
+    let request = Received {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let earlier = {
+        let mut log = log.lock().unwrap();
+        let earlier = log
+            .iter()
+            .filter(|r| r.method == request.method && r.path == request.path)
+            .count();
+        log.push(request.clone());
+        earlier
+    };
+    let reply = route(&request, earlier);
+    std::thread::sleep(reply.delay);
+    let kind = if reply.body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    let response = format!(
+        "HTTP/1.1 {} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        reply.status,
+        reply.body.len(),
+        reply.body
+    );
+    let mut socket = socket;
+    let _ = socket.write_all(response.as_bytes());
 }

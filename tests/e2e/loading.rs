@@ -32,14 +32,8 @@ fn a_component_of_another_world_names_both_worlds() {
 fn corrupt_files_get_a_reason() {
     let cases: &[(&[u8], &str)] = &[
         (b"#!/bin/sh\necho hi\n", "is not a WebAssembly file"),
-        (
-            b"\0asm\x01\0\0\0",
-            "is a core WebAssembly module, not a component",
-        ),
-        (
-            b"\0asm\x0d\0\x01\0\xff\xff\xff",
-            "corrupt or invalid component",
-        ),
+        (b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
+        (b"\0asm\x0d\0\x01\0\xff\xff\xff", "corrupt or invalid component"),
     ];
     for (bytes, expected) in cases {
         let (_dir, path) = write_temp(bytes);
@@ -56,11 +50,7 @@ fn corrupt_files_get_a_reason() {
     let (_dir, path) = write_temp(&truncated);
     let run = runbox(&["check", &path]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(
-        run.stderr.contains("corrupt or invalid component"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("corrupt or invalid component"), "{}", run.stderr);
 }
 
 #[test]
@@ -68,21 +58,15 @@ fn unknown_plugins_say_where_runbox_looked() {
     let run = runbox(&["check", "no-such-plugin"]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
-        run.stderr
-            .contains("plugin `no-such-plugin` not found; looked in:"),
+        run.stderr.contains("plugin `no-such-plugin` not found; looked in:"),
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("scripts/build-plugins"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("scripts/build-plugins"), "{}", run.stderr);
     let run = runbox(&["check", "./missing/plugin.wasm"]);
     assert_eq!(run.code, 64);
     assert!(
-        run.stderr
-            .contains("plugin file ./missing/plugin.wasm does not exist"),
+        run.stderr.contains("plugin file ./missing/plugin.wasm does not exist"),
         "{}",
         run.stderr
     );
@@ -112,12 +96,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     assert_eq!(first.digest, second.digest);
 
     // A damaged entry is discarded and the plugin recompiled, not trusted.
-    let entry = std::fs::read_dir(cache.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
     std::fs::write(&entry, b"garbage").unwrap();
     let third = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache.path().to_path_buf()),

@@ -7,4 +7,5 @@ mod check_redis;
 mod cli;
 mod loading;
 mod pg;
+mod runbooks;
 mod sandbox;

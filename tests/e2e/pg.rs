@@ -22,12 +22,7 @@ fn check(pg: &Postgres, user: &str, password: Option<&str>, with: &[&str]) -> Ru
     }
     match password {
         Some(password) => {
-            args.extend([
-                "--with",
-                "password_secret=pg",
-                "--secret",
-                "pg=env:PG_PASSWORD",
-            ]);
+            args.extend(["--with", "password_secret=pg", "--secret", "pg=env:PG_PASSWORD"]);
             runbox_env(&args, &[("PG_PASSWORD", password)])
         }
         None => runbox(&args),
@@ -47,10 +42,7 @@ fn metric(run: &Run, name: &str) -> f64 {
 }
 
 fn summary(run: &Run) -> String {
-    run.json()["steps"][0]["summary"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    run.json()["steps"][0]["summary"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -76,10 +68,7 @@ fn counts_exactly_the_dangling_rows_with_every_authentication_method() {
             "7 dangling rows in recordings, the oldest expired 7.0 h ago"
         );
         let details = &run.json()["steps"][0]["details"];
-        assert_eq!(
-            details[0], "oldest dangling ids: 1, 2, 3, 4, 5",
-            "{user}: {details}"
-        );
+        assert_eq!(details[0], "oldest dangling ids: 1, 2, 3, 4, 5", "{user}: {details}");
     }
     // The password never reaches the output.
     let run = check(&pg, "scram_user", Some("scram-pw"), &[]);
@@ -154,49 +143,30 @@ fn missing_tables_and_columns_are_unknown_naming_them() {
     let run = check(&pg, "trust_user", None, &["table=uploads"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(metric(&run, "dangling"), 1.0);
-    assert!(
-        run.json()["steps"][0]["details"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(run.json()["steps"][0]["details"].as_array().unwrap().is_empty());
 }
 
 #[test]
 fn a_where_that_tries_to_write_is_refused_and_nothing_changes() {
     let pg = Postgres::start();
     let before = pg.psql("app", "SELECT count(*), max(id) FROM recordings");
-    let run = check(
-        &pg,
-        "trust_user",
-        None,
-        &["where=true; delete from recordings"],
-    );
+    let run = check(&pg, "trust_user", None, &["where=true; delete from recordings"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
-        summary(&run)
-            .starts_with("config field `where`: refused: `;` would start another statement"),
+        summary(&run).starts_with("config field `where`: refused: `;` would start another statement"),
         "{}",
         summary(&run)
     );
 
     // Past the syntax checks, the READ ONLY transaction refuses writes.
-    let run = check(
-        &pg,
-        "trust_user",
-        None,
-        &["where=nextval('recordings_id_seq') > 0"],
-    );
+    let run = check(&pg, "trust_user", None, &["where=nextval('recordings_id_seq') > 0"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
         summary(&run).contains("refused, the check is read-only"),
         "{}",
         summary(&run)
     );
-    assert_eq!(
-        pg.psql("app", "SELECT count(*), max(id) FROM recordings"),
-        before
-    );
+    assert_eq!(pg.psql("app", "SELECT count(*), max(id) FROM recordings"), before);
     assert_eq!(
         pg.psql("app", "SELECT last_value FROM recordings_id_seq"),
         "16",
@@ -221,11 +191,7 @@ fn a_slow_query_is_cancelled_below_the_deadline() {
         "2s",
     ]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(
-        run.stdout.contains("the query was cancelled after"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("the query was cancelled after"), "{}", run.stdout);
     assert!(run.stdout.contains("(statement_timeout)"), "{}", run.stdout);
     assert!(run.elapsed.as_secs_f64() < 2.5, "{:?}", run.elapsed);
 }
@@ -236,8 +202,7 @@ fn server_down_tls_only_and_no_grant() {
     let run = check(&pg, "tls_user", None, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
-        summary(&run)
-            .starts_with("the server accepts user tls_user only over TLS (pg_hba.conf `hostssl`)"),
+        summary(&run).starts_with("the server accepts user tls_user only over TLS (pg_hba.conf `hostssl`)"),
         "{}",
         summary(&run)
     );
@@ -272,9 +237,5 @@ fn server_down_tls_only_and_no_grant() {
     pg.stop();
     let run = check(&pg, "trust_user", None, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(
-        summary(&run).ends_with(": connection refused"),
-        "{}",
-        summary(&run)
-    );
+    assert!(summary(&run).ends_with(": connection refused"), "{}", summary(&run));
 }

@@ -13,20 +13,12 @@ use std::time::{Duration, Instant};
 
 fn grants(network: &[String]) -> Grants {
     Grants {
-        network: network
-            .iter()
-            .map(|g| g.parse::<Grant>().unwrap())
-            .collect(),
+        network: network.iter().map(|g| g.parse::<Grant>().unwrap()).collect(),
         ..Grants::default()
     }
 }
 
-async fn mischief(
-    runtime: &Runtime,
-    plugin: &Plugin,
-    config: serde_json::Value,
-    grants: &Grants,
-) -> CheckOutcome {
+async fn mischief(runtime: &Runtime, plugin: &Plugin, config: serde_json::Value, grants: &Grants) -> CheckOutcome {
     let limits = Limits {
         deadline: Duration::from_secs(2),
         ..Limits::default()
@@ -110,12 +102,7 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
             Status::Ok,
             "lookup failed".into(),
         ),
-        (
-            json!({"mode": "env"}),
-            Grants::default(),
-            Status::Ok,
-            "env: []".into(),
-        ),
+        (json!({"mode": "env"}), Grants::default(), Status::Ok, "env: []".into()),
         (
             json!({"mode": "file", "target": "/etc/passwd"}),
             Grants::default(),
@@ -169,10 +156,7 @@ async fn denials_name_the_operation_and_the_grant_to_add() {
             json!({"mode": "listen", "target": "127.0.0.1:7000"}),
             "bind to 127.0.0.1:7000 denied: plugins may not accept connections",
         ),
-        (
-            json!({"mode": "listen", "target": "0.0.0.0:0"}),
-            "listen on 0.0.0.0:",
-        ),
+        (json!({"mode": "listen", "target": "0.0.0.0:0"}), "listen on 0.0.0.0:"),
         (
             json!({"mode": "lookup", "target": "exfil.attacker.example"}),
             "name lookup of `exfil.attacker.example` denied",
@@ -202,13 +186,7 @@ async fn a_granted_secret_is_redacted_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "tok-3f9a1c77\n").unwrap();
     let grants = Grants {
-        secrets: vec![
-            SecretGrant::parse(&format!(
-                "api_token=file:{}",
-                dir.path().join("token").display()
-            ))
-            .unwrap(),
-        ],
+        secrets: vec![SecretGrant::parse(&format!("api_token=file:{}", dir.path().join("token").display())).unwrap()],
         ..Grants::default()
     };
     let outcome = mischief(
@@ -219,26 +197,17 @@ async fn a_granted_secret_is_redacted_everywhere() {
     )
     .await;
     let everything = format!("{outcome:?}");
-    assert!(
-        !everything.contains("tok-3f9a1c77"),
-        "secret leaked: {everything}"
-    );
+    assert!(!everything.contains("tok-3f9a1c77"), "secret leaked: {everything}");
     assert_eq!(outcome.summary, "secret is [REDACTED]");
     assert_eq!(outcome.details, vec!["again: [REDACTED]".to_string()]);
     assert_eq!(outcome.metrics[0].name, "m_[REDACTED]");
     assert!(
-        outcome
-            .logs
-            .iter()
-            .any(|l| l.message == "the secret is [REDACTED]"),
+        outcome.logs.iter().any(|l| l.message == "the secret is [REDACTED]"),
         "{:?}",
         outcome.logs
     );
     assert!(
-        outcome
-            .logs
-            .iter()
-            .any(|l| l.message == "stdout: stdout: [REDACTED]"),
+        outcome.logs.iter().any(|l| l.message == "stdout: stdout: [REDACTED]"),
         "{:?}",
         outcome.logs
     );
@@ -264,11 +233,7 @@ async fn huge_outputs_are_capped() {
         "{}",
         outcome.summary.len()
     );
-    assert_eq!(
-        outcome.details.len(),
-        102,
-        "100 lines + two 'dropped' notes"
-    );
+    assert_eq!(outcome.details.len(), 102, "100 lines + two 'dropped' notes");
     assert!(outcome.details.iter().take(100).all(|d| d.len() < 1100));
     assert!(
         outcome
@@ -279,19 +244,13 @@ async fn huge_outputs_are_capped() {
         &outcome.details[100..]
     );
     assert!(
-        outcome
-            .details
-            .iter()
-            .any(|d| d.contains("4936 more metrics dropped")),
+        outcome.details.iter().any(|d| d.contains("4936 more metrics dropped")),
         "{:?}",
         &outcome.details[100..]
     );
     assert_eq!(outcome.metrics.len(), 64);
     let log_bytes: usize = outcome.logs.iter().map(|l| l.message.len()).sum();
-    assert!(
-        log_bytes < 3 * 64 * 1024 + 4096,
-        "logs kept {log_bytes} bytes"
-    );
+    assert!(log_bytes < 3 * 64 * 1024 + 4096, "logs kept {log_bytes} bytes");
     assert!(
         outcome
             .logs
@@ -360,9 +319,5 @@ fn mischief_through_the_cli_exits_unknown_with_the_reason() {
         "16MiB",
     ]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(
-        run.stdout.contains("memory limit of 16 MiB exceeded"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("memory limit of 16 MiB exceeded"), "{}", run.stdout);
 }

@@ -62,13 +62,9 @@ impl DirGrant {
 pub fn parse_env_grant(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
-        Some(_) => Err(format!(
-            "environment grant `{text}`: expected NAME or NAME=VALUE"
-        )),
+        Some(_) => Err(format!("environment grant `{text}`: expected NAME or NAME=VALUE")),
         None => std::env::var(text)
             .map(|value| (text.to_string(), value))
-            .map_err(|_| {
-                format!("environment grant `{text}`: runbox's environment has no variable `{text}`")
-            }),
+            .map_err(|_| format!("environment grant `{text}`: runbox's environment has no variable `{text}`")),
     }
 }

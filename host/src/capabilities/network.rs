@@ -82,9 +82,7 @@ impl HostPattern {
     fn covers_name(&self, name: &str) -> bool {
         match self {
             HostPattern::Name(granted) => granted == name,
-            HostPattern::Suffix(suffix) => {
-                name.ends_with(suffix.as_str()) && name.len() > suffix.len()
-            }
+            HostPattern::Suffix(suffix) => name.ends_with(suffix.as_str()) && name.len() > suffix.len(),
             HostPattern::Ip(_) | HostPattern::Cidr(_) => false,
         }
     }
@@ -164,16 +162,11 @@ impl FromStr for Grant {
             .map(|(_, port)| *port)
             .ok_or_else(|| {
                 let known: Vec<&str> = SCHEMES.iter().map(|(name, _)| *name).collect();
-                fail(format!(
-                    "unknown scheme `{scheme}` (known: {})",
-                    known.join(", ")
-                ))
+                fail(format!("unknown scheme `{scheme}` (known: {})", known.join(", ")))
             })?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| fail("unclosed `[`".into()))?;
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| fail("unclosed `[`".into()))?;
             let port = match after {
                 "" => None,
                 _ => Some(
@@ -195,17 +188,12 @@ impl FromStr for Grant {
                 port.parse::<u16>()
                     .ok()
                     .filter(|port| *port != 0)
-                    .ok_or_else(|| {
-                        fail(format!(
-                            "port `{port}` is not a number from 1 to 65535 or `*`"
-                        ))
-                    })?,
+                    .ok_or_else(|| fail(format!("port `{port}` is not a number from 1 to 65535 or `*`")))?,
             ),
-            None => PortPattern::Port(default_port.ok_or_else(|| {
-                fail(format!(
-                    "scheme `{scheme}` has no default port; add `:PORT` or `:*`"
-                ))
-            })?),
+            None => PortPattern::Port(
+                default_port
+                    .ok_or_else(|| fail(format!("scheme `{scheme}` has no default port; add `:PORT` or `:*`")))?,
+            ),
         };
         Ok(Grant {
             scheme,
@@ -235,9 +223,7 @@ fn parse_host_pattern(host: &str) -> Result<HostPattern, String> {
     let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
         return Err(format!(
@@ -336,9 +322,7 @@ impl NetworkPolicy {
                 "it names a cloud metadata service; only the operator can allow that (--allow-metadata)".into(),
             ))
         } else if IpAddr::from_str(normal.trim_start_matches('[').trim_end_matches(']')).is_ok()
-            || self
-                .socket_grants()
-                .any(|grant| grant.host.covers_name(&normal))
+            || self.socket_grants().any(|grant| grant.host.covers_name(&normal))
         {
             Ok(())
         } else {
@@ -366,11 +350,7 @@ impl NetworkPolicy {
     /// Decides a socket operation on `addr` without waiting, or returns `None` when the
     /// decision needs the addresses of granted names the host has not resolved yet
     /// (then call [`NetworkPolicy::check_socket`]).
-    pub fn check_socket_now(
-        &self,
-        addr: SocketAddr,
-        use_: SocketUse,
-    ) -> Option<Result<(), Denial>> {
+    pub fn check_socket_now(&self, addr: SocketAddr, use_: SocketUse) -> Option<Result<(), Denial>> {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let decision = match use_ {
             SocketUse::TcpBind if addr.port() == 0 && addr.ip().is_unspecified() => Ok(()),
@@ -420,16 +400,11 @@ impl NetworkPolicy {
                 "it is a cloud metadata address; only the operator can allow that (--allow-metadata)".into(),
             )));
         }
-        let mut on_port = self
-            .socket_grants()
-            .filter(|grant| grant.port.covers(addr.port()));
+        let mut on_port = self.socket_grants().filter(|grant| grant.port.covers(addr.port()));
         let name = self.resolved_name(ip);
-        if on_port.any(|grant| {
-            grant.host.covers_ip(ip)
-                || name
-                    .as_deref()
-                    .is_some_and(|name| grant.host.covers_name(name))
-        }) {
+        if on_port
+            .any(|grant| grant.host.covers_ip(ip) || name.as_deref().is_some_and(|name| grant.host.covers_name(name)))
+        {
             return Some(Ok(()));
         }
         // The plugin may connect to an address without looking it up (or the lookup
@@ -440,22 +415,14 @@ impl NetworkPolicy {
         }
         Some(Err(self.deny(
             format!("connect to {addr}"),
-            format!(
-                "no grant covers it — add {}",
-                self.suggest_connect(addr, name)
-            ),
+            format!("no grant covers it — add {}", self.suggest_connect(addr, name)),
         )))
     }
 
     /// Decides an HTTP request to `scheme://host[:port]` (the host performs it, so the
     /// grant is matched by name or address as written). A name is then resolved and
     /// refused if it points at a cloud-metadata address.
-    pub async fn check_http(
-        &self,
-        scheme: &str,
-        host: &str,
-        port: Option<u16>,
-    ) -> Result<(), Denial> {
+    pub async fn check_http(&self, scheme: &str, host: &str, port: Option<u16>) -> Result<(), Denial> {
         let scheme = scheme.to_ascii_lowercase();
         let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -475,12 +442,13 @@ impl NetworkPolicy {
                 None => grant.host.covers_name(&name),
             });
         let metadata = |what: &str| {
-            format!(
-                "{what} a cloud metadata address; only the operator can allow that (--allow-metadata)"
-            )
+            format!("{what} a cloud metadata address; only the operator can allow that (--allow-metadata)")
         };
         let decision = if !covered {
-            Err(self.deny(attempt.clone(), format!("no grant covers it — add `{scheme}://{shown_host}:{port}` to the grants (--allow)")))
+            Err(self.deny(
+                attempt.clone(),
+                format!("no grant covers it — add `{scheme}://{shown_host}:{port}` to the grants (--allow)"),
+            ))
         } else if self.allow_metadata {
             Ok(())
         } else if ip.is_some_and(is_metadata_address) {
@@ -495,11 +463,7 @@ impl NetworkPolicy {
         } else {
             Ok(())
         };
-        self.log_decision(
-            "HTTP request to",
-            &format!("{scheme}://{shown_host}:{port}"),
-            &decision,
-        );
+        self.log_decision("HTTP request to", &format!("{scheme}://{shown_host}:{port}"), &decision);
         decision
     }
 
@@ -508,9 +472,7 @@ impl NetworkPolicy {
         self.socket_grants()
             .filter(|grant| grant.port.covers(port))
             .filter_map(|grant| match &grant.host {
-                HostPattern::Name(name) if !state.host_resolved.contains(name) => {
-                    Some(name.clone())
-                }
+                HostPattern::Name(name) if !state.host_resolved.contains(name) => Some(name.clone()),
                 _ => None,
             })
             .collect()
@@ -530,8 +492,7 @@ impl NetworkPolicy {
             .socket_grants()
             .find(|grant| match &grant.host {
                 HostPattern::Name(name) => *name == host,
-                pattern => IpAddr::from_str(host.trim_matches(['[', ']']))
-                    .is_ok_and(|ip| pattern.covers_ip(ip)),
+                pattern => IpAddr::from_str(host.trim_matches(['[', ']'])).is_ok_and(|ip| pattern.covers_ip(ip)),
             })
             .map(|grant| grant.scheme.clone());
         suggest(&host, Some((scheme, addr.port())))
@@ -579,11 +540,7 @@ mod tests {
     use super::*;
 
     fn policy(grants: &[&str]) -> NetworkPolicy {
-        NetworkPolicy::new(
-            "test",
-            grants.iter().map(|g| g.parse().unwrap()).collect(),
-            false,
-        )
+        NetworkPolicy::new("test", grants.iter().map(|g| g.parse().unwrap()).collect(), false)
     }
 
     fn addr(text: &str) -> SocketAddr {
@@ -603,11 +560,7 @@ mod tests {
                 HostPattern::Name("cache.internal".into()),
                 PortPattern::Port(7000),
             ),
-            (
-                "postgres://db",
-                HostPattern::Name("db".into()),
-                PortPattern::Port(5432),
-            ),
+            ("postgres://db", HostPattern::Name("db".into()), PortPattern::Port(5432)),
             (
                 "https://*.s3.amazonaws.com",
                 HostPattern::Suffix(".s3.amazonaws.com".into()),
@@ -643,11 +596,7 @@ mod tests {
                 HostPattern::Ip("127.0.0.1".parse().unwrap()),
                 PortPattern::Port(6379),
             ),
-            (
-                "REDIS://h/",
-                HostPattern::Name("h".into()),
-                PortPattern::Port(6379),
-            ),
+            ("REDIS://h/", HostPattern::Name("h".into()), PortPattern::Port(6379)),
         ];
         for (text, host, port) in cases {
             let grant: Grant = text.parse().unwrap_or_else(|err| panic!("{text}: {err}"));
@@ -677,10 +626,7 @@ mod tests {
         for (text, expected) in cases {
             let err = text.parse::<Grant>().unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
-            assert!(
-                err.contains("expected scheme://host[:port]"),
-                "{text}: {err}"
-            );
+            assert!(err.contains("expected scheme://host[:port]"), "{text}: {err}");
         }
     }
 
@@ -706,23 +652,14 @@ mod tests {
         for (name, allowed) in table {
             assert_eq!(policy.check_name_lookup(name).is_ok(), *allowed, "{name}");
         }
-        let denial = policy
-            .check_name_lookup("exfil.attacker.example")
-            .unwrap_err();
+        let denial = policy.check_name_lookup("exfil.attacker.example").unwrap_err();
         assert_eq!(denial.attempt, "name lookup of `exfil.attacker.example`");
-        assert!(
-            denial.remedy.contains("tcp://exfil.attacker.example:PORT"),
-            "{denial}"
-        );
+        assert!(denial.remedy.contains("tcp://exfil.attacker.example:PORT"), "{denial}");
     }
 
     #[tokio::test]
     async fn connects_only_to_granted_addresses_and_ports() {
-        let policy = policy(&[
-            "redis://127.0.0.1:6379",
-            "tcp://127.0.1.0/24:5432",
-            "postgres://[::1]",
-        ]);
+        let policy = policy(&["redis://127.0.0.1:6379", "tcp://127.0.1.0/24:5432", "postgres://[::1]"]);
         let table: &[(&str, bool)] = &[
             ("127.0.0.1:6379", true),
             ("127.0.0.1:6380", false),
@@ -734,9 +671,7 @@ mod tests {
             ("10.0.0.5:6379", false),
         ];
         for (target, allowed) in table {
-            let result = policy
-                .check_socket(addr(target), SocketUse::TcpConnect)
-                .await;
+            let result = policy.check_socket(addr(target), SocketUse::TcpConnect).await;
             assert_eq!(result.is_ok(), *allowed, "{target}: {result:?}");
         }
         let denial = policy
@@ -789,10 +724,7 @@ mod tests {
             .check_socket(addr("127.0.0.9:6380"), SocketUse::TcpConnect)
             .await
             .unwrap_err();
-        assert!(
-            denial.remedy.contains("`redis://cache.internal:6380`"),
-            "{denial}"
-        );
+        assert!(denial.remedy.contains("`redis://cache.internal:6380`"), "{denial}");
     }
 
     #[tokio::test]
@@ -841,16 +773,9 @@ mod tests {
                 .check_socket(addr(target), SocketUse::TcpConnect)
                 .await
                 .unwrap_err();
-            assert!(
-                denial.remedy.contains("--allow-metadata"),
-                "{target}: {denial}"
-            );
+            assert!(denial.remedy.contains("--allow-metadata"), "{target}: {denial}");
         }
-        let operator = NetworkPolicy::new(
-            "test",
-            granted.iter().map(|g| g.parse().unwrap()).collect(),
-            true,
-        );
+        let operator = NetworkPolicy::new("test", granted.iter().map(|g| g.parse().unwrap()).collect(), true);
         assert!(
             operator
                 .check_socket(addr("169.254.169.254:80"), SocketUse::TcpConnect)
@@ -880,25 +805,15 @@ mod tests {
         ];
         for (scheme, host, port, allowed) in table {
             let result = policy.check_http(scheme, host, *port).await;
-            assert_eq!(
-                result.is_ok(),
-                *allowed,
-                "{scheme}://{host}:{port:?}: {result:?}"
-            );
+            assert_eq!(result.is_ok(), *allowed, "{scheme}://{host}:{port:?}: {result:?}");
         }
-        let denial = policy
-            .check_http("http", "127.0.0.1", Some(8081))
-            .await
-            .unwrap_err();
+        let denial = policy.check_http("http", "127.0.0.1", Some(8081)).await.unwrap_err();
         assert_eq!(
             denial.to_string(),
             "HTTP request to http://127.0.0.1:8081 denied: no grant covers it — add `http://127.0.0.1:8081` to the grants (--allow)"
         );
         let metadata = policy_with_metadata_grant();
-        let denial = metadata
-            .check_http("http", "169.254.169.254", None)
-            .await
-            .unwrap_err();
+        let denial = metadata.check_http("http", "169.254.169.254", None).await.unwrap_err();
         assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
         let denial = metadata
             .check_http("http", "metadata.google.internal", None)
@@ -915,17 +830,11 @@ mod tests {
     async fn binds_listens_and_udp_are_denied() {
         let policy = policy(&["tcp://127.0.0.1:*"]);
         assert!(
-            policy
-                .check_socket(addr("0.0.0.0:0"), SocketUse::TcpBind)
-                .await
-                .is_ok(),
+            policy.check_socket(addr("0.0.0.0:0"), SocketUse::TcpBind).await.is_ok(),
             "implicit bind of a connect"
         );
         assert!(
-            policy
-                .check_socket(addr("[::]:0"), SocketUse::TcpBind)
-                .await
-                .is_ok(),
+            policy.check_socket(addr("[::]:0"), SocketUse::TcpBind).await.is_ok(),
             "implicit bind of a connect"
         );
         for (target, use_) in [

@@ -37,11 +37,7 @@ impl SecretGrant {
         let (name, source) = text
             .split_once('=')
             .ok_or_else(|| format!("secret `{text}`: {usage}"))?;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!(
                 "secret `{text}`: name `{name}` must be letters, digits, `_` or `-`"
             ));
@@ -77,13 +73,7 @@ impl SecretGrant {
                         .unwrap_or(&text)
                         .to_string()
                 })
-                .map_err(|err| {
-                    format!(
-                        "secret `{}`: cannot read {}: {err}",
-                        self.name,
-                        path.display()
-                    )
-                }),
+                .map_err(|err| format!("secret `{}`: cannot read {}: {err}", self.name, path.display())),
         }
     }
 }
@@ -105,10 +95,7 @@ impl Redactor {
 
     /// A redactor for these values.
     pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
-        let mut values: Vec<String> = values
-            .into_iter()
-            .filter(|v| v.len() >= Self::MIN_LEN)
-            .collect();
+        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= Self::MIN_LEN).collect();
         // Longest first, so a secret containing another is removed whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
@@ -146,19 +133,10 @@ mod tests {
             }
         );
         assert_eq!(
-            SecretGrant::parse("pw=file:/run/secrets/pw")
-                .unwrap()
-                .source,
+            SecretGrant::parse("pw=file:/run/secrets/pw").unwrap().source,
             SecretSource::File("/run/secrets/pw".into())
         );
-        for bad in [
-            "pw",
-            "=env:X",
-            "pw=env:",
-            "pw=vault:x",
-            "pw=file:",
-            "p w=env:X",
-        ] {
+        for bad in ["pw", "=env:X", "pw=env:", "pw=vault:x", "pw=file:", "p w=env:X"] {
             assert!(SecretGrant::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -177,21 +155,12 @@ mod tests {
             name: "pw".into(),
             source: SecretSource::Env("RUNBOX_TEST_SURELY_UNSET".into()),
         };
-        assert!(
-            missing
-                .resolve()
-                .unwrap_err()
-                .contains("RUNBOX_TEST_SURELY_UNSET")
-        );
+        assert!(missing.resolve().unwrap_err().contains("RUNBOX_TEST_SURELY_UNSET"));
     }
 
     #[test]
     fn redacts_longest_first_and_skips_tiny_values() {
-        let redactor = Redactor::new([
-            "hunter2".to_string(),
-            "hunter2-extra".to_string(),
-            "ab".to_string(),
-        ]);
+        let redactor = Redactor::new(["hunter2".to_string(), "hunter2-extra".to_string(), "ab".to_string()]);
         assert_eq!(
             redactor.redact("pw=hunter2-extra or hunter2, ab"),
             "pw=[REDACTED] or [REDACTED], ab"

@@ -8,8 +8,7 @@ use std::fmt::Write;
 /// Renders `run` as JUnit XML.
 pub fn render(run: &RunResult) -> String {
     let name = run.runbook.as_deref().unwrap_or("runbox check");
-    let count =
-        |f: &dyn Fn(&crate::result::StepResult) -> bool| run.steps.iter().filter(|s| f(s)).count();
+    let count = |f: &dyn Fn(&crate::result::StepResult) -> bool| run.steps.iter().filter(|s| f(s)).count();
     let failures = count(&|s| s.skipped.is_none() && s.status == Status::Critical);
     let errors = count(&|s| s.skipped.is_none() && s.status == Status::Unknown);
     let skipped = count(&|s| s.skipped.is_some());
@@ -73,19 +72,12 @@ pub fn render(run: &RunResult) -> String {
             _ => {}
         }
         let mut system_out = vec![escape(&step.summary)];
-        system_out.extend(step.metrics.iter().map(|m| {
-            escape(&format!(
-                "{} = {}{}",
-                m.name,
-                super::format_value(m.value),
-                m.unit
-            ))
-        }));
-        let _ = writeln!(
-            out,
-            "      <system-out>{}</system-out>",
-            system_out.join("\n")
+        system_out.extend(
+            step.metrics
+                .iter()
+                .map(|m| escape(&format!("{} = {}{}", m.name, super::format_value(m.value), m.unit))),
         );
+        let _ = writeln!(out, "      <system-out>{}</system-out>", system_out.join("\n"));
         out.push_str("    </testcase>\n");
     }
     out.push_str("  </testsuite>\n</testsuites>\n");

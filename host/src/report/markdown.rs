@@ -9,17 +9,8 @@ use std::fmt::Write;
 pub fn render(run: &RunResult) -> String {
     let name = run.runbook.as_deref().unwrap_or("runbox check");
     let mut out = String::new();
-    let severity = run
-        .severity
-        .as_ref()
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "### Runbook `{}`{severity}: {}\n",
-        cell(name),
-        run.status.label()
-    );
+    let severity = run.severity.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
+    let _ = writeln!(out, "### Runbook `{}`{severity}: {}\n", cell(name), run.status.label());
     let started = run.started_at.as_deref().unwrap_or("?");
     let ended = run.ended_at.as_deref().unwrap_or("?");
     let _ = writeln!(
@@ -35,9 +26,7 @@ pub fn render(run: &RunResult) -> String {
     if let Some(escalation) = &run.escalation {
         let _ = writeln!(out, "- Escalation: {}", escalation.trim());
     }
-    out.push_str(
-        "\n| Started (UTC) | Ended (UTC) | Step | Result | Summary |\n|---|---|---|---|---|\n",
-    );
+    out.push_str("\n| Started (UTC) | Ended (UTC) | Step | Result | Summary |\n|---|---|---|---|---|\n");
     let mut ordered: Vec<&StepResult> = run.steps.iter().collect();
     ordered.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     for step in &ordered {

@@ -50,13 +50,7 @@ fn human(run: &RunResult, verbose: bool) -> String {
     }
     let mut out = String::new();
     for step in &run.steps {
-        let _ = writeln!(
-            out,
-            "{:<8}  {}  {}",
-            step.status.label(),
-            step.id,
-            step.summary
-        );
+        let _ = writeln!(out, "{:<8}  {}  {}", step.status.label(), step.id, step.summary);
         for metric in &step.metrics {
             let _ = writeln!(out, "          {}", human_metric(metric));
         }
@@ -92,13 +86,7 @@ fn human_runbook(run: &RunResult, verbose: bool) -> String {
         let _ = write!(out, " ({severity})");
     }
     out.push('\n');
-    let width = run
-        .steps
-        .iter()
-        .map(|s| s.id.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
         out,
         "\n{:<width$}  {:<8}  {:>8}  {:>5}  SUMMARY",
@@ -125,18 +113,11 @@ fn human_runbook(run: &RunResult, verbose: bool) -> String {
         .steps
         .iter()
         .filter(|s| {
-            s.skipped.is_none()
-                && (s.status != Status::Ok || !s.denied.is_empty() || s.plan.is_some() || verbose)
+            s.skipped.is_none() && (s.status != Status::Ok || !s.denied.is_empty() || s.plan.is_some() || verbose)
         })
         .collect();
     for step in attention {
-        let _ = writeln!(
-            out,
-            "\n{} ({}): {}",
-            step.id,
-            step.plugin,
-            step.status.label()
-        );
+        let _ = writeln!(out, "\n{} ({}): {}", step.id, step.plugin, step.status.label());
         for metric in &step.metrics {
             let _ = writeln!(out, "  {}", human_metric(metric));
         }
@@ -150,11 +131,7 @@ fn human_runbook(run: &RunResult, verbose: bool) -> String {
                 out,
                 "  {applied}: {}{}",
                 plan.summary,
-                if plan.destructive {
-                    " (destructive)"
-                } else {
-                    ""
-                }
+                if plan.destructive { " (destructive)" } else { "" }
             );
             for change in &plan.changes {
                 let _ = writeln!(out, "    - {change}");
@@ -197,12 +174,7 @@ pub(crate) fn format_ms(ms: f64) -> String {
 }
 
 fn human_metric(metric: &MetricResult) -> String {
-    let mut text = format!(
-        "{} = {}{}",
-        metric.name,
-        format_value(metric.value),
-        metric.unit
-    );
+    let mut text = format!("{} = {}{}", metric.name, format_value(metric.value), metric.unit);
     if let Some(warn) = &metric.warn {
         let _ = write!(text, "  warn {warn}");
     }
@@ -359,11 +331,7 @@ mod tests {
 
     #[test]
     fn nagios_line_has_perfdata_and_long_output() {
-        let text = render(
-            &run(Status::Warning, vec![latency()]),
-            Format::Nagios,
-            false,
-        );
+        let text = render(&run(Status::Warning, vec![latency()]), Format::Nagios, false);
         assert_eq!(
             text,
             "REDIS-PING WARNING - PONG / fine really | 'latency_ms'=0.25ms;50;200;0\nrole: master\n"
@@ -386,12 +354,8 @@ mod tests {
 
     #[test]
     fn json_has_the_design_shape() {
-        let value: serde_json::Value = serde_json::from_str(&render(
-            &run(Status::Ok, vec![latency()]),
-            Format::Json,
-            false,
-        ))
-        .unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&run(Status::Ok, vec![latency()]), Format::Json, false)).unwrap();
         assert_eq!(value["status"], "ok");
         assert_eq!(value["runbook"], serde_json::Value::Null);
         let step = &value["steps"][0];
@@ -418,10 +382,7 @@ mod tests {
     fn human_output_lists_metrics_and_details() {
         let text = render(&run(Status::Ok, vec![latency()]), Format::Human, false);
         assert!(text.starts_with("OK        redis-ping  PONG"), "{text}");
-        assert!(
-            text.contains("latency_ms = 0.25ms  warn 50  crit 200"),
-            "{text}"
-        );
+        assert!(text.contains("latency_ms = 0.25ms  warn 50  crit 200"), "{text}");
         assert!(text.contains("role: master"), "{text}");
     }
 }

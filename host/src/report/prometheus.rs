@@ -20,11 +20,7 @@ pub fn render(run: &RunResult) -> String {
         escape(runbook),
         run.status.exit_code()
     );
-    family(
-        &mut out,
-        "runbox_run_duration_seconds",
-        "Wall time of the run.",
-    );
+    family(&mut out, "runbox_run_duration_seconds", "Wall time of the run.");
     let _ = writeln!(
         out,
         "runbox_run_duration_seconds{{runbook=\"{}\"}} {}",
@@ -77,12 +73,7 @@ pub fn render(run: &RunResult) -> String {
         "Attempts each step took (0 when skipped).",
     );
     for step in &run.steps {
-        let _ = writeln!(
-            out,
-            "runbox_step_attempts{{{}}} {}",
-            labels(step),
-            step.attempts
-        );
+        let _ = writeln!(out, "runbox_step_attempts{{{}}} {}", labels(step), step.attempts);
     }
     family(
         &mut out,
@@ -111,20 +102,14 @@ fn family(out: &mut String, name: &str, help: &str) {
 
 /// Label values escape backslash, double quote and newline.
 fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn number(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
     } else if value.is_infinite() {
-        if value > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
+        if value > 0.0 { "+Inf".into() } else { "-Inf".into() }
     } else {
         format!("{value}")
     }

@@ -55,10 +55,7 @@ impl AuditLog {
     pub fn record(&self, entry: &Value) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.
         file.write_all(&line)?;
         file.sync_data()
@@ -88,10 +85,7 @@ mod tests {
         log.record(&serde_json::json!({"event": "apply-finished", "step": "a"}))
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["event"], "apply-finished");
     }

@@ -95,24 +95,18 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 let start = i;
                 i += 1;
                 while i < chars.len()
-                    && (chars[i].is_ascii_digit()
-                        || chars[i] == '.'
-                        || chars[i] == 'e'
-                        || chars[i] == '_')
+                    && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == 'e' || chars[i] == '_')
                 {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().filter(|&&d| d != '_').collect();
                 tokens.push(Token::Num(
-                    text.parse()
-                        .map_err(|_| format!("`{text}` is not a number"))?,
+                    text.parse().map_err(|_| format!("`{text}` is not a number"))?,
                 ));
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric()
-                        || matches!(chars[i], '_' | '-' | '.' | ':'))
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '-' | '.' | ':'))
                 {
                     i += 1;
                 }
@@ -218,10 +212,7 @@ impl ExprParser {
             Token::Ident(word) if word == "false" => Expr::Literal(Value::Bool(false)),
             Token::Ident(path) => Expr::Path(path.split('.').map(String::from).collect()),
             other => {
-                return Err(format!(
-                    "unexpected `{}` where a value was expected",
-                    describe(&other)
-                ));
+                return Err(format!("unexpected `{}` where a value was expected", describe(&other)));
             }
         })
     }
@@ -234,9 +225,7 @@ impl Expr {
             Expr::Literal(_) => vec![],
             Expr::Path(path) => vec![path.as_slice()],
             Expr::Not(e) => e.paths(),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(a, _, b) => {
-                [a.paths(), b.paths()].concat()
-            }
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(a, _, b) => [a.paths(), b.paths()].concat(),
         }
     }
 
@@ -252,9 +241,7 @@ impl Expr {
             Expr::Not(e) => Some(Value::Bool(!e.eval(lookup))),
             Expr::And(a, b) => Some(Value::Bool(a.eval(lookup) && b.eval(lookup))),
             Expr::Or(a, b) => Some(Value::Bool(a.eval(lookup) || b.eval(lookup))),
-            Expr::Compare(a, op, b) => {
-                Some(Value::Bool(compare(a.value(lookup), *op, b.value(lookup))))
-            }
+            Expr::Compare(a, op, b) => Some(Value::Bool(compare(a.value(lookup), *op, b.value(lookup)))),
         }
     }
 }
@@ -336,10 +323,7 @@ mod tests {
                 "steps.redis.status == 'critical' && steps.backlog.metrics.depth < 1000",
                 false,
             ),
-            (
-                "steps.redis.status == 'ok' || (inputs.env == 'prod' && !false)",
-                true,
-            ),
+            ("steps.redis.status == 'ok' || (inputs.env == 'prod' && !false)", true),
             ("!(steps.backlog.attempts >= 2)", false),
             ("steps.backlog.metrics.missing > 0", false),
             ("steps.backlog.metrics.missing < 0", false),

@@ -56,11 +56,7 @@ pub enum Progress<'a> {
 }
 
 /// Runs `runbook`; never fails (every problem is a step result).
-pub async fn execute(
-    runtime: Arc<Runtime>,
-    runbook: Arc<Runbook>,
-    options: RunOptions,
-) -> RunResult {
+pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunOptions) -> RunResult {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let n = runbook.steps.len();
@@ -93,8 +89,7 @@ pub async fn execute(
                     }
                 }
                 (options.progress)(Progress::Started(&step.id));
-                let (runtime, runbook, options) =
-                    (runtime.clone(), runbook.clone(), options.clone());
+                let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
                 running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options).await) });
             }
         }
@@ -159,11 +154,9 @@ fn lookup(runbook: &Runbook, results: &[Option<StepResult>], path: &[String]) ->
                 })),
                 [field] if field == "summary" => Some(Value::String(result.summary.clone())),
                 [field] if field == "attempts" => Some(json!(result.attempts)),
-                [metrics, name] if metrics == "metrics" => result
-                    .metrics
-                    .iter()
-                    .find(|m| &m.name == name)
-                    .map(|m| json!(m.value)),
+                [metrics, name] if metrics == "metrics" => {
+                    result.metrics.iter().find(|m| &m.name == name).map(|m| json!(m.value))
+                }
                 _ => None,
             }
         }
@@ -193,12 +186,7 @@ fn skipped(step: &PreparedStep, reason: String) -> StepResult {
     }
 }
 
-async fn run_step(
-    runtime: &Runtime,
-    runbook: &Runbook,
-    index: usize,
-    options: &RunOptions,
-) -> StepResult {
+async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &RunOptions) -> StepResult {
     let step = &runbook.steps[index];
     let started_at = SystemTime::now();
     let started = Instant::now();
@@ -217,16 +205,10 @@ async fn run_step(
         attempts += 1;
         let (outcome, plan) = match step.plugin.kind {
             Kind::Check => (
-                runtime
-                    .run_check(&step.plugin, &step.config, &grants, &limits)
-                    .await,
+                runtime.run_check(&step.plugin, &step.config, &grants, &limits).await,
                 None,
             ),
-            Kind::Mitigation => {
-                runtime
-                    .plan(&step.plugin, &step.config, &grants, &limits)
-                    .await
-            }
+            Kind::Mitigation => runtime.plan(&step.plugin, &step.config, &grants, &limits).await,
         };
         let failed = matches!(outcome.status, Status::Critical | Status::Unknown);
         if !failed || attempts >= step.retry.attempts {
@@ -247,10 +229,7 @@ async fn run_step(
         };
         applied = Some(false);
         let decision = if !options.apply {
-            Err((
-                Status::Ok,
-                "not applied (dry run: pass --apply to apply)".to_string(),
-            ))
+            Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))
         } else if step.approval_required && !options.approve.contains(&step.id) {
             let text = format!(
                 "{}\n{}",
@@ -280,10 +259,7 @@ async fn run_step(
                 }
                 None => Err((
                     Status::Warning,
-                    format!(
-                        "not applied: approval required (pass --approve {})",
-                        step.id
-                    ),
+                    format!("not applied: approval required (pass --approve {})", step.id),
                 )),
             }
         } else if step.approval_required {
@@ -382,9 +358,7 @@ async fn apply(
             audit.path().display()
         )));
     }
-    let outcome = runtime
-        .apply(&step.plugin, &step.config, grants, limits, plan)
-        .await;
+    let outcome = runtime.apply(&step.plugin, &step.config, grants, limits, plan).await;
     if let Err(err) = audit.record(&entry("apply-finished", Some(&outcome))) {
         tracing::error!(step = %step.id, error = %err, "could not record the end of an apply in the audit log");
     }

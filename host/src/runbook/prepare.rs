@@ -151,10 +151,8 @@ pub async fn prepare(
             message,
         }]
     };
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
-    let tree = yaml::parse(&text)
-        .map_err(|err| fail(err.line, format!("invalid YAML: {}", err.message)))?;
+    let text = std::fs::read_to_string(file).map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
+    let tree = yaml::parse(&text).map_err(|err| fail(err.line, format!("invalid YAML: {}", err.message)))?;
     let mut cx = Context {
         file,
         lines: tree.lines(),
@@ -186,23 +184,20 @@ pub async fn prepare(
     for (i, step) in manifest.steps.iter().enumerate() {
         let at = |field: &str| format!("steps[{i}].{field}");
         let id = step.id.as_str();
-        let when = step
-            .when
-            .as_ref()
-            .and_then(|text| match condition::parse(text) {
-                Ok(expr) => {
-                    for path in expr.paths() {
-                        if let Err(message) = check_when_path(path, &manifest, &ancestors[i]) {
-                            cx.problem(&at("when"), Some(id), message);
-                        }
+        let when = step.when.as_ref().and_then(|text| match condition::parse(text) {
+            Ok(expr) => {
+                for path in expr.paths() {
+                    if let Err(message) = check_when_path(path, &manifest, &ancestors[i]) {
+                        cx.problem(&at("when"), Some(id), message);
                     }
-                    Some((text.clone(), expr))
                 }
-                Err(err) => {
-                    cx.problem(&at("when"), Some(id), format!("`when: {text}`: {err}"));
-                    None
-                }
-            });
+                Some((text.clone(), expr))
+            }
+            Err(err) => {
+                cx.problem(&at("when"), Some(id), format!("`when: {text}`: {err}"));
+                None
+            }
+        });
         let timeout = match step.timeout.as_deref().map(humantime::parse_duration) {
             None => Duration::from_secs(10),
             Some(Ok(timeout)) if !timeout.is_zero() => timeout,
@@ -225,12 +220,10 @@ pub async fn prepare(
             match reference {
                 Reference::Input(name) => match inputs.get(name) {
                     Some(value) => Ok(value.clone()),
-                    None if manifest.inputs.contains_key(name) => Err(format!(
-                        "input `{name}` has no value (set it with --set {name}=VALUE)"
-                    )),
-                    None => Err(format!(
-                        "`${{{{ inputs.{name} }}}}` names no declared input"
-                    )),
+                    None if manifest.inputs.contains_key(name) => {
+                        Err(format!("input `{name}` has no value (set it with --set {name}=VALUE)"))
+                    }
+                    None => Err(format!("`${{{{ inputs.{name} }}}}` names no declared input")),
                 },
                 Reference::Env(name) => match std::env::var(name) {
                     Ok(value) => Ok(Value::String(value)),
@@ -249,10 +242,10 @@ pub async fn prepare(
                     config.insert(key.clone(), rendered);
                 }
                 Err(message) => {
+                    // The key has no value now: schema complaints about it would only repeat this.
+                    unresolved_keys.insert(key.clone());
                     let declared_without_value = message.starts_with("input `");
-                    if mode == Mode::Validate && declared_without_value {
-                        unresolved_keys.insert(key.clone());
-                    } else {
+                    if !(mode == Mode::Validate && declared_without_value) {
                         cx.problem(&at(&format!("with.{key}")), Some(id), message);
                     }
                 }
@@ -319,18 +312,15 @@ pub async fn prepare(
             cx.problem(
                 &at("approval"),
                 Some(id),
-                format!(
-                    "`approval` applies to mitigations; `{}` is a check",
-                    plugin.info.name
-                ),
+                format!("`approval` applies to mitigations; `{}` is a check", plugin.info.name),
             );
         }
         let mut config = Value::Object(config);
         crate::config::coerce(&plugin.info.config_schema, &mut config);
         for violation in crate::config::violations(&plugin.info.config_schema, &config) {
-            let mentions_unresolved = unresolved_keys.iter().any(|key| {
-                violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\""))
-            });
+            let mentions_unresolved = unresolved_keys
+                .iter()
+                .any(|key| violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\"")));
             if !mentions_unresolved {
                 cx.problem(
                     &at("with"),
@@ -445,10 +435,7 @@ fn resolve_inputs(
     values
 }
 
-fn check_ids_and_needs<'m>(
-    cx: &mut Context<'_>,
-    manifest: &'m Manifest,
-) -> HashMap<&'m str, usize> {
+fn check_ids_and_needs<'m>(cx: &mut Context<'_>, manifest: &'m Manifest) -> HashMap<&'m str, usize> {
     let mut index = HashMap::new();
     for (i, step) in manifest.steps.iter().enumerate() {
         let id = step.id.as_str();
@@ -523,27 +510,22 @@ fn check_ids_and_needs<'m>(
     let mut cycles = Vec::new();
     for i in 0..manifest.steps.len() {
         if colour[i] == 0 {
-            visit(
-                i,
-                manifest,
-                &index,
-                &mut colour,
-                &mut Vec::new(),
-                &mut cycles,
-            );
+            visit(i, manifest, &index, &mut colour, &mut Vec::new(), &mut cycles);
         }
     }
     for cycle in cycles {
         let mut key = cycle.clone();
         key.sort();
         if reported.insert(key) {
-            let mut names: Vec<&str> = cycle
+            // Start at the earliest step; each arrow reads "needs".
+            let first = *cycle.iter().min().unwrap();
+            let start = cycle.iter().position(|&k| k == first).unwrap();
+            let mut names: Vec<&str> = cycle[start..]
                 .iter()
-                .rev()
+                .chain(&cycle[..start])
                 .map(|&k| manifest.steps[k].id.as_str())
                 .collect();
             names.push(names[0]);
-            let first = *cycle.iter().min().unwrap();
             cx.problem(
                 &format!("steps[{first}].needs"),
                 Some(&manifest.steps[first].id),
@@ -574,11 +556,7 @@ fn ancestors(manifest: &Manifest, index: &HashMap<&str, usize>) -> Vec<BTreeSet<
     result
 }
 
-fn check_when_path(
-    path: &[String],
-    manifest: &Manifest,
-    ancestors: &BTreeSet<usize>,
-) -> Result<(), String> {
+fn check_when_path(path: &[String], manifest: &Manifest, ancestors: &BTreeSet<usize>) -> Result<(), String> {
     let text = path.join(".");
     match path {
         [root, name] if root == "inputs" => {
@@ -605,9 +583,7 @@ fn check_when_path(
                 )),
             }
         }
-        _ => Err(format!(
-            "`{text}`: conditions read `steps.ID.…` or `inputs.NAME`"
-        )),
+        _ => Err(format!("`{text}`: conditions read `steps.ID.…` or `inputs.NAME`")),
     }
 }
 
@@ -662,9 +638,7 @@ async fn resolve_plugin(
     let (spec, pinned) = match uses.split_once("@sha256:") {
         Some((spec, digest)) => {
             if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "`uses: {uses}`: the pinned digest must be 64 hex digits"
-                ));
+                return Err(format!("`uses: {uses}`: the pinned digest must be 64 hex digits"));
             }
             (spec, Some(digest.to_ascii_lowercase()))
         }

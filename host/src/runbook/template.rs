@@ -54,10 +54,7 @@ fn pieces(text: &str) -> Result<Vec<Piece>, String> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Every reference in `text`, or the syntax error.
@@ -85,10 +82,7 @@ pub fn references_in(value: &Value, out: &mut Vec<Result<Reference, String>>) {
 }
 
 /// Substitutes references in `text` using `resolve`.
-pub fn render(
-    text: &str,
-    resolve: &dyn Fn(&Reference) -> Result<Value, String>,
-) -> Result<Value, String> {
+pub fn render(text: &str, resolve: &dyn Fn(&Reference) -> Result<Value, String>) -> Result<Value, String> {
     let pieces = pieces(text)?;
     if let [Piece::Ref(reference)] = pieces.as_slice() {
         return resolve(reference);
@@ -108,10 +102,7 @@ pub fn render(
 }
 
 /// Substitutes references in every string inside `value`.
-pub fn render_value(
-    value: &Value,
-    resolve: &dyn Fn(&Reference) -> Result<Value, String>,
-) -> Result<Value, String> {
+pub fn render_value(value: &Value, resolve: &dyn Fn(&Reference) -> Result<Value, String>) -> Result<Value, String> {
     Ok(match value {
         Value::String(text) => render(text, resolve)?,
         Value::Array(items) => Value::Array(
@@ -155,8 +146,7 @@ mod tests {
             json!("team payments")
         );
         assert_eq!(render("plain", &resolve).unwrap(), json!("plain"));
-        let rendered =
-            render_value(&json!({"a": ["${{ inputs.port }}"], "b": 1}), &resolve).unwrap();
+        let rendered = render_value(&json!({"a": ["${{ inputs.port }}"], "b": 1}), &resolve).unwrap();
         assert_eq!(rendered, json!({"a": [6379], "b": 1}));
     }
 

@@ -83,10 +83,7 @@ impl CompileCache {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         let written = file.write_all(&bytes).and_then(|()| file.sync_all());
         drop(file);
         if let Err(err) = written.and_then(|()| std::fs::rename(&temp, &final_path)) {

@@ -185,14 +185,12 @@ impl Runtime {
         Sandbox::add_to_linker(&mut linker)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), ticker_stop.clone());
-        std::thread::Builder::new()
-            .name("runbox-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })?;
+        std::thread::Builder::new().name("runbox-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
         let cache = options.cache_dir.map(|dir| CompileCache::new(dir, &engine));
         Ok(Runtime {
             engine,
@@ -222,13 +220,15 @@ impl Runtime {
                     "it is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
                 ));
             }
-            _ => return Err(invalid("it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?".into())),
+            _ => {
+                return Err(invalid(
+                    "it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?"
+                        .into(),
+                ));
+            }
         }
         let digest = cache::digest(&bytes);
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.load(&self.engine, &digest));
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
         let compiled = cached.is_none();
         let component = match cached {
             Some(component) => component,
@@ -244,14 +244,8 @@ impl Runtime {
         tracing::debug!(path = %path.display(), compiled, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "component ready");
 
         let ty = component.component_type();
-        let exports: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let has = |name: &str| exports.iter().any(|export| export == name);
         let kind = if has("info") && has("run") {
             Kind::Check
@@ -286,9 +280,7 @@ impl Runtime {
         };
         let pre = match kind {
             Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
-            Kind::Mitigation => {
-                Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?)
-            }
+            Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
         };
         let mut plugin = Plugin {
             path: path.into(),
@@ -332,25 +324,15 @@ impl Runtime {
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let call = async {
             match &plugin.pre {
-                Pre::Check(pre) => {
-                    pre.instantiate_async(&mut store)
-                        .await?
-                        .call_info(&mut store)
-                        .await
-                }
-                Pre::Mitigation(pre) => {
-                    pre.instantiate_async(&mut store)
-                        .await?
-                        .call_info(&mut store)
-                        .await
-                }
+                Pre::Check(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
+                Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
             }
         };
         let info = run_with_deadline(call, limits.deadline, &activity)
             .await
             .map_err(|fault| fault.describe(&store.data().host.stderr.contents().0).1)?;
-        let schema: serde_json::Value = serde_json::from_str(&info.config_schema)
-            .map_err(|err| format!("its config schema is not JSON: {err}"))?;
+        let schema: serde_json::Value =
+            serde_json::from_str(&info.config_schema).map_err(|err| format!("its config schema is not JSON: {err}"))?;
         jsonschema::validator_for(&schema)
             .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
         Ok(PluginInfo {
@@ -390,9 +372,7 @@ impl Runtime {
         grants: &Grants,
         limits: &Limits,
     ) -> CheckOutcome {
-        self.invoke(plugin, config, grants, limits, Call::Run)
-            .await
-            .0
+        self.invoke(plugin, config, grants, limits, Call::Run).await.0
     }
 
     /// Asks a mitigation what it would do (read-only). The outcome describes the plan
@@ -404,9 +384,7 @@ impl Runtime {
         grants: &Grants,
         limits: &Limits,
     ) -> (CheckOutcome, Option<Plan>) {
-        let (outcome, answer) = self
-            .invoke(plugin, config, grants, limits, Call::Plan)
-            .await;
+        let (outcome, answer) = self.invoke(plugin, config, grants, limits, Call::Plan).await;
         let plan = match answer {
             Some(Answer::Plan(plan)) => Some(plan),
             _ => None,
@@ -424,9 +402,7 @@ impl Runtime {
         limits: &Limits,
         plan: &Plan,
     ) -> CheckOutcome {
-        self.invoke(plugin, config, grants, limits, Call::Apply(plan))
-            .await
-            .0
+        self.invoke(plugin, config, grants, limits, Call::Apply(plan)).await.0
     }
 
     async fn invoke(
@@ -461,10 +437,7 @@ impl Runtime {
         ) {
             Ok(sandbox) => sandbox,
             Err(err) => {
-                return (
-                    CheckOutcome::fault(Status::Unknown, err.to_string(), started),
-                    None,
-                );
+                return (CheckOutcome::fault(Status::Unknown, err.to_string(), started), None);
             }
         };
         let (mut store, activity) = self.store(sandbox, limits.deadline);
@@ -474,17 +447,11 @@ impl Runtime {
             Ok(match (&plugin.pre, call) {
                 (Pre::Check(pre), Call::Run) => {
                     let check = pre.instantiate_async(&mut store).await?;
-                    check
-                        .call_run(&mut store, &config_text)
-                        .await?
-                        .map(Answer::Report)
+                    check.call_run(&mut store, &config_text).await?.map(Answer::Report)
                 }
                 (Pre::Mitigation(pre), Call::Plan) => {
                     let mitigation = pre.instantiate_async(&mut store).await?;
-                    mitigation
-                        .call_plan(&mut store, &config_text)
-                        .await?
-                        .map(Answer::Plan)
+                    mitigation.call_plan(&mut store, &config_text).await?.map(Answer::Plan)
                 }
                 (Pre::Mitigation(pre), Call::Apply(plan)) => {
                     let mitigation = pre.instantiate_async(&mut store).await?;
@@ -494,9 +461,9 @@ impl Runtime {
                         .map(Answer::Outcome)
                 }
                 (Pre::Check(_), _) => Err(format!("{name} is a check: it has no plan or apply")),
-                (Pre::Mitigation(_), Call::Run) => Err(format!(
-                    "{name} is a mitigation: it plans and applies, it does not run"
-                )),
+                (Pre::Mitigation(_), Call::Run) => {
+                    Err(format!("{name} is a mitigation: it plans and applies, it does not run"))
+                }
             })
         };
         let result = run_with_deadline(call, limits.deadline, &activity).await;
@@ -514,11 +481,7 @@ impl Runtime {
                 let summary = format!(
                     "plan: {}{}",
                     plan.summary,
-                    if plan.destructive {
-                        " (destructive)"
-                    } else {
-                        ""
-                    }
+                    if plan.destructive { " (destructive)" } else { "" }
                 );
                 let changes = plan.changes.clone();
                 answer = Some(Answer::Plan(plan));
@@ -545,17 +508,11 @@ impl Runtime {
         if host.logs_dropped > 0 {
             logs.push(LogLine {
                 level: "warn",
-                message: format!(
-                    "{} further log lines dropped (log cap reached)",
-                    host.logs_dropped
-                ),
+                message: format!("{} further log lines dropped (log cap reached)", host.logs_dropped),
             });
         }
         let (stdout, stdout_dropped) = host.stdout.contents();
-        for (stream, text, dropped) in [
-            ("stdout", stdout, stdout_dropped),
-            ("stderr", stderr, stderr_dropped),
-        ] {
+        for (stream, text, dropped) in [("stdout", stdout, stdout_dropped), ("stderr", stderr, stderr_dropped)] {
             if !text.is_empty() {
                 logs.push(LogLine {
                     level: "info",
@@ -569,12 +526,7 @@ impl Runtime {
                 });
             }
         }
-        let mut denied: Vec<String> = host
-            .policy
-            .denials()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let mut denied: Vec<String> = host.policy.denials().iter().map(ToString::to_string).collect();
         denied.extend(host.denied_secrets.iter().map(|name| {
             format!("secret `{name}` denied: the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
         }));
@@ -653,20 +605,14 @@ impl Fault {
     /// Status and reason for people; `stderr` is the plugin's captured stderr (panics).
     fn describe(&self, stderr: &str) -> (Status, String) {
         match self {
-            Fault::Deadline {
-                deadline,
-                busy: true,
-            } => (
+            Fault::Deadline { deadline, busy: true } => (
                 Status::Unknown,
                 format!(
                     "plugin did not finish within its {} deadline: it was still computing and was stopped (a busy loop?)",
                     humantime::format_duration(*deadline)
                 ),
             ),
-            Fault::Deadline {
-                deadline,
-                busy: false,
-            } => (
+            Fault::Deadline { deadline, busy: false } => (
                 Status::Critical,
                 format!(
                     "no result within the {} deadline: timed out waiting on the network",
@@ -686,21 +632,21 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
         return format!("plugin stopped: {limit}");
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return format!(
-            "plugin exited with code {} instead of returning a result",
-            exit.0
-        );
+        return format!("plugin exited with code {} instead of returning a result", exit.0);
     }
     if let Some(panic) = panic_message(stderr) {
         return format!("plugin panicked: {panic}");
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => "plugin stopped: stack overflow (recursion too deep)".into(),
-        Some(Trap::UnreachableCodeReached) => "plugin aborted (it reached `unreachable`, as a panic or abort does)".into(),
+        Some(Trap::UnreachableCodeReached) => {
+            "plugin aborted (it reached `unreachable`, as a panic or abort does)".into()
+        }
         // Rust and C keep their stack in linear memory: overflowing it is an
         // out-of-bounds access, not a wasm stack overflow.
         Some(Trap::MemoryOutOfBounds) => {
-            "plugin trapped: out-of-bounds memory access (a bug in the plugin, or recursion too deep for its stack)".into()
+            "plugin trapped: out-of-bounds memory access (a bug in the plugin, or recursion too deep for its stack)"
+                .into()
         }
         Some(trap) => format!("plugin trapped: {trap}"),
         None => format!("plugin fault: {}", first_line(&format!("{err:#}"))),
@@ -709,9 +655,7 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
 
 /// The message of a Rust panic printed to stderr, with its location.
 fn panic_message(stderr: &str) -> Option<String> {
-    let mut lines = stderr
-        .lines()
-        .skip_while(|line| !line.contains("panicked at"));
+    let mut lines = stderr.lines().skip_while(|line| !line.contains("panicked at"));
     let location = lines
         .next()?
         .split("panicked at")
@@ -770,12 +714,9 @@ impl CheckOutcome {
         if self.denied.is_empty() || self.status == Status::Ok {
             return;
         }
-        let plugin_said =
-            std::mem::replace(&mut self.summary, format!("sandbox: {}", self.denied[0]));
-        self.details.insert(
-            0,
-            format!("plugin reported {}: {plugin_said}", self.status.label()),
-        );
+        let plugin_said = std::mem::replace(&mut self.summary, format!("sandbox: {}", self.denied[0]));
+        self.details
+            .insert(0, format!("plugin reported {}: {plugin_said}", self.status.label()));
         self.status = Status::Unknown;
     }
 

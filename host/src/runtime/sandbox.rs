@@ -119,10 +119,7 @@ impl Sandbox {
                     )
                 })?;
         }
-        builder
-            .allow_tcp(true)
-            .allow_udp(false)
-            .allow_ip_name_lookup(true);
+        builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true);
         let check_policy = policy.clone();
         builder.socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -138,10 +135,7 @@ impl Sandbox {
             // The decision needs DNS. Spawned so the returned future is Sync, as
             // wasmtime-wasi requires; the span keeps the run id on the decision's log line.
             let check = async move { policy.check_socket(addr, use_).await.is_ok() };
-            let decision = tokio::spawn(tracing::Instrument::instrument(
-                check,
-                tracing::Span::current(),
-            ));
+            let decision = tokio::spawn(tracing::Instrument::instrument(check, tracing::Span::current()));
             Box::pin(async move { decision.await.unwrap_or(false) })
         });
 
@@ -174,15 +168,13 @@ impl Sandbox {
     pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         linker.allow_shadowing(true);
-        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| {
-            GuardedLookupView {
-                sockets: WasiSocketsCtxView {
-                    ctx: sandbox.wasi.sockets(),
-                    table: &mut sandbox.table,
-                },
-                policy: &sandbox.host.policy,
-                lookups: &mut sandbox.host.lookups,
-            }
+        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| GuardedLookupView {
+            sockets: WasiSocketsCtxView {
+                ctx: sandbox.wasi.sockets(),
+                table: &mut sandbox.table,
+            },
+            policy: &sandbox.host.policy,
+            lookups: &mut sandbox.host.lookups,
         })?;
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
@@ -247,9 +239,7 @@ impl host::Host for HostState {
     }
 
     fn remaining_ms(&mut self) -> Result<u64> {
-        let left = self
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
         Ok(left.as_millis() as u64)
     }
 }
@@ -296,8 +286,7 @@ impl ip_name_lookup::Host for GuardedLookupView<'_> {
         if self.policy.check_name_lookup(&name).is_err() {
             return Err(ErrorCode::AccessDenied.into());
         }
-        let stream =
-            ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
+        let stream = ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
         self.lookups.insert(stream.rep(), name);
         Ok(stream)
     }
@@ -309,20 +298,14 @@ impl ip_name_lookup::HostResolveAddressStream for GuardedLookupView<'_> {
         stream: Resource<ResolveAddressStream>,
     ) -> Result<Option<IpAddress>, SocketError> {
         let rep = stream.rep();
-        let next = ip_name_lookup::HostResolveAddressStream::resolve_next_address(
-            &mut self.sockets,
-            stream,
-        )?;
+        let next = ip_name_lookup::HostResolveAddressStream::resolve_next_address(&mut self.sockets, stream)?;
         if let (Some(address), Some(name)) = (&next, self.lookups.get(&rep)) {
             self.policy.record_resolution(name, to_std(address));
         }
         Ok(next)
     }
 
-    fn subscribe(
-        &mut self,
-        stream: Resource<ResolveAddressStream>,
-    ) -> Result<Resource<DynPollable>> {
+    fn subscribe(&mut self, stream: Resource<ResolveAddressStream>) -> Result<Resource<DynPollable>> {
         ip_name_lookup::HostResolveAddressStream::subscribe(&mut self.sockets, stream)
     }
 
@@ -362,12 +345,7 @@ impl MemoryBudget {
 }
 
 impl ResourceLimiter for MemoryBudget {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
         let wanted = self.used - current.min(self.used) + desired;
         if wanted > self.limit {
             return Err(MemoryLimitExceeded {
@@ -380,12 +358,7 @@ impl ResourceLimiter for MemoryBudget {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -421,10 +394,7 @@ impl CapturedOutput {
     /// What was kept (lossy UTF-8) and how many bytes were dropped.
     pub(crate) fn contents(&self) -> (String, usize) {
         let captured = self.0.lock().unwrap();
-        (
-            String::from_utf8_lossy(&captured.bytes).into_owned(),
-            captured.dropped,
-        )
+        (String::from_utf8_lossy(&captured.bytes).into_owned(), captured.dropped)
     }
 }
 
@@ -465,11 +435,7 @@ impl OutputStream for CapturedOutput {
 }
 
 impl tokio::io::AsyncWrite for CapturedOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -54,8 +54,7 @@ impl Guest for HttpAction {
         Info {
             name: "http-action".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sends one HTTP request that changes something (e.g. replay failed jobs)"
-                .into(),
+            description: "Sends one HTTP request that changes something (e.g. replay failed jobs)".into(),
             config_schema: SCHEMA.into(),
         }
     }
@@ -81,11 +80,7 @@ impl Guest for HttpAction {
 
     fn apply(config: String, _plan: Plan) -> Result<Outcome, String> {
         let config = parse(&config)?;
-        let headers: Vec<(String, String)> = config
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let headers: Vec<(String, String)> = config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let line = format!("{} {}", config.method, config.url);
         let response = match http::send(
             &config.method,
@@ -110,11 +105,7 @@ impl Guest for HttpAction {
                 changes: vec![format!("{line} → {}", response.status)],
             })
         } else {
-            let body = response
-                .text()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let body = response.text().split_whitespace().collect::<Vec<_>>().join(" ");
             Ok(Outcome {
                 status: Status::Critical,
                 summary: format!(
@@ -136,10 +127,7 @@ fn parse(json: &str) -> Result<Config, String> {
 }
 
 fn statuses(list: &[u16]) -> String {
-    list.iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join("/")
+    list.iter().map(u16::to_string).collect::<Vec<_>>().join("/")
 }
 
 runbox_plugin_sdk::export_mitigation!(HttpAction);

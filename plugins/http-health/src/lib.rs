@@ -65,9 +65,7 @@ impl Guest for HttpHealth {
         Info {
             name: "http-health".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Checks an HTTP health endpoint: status, optional JSON body condition, latency"
-                    .into(),
+            description: "Checks an HTTP health endpoint: status, optional JSON body condition, latency".into(),
             config_schema: SCHEMA.into(),
         }
     }
@@ -89,27 +87,12 @@ impl Guest for HttpHealth {
 }
 
 fn check(config: &Config, thresholds: &Thresholds) -> Report {
-    let headers: Vec<(String, String)> = config
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let headers: Vec<(String, String)> = config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let started = Instant::now();
-    let response = match http::send(
-        &config.method,
-        &config.url,
-        &headers,
-        None,
-        config.max_body_bytes,
-    ) {
+    let response = match http::send(&config.method, &config.url, &headers, None, config.max_body_bytes) {
         Ok(response) => response,
         Err(Failure::Denied) => {
-            return Report::critical(format!(
-                "{} {}: {}",
-                config.method,
-                config.url,
-                Failure::Denied
-            ));
+            return Report::critical(format!("{} {}: {}", config.method, config.url, Failure::Denied));
         }
         Err(failure) => {
             return Report::critical(format!("{} {}: {failure}", config.method, config.url));
@@ -126,16 +109,9 @@ fn check(config: &Config, thresholds: &Thresholds) -> Report {
     if !config.expect_status.contains(&response.status) {
         report.status = Status::Critical;
         report.summary = format!("{line}, expected {}", list(&config.expect_status));
-        let body = response
-            .text()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let body = response.text().split_whitespace().collect::<Vec<_>>().join(" ");
         if !body.is_empty() {
-            report = report.detail(format!(
-                "body: {}",
-                body.chars().take(200).collect::<String>()
-            ));
+            report = report.detail(format!("body: {}", body.chars().take(200).collect::<String>()));
         }
         return report;
     }
@@ -148,13 +124,9 @@ fn check(config: &Config, thresholds: &Thresholds) -> Report {
                 return report;
             }
         };
-        let actual = field
-            .split('.')
-            .try_fold(&body, |value, key| value.get(key));
+        let actual = field.split('.').try_fold(&body, |value, key| value.get(key));
         match actual {
-            Some(actual) if actual == expected => {
-                report = report.detail(format!("{field} = {actual}"))
-            }
+            Some(actual) if actual == expected => report = report.detail(format!("{field} = {actual}")),
             Some(actual) => {
                 report.status = Status::Critical;
                 report.summary = format!("{line}, but {field} is {actual} (expected {expected})");
@@ -172,11 +144,7 @@ fn check(config: &Config, thresholds: &Thresholds) -> Report {
 }
 
 fn list(statuses: &[u16]) -> String {
-    statuses
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(" or ")
+    statuses.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
 }
 
 runbox_plugin_sdk::export_check!(HttpHealth);

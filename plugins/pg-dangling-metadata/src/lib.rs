@@ -86,8 +86,7 @@ impl Guest for PgDanglingMetadata {
         Info {
             name: "pg-dangling-metadata".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Counts rows past their expiry that were never deleted (PostgreSQL)"
-                .into(),
+            description: "Counts rows past their expiry that were never deleted (PostgreSQL)".into(),
             config_schema: SCHEMA.into(),
         }
     }
@@ -120,12 +119,9 @@ impl Target {
         let url = ServiceUrl::parse(&config.url, &["postgres", "postgresql"])
             .map_err(|err| config::field_error("url", err))?;
         if let Some(query) = &url.query
-            && query.split('&').any(|pair| {
-                matches!(
-                    pair,
-                    "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
-                )
-            })
+            && query
+                .split('&')
+                .any(|pair| matches!(pair, "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"))
         {
             return Err(config::field_error(
                 "url",
@@ -142,9 +138,7 @@ impl Target {
             url.path.clone()
         };
         let password = match &config.password_secret {
-            Some(name) => {
-                Some(secret(name).map_err(|err| config::field_error("password_secret", err))?)
-            }
+            Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
             None => url.password.clone(),
         };
         let query = sql::DanglingQuery::new(
@@ -156,12 +150,8 @@ impl Target {
             config.condition.as_deref(),
         )?;
         // Leave the plugin time to report after the server gives up on the statement.
-        let budget = host::remaining_ms()
-            .saturating_sub(host::remaining_ms() / 5)
-            .max(1);
-        let statement_timeout_ms = config
-            .statement_timeout_ms
-            .map_or(budget, |ms| ms.min(budget));
+        let budget = host::remaining_ms().saturating_sub(host::remaining_ms() / 5).max(1);
+        let statement_timeout_ms = config.statement_timeout_ms.map_or(budget, |ms| ms.min(budget));
         Ok(Target {
             display: redact(&config.url),
             host: url.host,
@@ -171,11 +161,10 @@ impl Target {
             database,
             query,
             count: Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?,
-            age: Thresholds::parse(config.age_warn.as_deref(), config.age_crit.as_deref())
-                .map_err(|err| {
-                    err.replace("field `warn`", "field `age_warn`")
-                        .replace("field `crit`", "field `age_crit`")
-                })?,
+            age: Thresholds::parse(config.age_warn.as_deref(), config.age_crit.as_deref()).map_err(|err| {
+                err.replace("field `warn`", "field `age_warn`")
+                    .replace("field `crit`", "field `age_crit`")
+            })?,
             samples: config.samples,
             statement_timeout_ms,
         })
@@ -235,11 +224,7 @@ impl Target {
                 count
                     .parse::<f64>()
                     .map_err(|_| Failure::Protocol(format!("count {count:?} is not a number")))?,
-                oldest
-                    .as_deref()
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0),
+                oldest.as_deref().unwrap_or("0").parse::<f64>().unwrap_or(0.0),
             ),
             _ => return Err(Failure::Protocol("the count query returned no row".into())),
         };
@@ -266,11 +251,7 @@ impl Target {
                 .into_iter()
                 .filter_map(|row| row.into_iter().next().flatten())
                 .collect();
-            report = report.detail(format!(
-                "oldest dangling {}s: {}",
-                self.query.id(),
-                ids.join(", ")
-            ));
+            report = report.detail(format!("oldest dangling {}s: {}", self.query.id(), ids.join(", ")));
         }
         Ok(report)
     }
@@ -279,9 +260,7 @@ impl Target {
         match failure {
             Failure::Io(err) => Report::critical(format!("{}: {}", self.display, describe(&err))),
             Failure::Auth(message) | Failure::TlsRequired(message) => Report::critical(message),
-            Failure::Protocol(message) => {
-                Report::critical(format!("{}: protocol error: {message}", self.display))
-            }
+            Failure::Protocol(message) => Report::critical(format!("{}: protocol error: {message}", self.display)),
             Failure::Server(error) => match error.code.as_str() {
                 "57014" => Report::critical(format!(
                     "the query was cancelled after {} ms (statement_timeout): {}",
@@ -296,15 +275,9 @@ impl Target {
                     "query failed ({code}): {} — check `where` and the column names",
                     error.message
                 )),
-                code if code.starts_with("57")
-                    || code.starts_with("08")
-                    || code.starts_with("53") =>
-                {
-                    Report::critical(format!(
-                        "{}: server unavailable ({code}): {}",
-                        self.display, error.message
-                    ))
-                }
+                code if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") => Report::critical(
+                    format!("{}: server unavailable ({code}): {}", self.display, error.message),
+                ),
                 code => Report::unknown(format!("query failed ({code}): {}", error.message)),
             },
         }
@@ -315,12 +288,8 @@ fn describe(err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            "timed out waiting for the server".into()
-        }
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
-            "connection closed by the server".into()
-        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out waiting for the server".into(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => "connection closed by the server".into(),
         _ => err.to_string(),
     }
 }

@@ -40,10 +40,7 @@ impl DanglingQuery {
             ("expires_column", Some(expires)),
             ("id_column", Some(id)),
         ];
-        for (field, name) in names
-            .into_iter()
-            .filter_map(|(field, name)| Some((field, name?)))
-        {
+        for (field, name) in names.into_iter().filter_map(|(field, name)| Some((field, name?))) {
             if name.is_empty() || name.contains('\0') {
                 return Err(runbox_plugin_sdk::config::field_error(
                     field,
@@ -193,9 +190,7 @@ mod tests {
             r#"SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min("expires_at")), 0)::float8 FROM "app"."rec""s" WHERE "deleted_at" IS NULL AND "expires_at" < now() AND (tenant = 'a(b')"#
         );
         assert!(
-            query
-                .columns_sql()
-                .contains(r#"to_regclass('"app"."rec""s"')"#),
+            query.columns_sql().contains(r#"to_regclass('"app"."rec""s"')"#),
             "{}",
             query.columns_sql()
         );
@@ -212,10 +207,7 @@ mod tests {
             "(a",
         ] {
             let err = DanglingQuery::new(None, "t", "d", "e", "id", Some(bad)).unwrap_err();
-            assert!(
-                err.starts_with("config field `where`: refused"),
-                "{bad}: {err}"
-            );
+            assert!(err.starts_with("config field `where`: refused"), "{bad}: {err}");
         }
         assert!(
             DanglingQuery::new(

@@ -135,50 +135,43 @@ impl Session {
                         scram |= mechanism == SCRAM_SHA_256;
                     }
                     if !scram {
-                        return Err(Failure::Protocol("the server offers no SASL mechanism this client supports (SCRAM-SHA-256)".into()));
+                        return Err(Failure::Protocol(
+                            "the server offers no SASL mechanism this client supports (SCRAM-SHA-256)".into(),
+                        ));
                     }
-                    let mut exchange = ScramSha256::new(
-                        need_password()?.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
+                    let mut exchange = ScramSha256::new(need_password()?.as_bytes(), ChannelBinding::unsupported());
                     frontend::sasl_initial_response(SCRAM_SHA_256, exchange.message(), &mut out)?;
                     self.send(&out)?;
                     out.clear();
                     match self.receive()? {
-                        Message::AuthenticationSaslContinue(body) => {
-                            exchange.update(body.data())?
-                        }
+                        Message::AuthenticationSaslContinue(body) => exchange.update(body.data())?,
                         Message::ErrorResponse(body) => return Err(auth_error(user, &body)),
                         _ => {
-                            return Err(Failure::Protocol(
-                                "unexpected message during SCRAM".into(),
-                            ));
+                            return Err(Failure::Protocol("unexpected message during SCRAM".into()));
                         }
                     }
                     frontend::sasl_response(exchange.message(), &mut out)?;
                     self.send(&out)?;
                     out.clear();
                     match self.receive()? {
-                        Message::AuthenticationSaslFinal(body) => exchange
-                            .finish(body.data())
-                            .map_err(|err| Failure::Auth(format!("the server's SCRAM proof is wrong ({err}); is this the server you meant?")))?,
+                        Message::AuthenticationSaslFinal(body) => exchange.finish(body.data()).map_err(|err| {
+                            Failure::Auth(format!(
+                                "the server's SCRAM proof is wrong ({err}); is this the server you meant?"
+                            ))
+                        })?,
                         Message::ErrorResponse(body) => return Err(auth_error(user, &body)),
                         _ => return Err(Failure::Protocol("unexpected message during SCRAM".into())),
                     }
                     continue;
                 }
                 Message::ErrorResponse(body) => return Err(auth_error(user, &body)),
-                Message::AuthenticationGss
-                | Message::AuthenticationSspi
-                | Message::AuthenticationKerberosV5 => {
+                Message::AuthenticationGss | Message::AuthenticationSspi | Message::AuthenticationKerberosV5 => {
                     return Err(Failure::Auth(format!(
                         "authentication failed for user {user}: the server requires GSSAPI/SSPI/Kerberos, which is not supported"
                     )));
                 }
                 _ => {
-                    return Err(Failure::Protocol(
-                        "unexpected message during authentication".into(),
-                    ));
+                    return Err(Failure::Protocol("unexpected message during authentication".into()));
                 }
             }
             self.send(&out)?;
@@ -199,10 +192,7 @@ impl Session {
                     let buffer = body.buffer();
                     let row: Row = body
                         .ranges()
-                        .map(|range| {
-                            Ok(range
-                                .map(|range| String::from_utf8_lossy(&buffer[range]).into_owned()))
-                        })
+                        .map(|range| Ok(range.map(|range| String::from_utf8_lossy(&buffer[range]).into_owned())))
                         .collect()
                         .map_err(Failure::Io)?;
                     rows.push(row);
@@ -258,10 +248,7 @@ fn auth_error(user: &str, body: &ErrorResponseBody) -> Failure {
         ));
     }
     match error.code.as_str() {
-        "28P01" | "28000" => Failure::Auth(format!(
-            "authentication failed for user {user}: {}",
-            error.message
-        )),
+        "28P01" | "28000" => Failure::Auth(format!("authentication failed for user {user}: {}", error.message)),
         _ => Failure::Server(error),
     }
 }

@@ -65,10 +65,7 @@ impl Guest for RedisFlag {
                 "SET {} {:?}{} (was: {current})",
                 config.key,
                 config.value,
-                config
-                    .ttl_seconds
-                    .map(|ttl| format!(" EX {ttl}"))
-                    .unwrap_or_default()
+                config.ttl_seconds.map(|ttl| format!(" EX {ttl}")).unwrap_or_default()
             ),
         };
         let summary = match config.action.as_str() {
@@ -88,9 +85,7 @@ impl Guest for RedisFlag {
         let reply = match config.action.as_str() {
             "clear" => conn.call(&["DEL", &config.key]),
             _ => match config.ttl_seconds {
-                Some(ttl) => {
-                    conn.call(&["SET", &config.key, &config.value, "EX", &ttl.to_string()])
-                }
+                Some(ttl) => conn.call(&["SET", &config.key, &config.value, "EX", &ttl.to_string()]),
                 None => conn.call(&["SET", &config.key, &config.value]),
             },
         }
@@ -113,12 +108,9 @@ impl Guest for RedisFlag {
 
 fn connect(json: &str) -> Result<(Config, Connection), String> {
     let config: Config = config::parse(json)?;
-    let url = ServiceUrl::parse(&config.url, &["redis"])
-        .map_err(|err| config::field_error("url", err))?;
+    let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
     let password = match &config.password_secret {
-        Some(name) => {
-            Some(secret(name).map_err(|err| config::field_error("password_secret", err))?)
-        }
+        Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
         None => url.password.clone(),
     };
     let shown = redact(&config.url);
@@ -135,9 +127,7 @@ fn connect(json: &str) -> Result<(Config, Connection), String> {
         }
     }
     if !url.path.is_empty()
-        && let Reply::Error(message) = conn
-            .call(&["SELECT", &url.path])
-            .map_err(|err| err.to_string())?
+        && let Reply::Error(message) = conn.call(&["SELECT", &url.path]).map_err(|err| err.to_string())?
     {
         return Err(format!("SELECT {}: {message}", url.path));
     }

@@ -71,18 +71,15 @@ struct Target {
 impl Target {
     fn from_config(json: &str) -> Result<Target, String> {
         let config: Config = config::parse(json)?;
-        let url = ServiceUrl::parse(&config.url, &["redis"])
-            .map_err(|err| config::field_error("url", err))?;
+        let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
         let db = match url.path.as_str() {
             "" => 0,
-            path => path.parse::<u32>().map_err(|_| {
-                config::field_error("url", format!("database \"{path}\" is not a number"))
-            })?,
+            path => path
+                .parse::<u32>()
+                .map_err(|_| config::field_error("url", format!("database \"{path}\" is not a number")))?,
         };
         let password = match &config.password_secret {
-            Some(name) => {
-                Some(secret(name).map_err(|err| config::field_error("password_secret", err))?)
-            }
+            Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
             None => url.password,
         };
         Ok(Target {
@@ -102,25 +99,15 @@ impl Target {
         let mut conn = match Connection::open(&self.host, self.port) {
             Ok(conn) => conn,
             Err(err) => {
-                return Report::critical(format!(
-                    "cannot connect to {}: {}",
-                    self.display,
-                    describe(&err)
-                ));
+                return Report::critical(format!("cannot connect to {}: {}", self.display, describe(&err)));
             }
         };
         let connect_ms = millis(connected);
         match self.session(&mut conn, connect_ms) {
             Ok(report) => report,
-            Err(Failure::Auth(message)) => {
-                Report::critical(format!("authentication failed: {message}"))
-            }
-            Err(Failure::Io(err)) => {
-                Report::critical(format!("{}: {}", self.display, describe(&err)))
-            }
-            Err(Failure::Server(message)) => {
-                Report::critical(format!("{}: server error: {message}", self.display))
-            }
+            Err(Failure::Auth(message)) => Report::critical(format!("authentication failed: {message}")),
+            Err(Failure::Io(err)) => Report::critical(format!("{}: {}", self.display, describe(&err))),
+            Err(Failure::Server(message)) => Report::critical(format!("{}: server error: {message}", self.display)),
         }
     }
 
@@ -136,9 +123,7 @@ impl Target {
         }
         if self.db != 0 {
             let reply = conn.call(&["SELECT", &self.db.to_string()])?;
-            reply
-                .into_result()
-                .map_err(|message| self.server_error(message))?;
+            reply.into_result().map_err(|message| self.server_error(message))?;
         }
         let sent = Instant::now();
         let reply = conn.call(&["PING"])?;
@@ -147,17 +132,11 @@ impl Target {
             Reply::Simple(pong) if pong == "PONG" => {}
             other => return Err(self.unexpected("PING", other)),
         }
-        log(
-            Level::Debug,
-            &format!("PING answered in {latency_ms:.3} ms"),
-        );
+        log(Level::Debug, &format!("PING answered in {latency_ms:.3} ms"));
 
-        let mut report = Report::new(
-            Status::Ok,
-            format!("PONG from {} in {latency_ms:.2} ms", self.display),
-        )
-        .judged_metric("latency_ms", latency_ms, "ms", &self.thresholds)
-        .metric("connect_ms", connect_ms, "ms");
+        let mut report = Report::new(Status::Ok, format!("PONG from {} in {latency_ms:.2} ms", self.display))
+            .judged_metric("latency_ms", latency_ms, "ms", &self.thresholds)
+            .metric("connect_ms", connect_ms, "ms");
         if self.info {
             let text = match conn.call(&["INFO"])? {
                 Reply::Bulk(Some(text)) => text,
@@ -170,9 +149,7 @@ impl Target {
             if let Some(role) = field("role") {
                 report = report.detail(format!("role: {role}"));
             }
-            if let Some(clients) =
-                field("connected_clients").and_then(|value| value.parse::<f64>().ok())
-            {
+            if let Some(clients) = field("connected_clients").and_then(|value| value.parse::<f64>().ok()) {
                 report = report.metric("connected_clients", clients, "");
             }
         }
@@ -214,12 +191,8 @@ fn describe(err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            "timed out waiting for the server".into()
-        }
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
-            "connection closed by the server".into()
-        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out waiting for the server".into(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => "connection closed by the server".into(),
         _ => err.to_string(),
     }
 }

@@ -52,8 +52,7 @@ impl Guest for QueueDepth {
         Info {
             name: "redis-queue-depth".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Queue depth in Redis: list lengths and stream consumer-group pending/lag"
-                .into(),
+            description: "Queue depth in Redis: list lengths and stream consumer-group pending/lag".into(),
             config_schema: SCHEMA.into(),
         }
     }
@@ -65,32 +64,23 @@ impl Guest for QueueDepth {
 
 fn check(json: &str) -> Result<Report, String> {
     let config: Config = config::parse(json)?;
-    let url = ServiceUrl::parse(&config.url, &["redis"])
-        .map_err(|err| config::field_error("url", err))?;
+    let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
     let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
     let password = match &config.password_secret {
-        Some(name) => {
-            Some(secret(name).map_err(|err| config::field_error("password_secret", err))?)
-        }
+        Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
         None => url.password.clone(),
     };
     let shown = redact(&config.url);
     let mut conn = match Connection::open(&url.host, url.port.unwrap_or(6379)) {
         Ok(conn) => conn,
         Err(err) => {
-            return Ok(Report::critical(format!(
-                "cannot connect to {shown}: {err}"
-            )));
+            return Ok(Report::critical(format!("cannot connect to {shown}: {err}")));
         }
     };
     let call = |conn: &mut Connection, args: &[&str]| -> Result<Reply, Report> {
         match conn.call(args) {
-            Ok(Reply::Error(message))
-                if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") =>
-            {
-                Err(Report::critical(format!(
-                    "authentication failed: {message}"
-                )))
+            Ok(Reply::Error(message)) if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") => {
+                Err(Report::critical(format!("authentication failed: {message}")))
             }
             Ok(reply) => Ok(reply),
             Err(err) => Err(Report::critical(format!("{shown}: {err}"))),
@@ -104,9 +94,7 @@ fn check(json: &str) -> Result<Report, String> {
             }
             args.push(password);
             if let Reply::Error(message) = call(&mut conn, &args)? {
-                return Err(Report::critical(format!(
-                    "authentication failed: {message}"
-                )));
+                return Err(Report::critical(format!("authentication failed: {message}")));
             }
         }
         if !url.path.is_empty() {
@@ -126,14 +114,10 @@ fn check(json: &str) -> Result<Report, String> {
             let depth = match call(&mut conn, &["LLEN", list])? {
                 Reply::Integer(n) => n as f64,
                 Reply::Error(message) => {
-                    return Err(Report::unknown(format!(
-                        "LLEN {list}: {message} (is `{list}` a list?)"
-                    )));
+                    return Err(Report::unknown(format!("LLEN {list}: {message} (is `{list}` a list?)")));
                 }
                 other => {
-                    return Err(Report::unknown(format!(
-                        "LLEN {list}: unexpected reply {other:?}"
-                    )));
+                    return Err(Report::unknown(format!("LLEN {list}: unexpected reply {other:?}")));
                 }
             };
             total += depth;
@@ -144,10 +128,7 @@ fn check(json: &str) -> Result<Report, String> {
             let groups = match call(&mut conn, &["XINFO", "GROUPS", &entry.stream])? {
                 Reply::Array(Some(groups)) => groups,
                 Reply::Error(message) => {
-                    return Err(Report::unknown(format!(
-                        "XINFO GROUPS {}: {message}",
-                        entry.stream
-                    )));
+                    return Err(Report::unknown(format!("XINFO GROUPS {}: {message}", entry.stream)));
                 }
                 other => {
                     return Err(Report::unknown(format!(
@@ -166,8 +147,7 @@ fn check(json: &str) -> Result<Report, String> {
                         .find(|kv| kv[0].text() == Some(name))
                         .map(|kv| kv[1].clone())
                 };
-                (field("name")?.text() == Some(entry.group.as_str()))
-                    .then(|| (field("pending"), field("lag")))
+                (field("name")?.text() == Some(entry.group.as_str())).then(|| (field("pending"), field("lag")))
             });
             let Some((pending, lag)) = group else {
                 return Err(Report::unknown(format!(
@@ -178,18 +158,12 @@ fn check(json: &str) -> Result<Report, String> {
             let prefix = format!("{}.{}", entry.stream, entry.group);
             if let Some(pending) = pending.and_then(|p| p.integer()) {
                 note(format!("{prefix} pending"), pending as f64);
-                report = report.judged_metric(
-                    &format!("{prefix}.pending"),
-                    pending as f64,
-                    "",
-                    &thresholds,
-                );
+                report = report.judged_metric(&format!("{prefix}.pending"), pending as f64, "", &thresholds);
             }
             // `lag` is null when Redis cannot compute it (entries deleted under the group).
             if let Some(lag) = lag.and_then(|l| l.integer()) {
                 note(format!("{prefix} lag"), lag as f64);
-                report =
-                    report.judged_metric(&format!("{prefix}.lag"), lag as f64, "", &thresholds);
+                report = report.judged_metric(&format!("{prefix}.lag"), lag as f64, "", &thresholds);
             }
         }
         if !config.lists.is_empty() {

@@ -113,12 +113,17 @@ pub fn send(
     max_body: usize,
 ) -> Result<Response, Failure> {
     let target = Target::parse(url).map_err(Failure::Other)?;
-    let fields: Vec<(String, Vec<u8>)> = headers
+    let mut fields: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
         .collect();
-    let fields =
-        Fields::from_list(&fields).map_err(|err| Failure::Other(format!("bad header: {err:?}")))?;
+    // A known length goes out as content-length, not chunked: every server reads that.
+    if let Some(body) = body
+        && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
+    let fields = Fields::from_list(&fields).map_err(|err| Failure::Other(format!("bad header: {err:?}")))?;
     let request = OutgoingRequest::new(fields);
     let method = match method.to_ascii_uppercase().as_str() {
         "GET" => Method::Get,
@@ -136,12 +141,8 @@ pub fn send(
         Scheme::Http
     };
     let invalid = |what: &str| Failure::Other(format!("invalid {what} in {url}"));
-    request
-        .set_method(&method)
-        .map_err(|()| invalid("method"))?;
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| invalid("scheme"))?;
+    request.set_method(&method).map_err(|()| invalid("method"))?;
+    request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
     request
         .set_authority(Some(&target.authority))
         .map_err(|()| invalid("host"))?;
@@ -183,23 +184,14 @@ pub fn send(
         .headers()
         .entries()
         .into_iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(&value).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.to_ascii_lowercase(), String::from_utf8_lossy(&value).into_owned()))
         .collect();
     let incoming = response
         .consume()
         .map_err(|()| Failure::Other("response body unavailable".into()))?;
     let body = read_body(&incoming, max_body)?;
     drop(incoming);
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failure> {
@@ -211,9 +203,7 @@ fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failur
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => {
                 if body.len() + chunk.len() > max_body {
-                    return Err(Failure::Other(format!(
-                        "response body larger than {max_body} bytes"
-                    )));
+                    return Err(Failure::Other(format!("response body larger than {max_body} bytes")));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -232,15 +222,13 @@ fn describe(code: ErrorCode) -> Failure {
     match code {
         ErrorCode::HttpRequestDenied => Failure::Denied,
         ErrorCode::ConnectionRefused => Failure::Refused,
-        ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::ConnectionWriteTimeout => Failure::TimedOut,
-        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => {
-            Failure::Other("cannot resolve the host".into())
+        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout => {
+            Failure::TimedOut
         }
-        ErrorCode::HttpResponseBodySize(limit) => Failure::Other(format!(
-            "response body larger than the host allows ({limit:?} bytes)"
-        )),
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => Failure::Other("cannot resolve the host".into()),
+        ErrorCode::HttpResponseBodySize(limit) => {
+            Failure::Other(format!("response body larger than the host allows ({limit:?} bytes)"))
+        }
         other => Failure::Other(format!("{other:?}")),
     }
 }
@@ -254,22 +242,9 @@ mod tests {
         let target = Target::parse("http://127.0.0.1:8080/health/ready?verbose=1").unwrap();
         assert_eq!(target.authority, "127.0.0.1:8080");
         assert_eq!(target.path_with_query, "/health/ready?verbose=1");
-        assert_eq!(
-            Target::parse("HTTPS://example.com")
-                .unwrap()
-                .path_with_query,
-            "/"
-        );
-        assert_eq!(
-            Target::parse("http://h?x=1").unwrap().path_with_query,
-            "/?x=1"
-        );
-        for bad in [
-            "example.com/health",
-            "ftp://h/",
-            "http:///x",
-            "http://user:pw@h/",
-        ] {
+        assert_eq!(Target::parse("HTTPS://example.com").unwrap().path_with_query, "/");
+        assert_eq!(Target::parse("http://h?x=1").unwrap().path_with_query, "/?x=1");
+        for bad in ["example.com/health", "ftp://h/", "http:///x", "http://user:pw@h/"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

@@ -66,9 +66,6 @@ pub fn io_timeout() -> Option<std::time::Duration> {
 
 /// Returns the secret the step granted under `name`, or an error that says how to grant it.
 pub fn secret(name: &str) -> Result<String, String> {
-    host::secret(name).ok_or_else(|| {
-        format!(
-            "secret `{name}` is not granted to this step (grant it with `--secret {name}=env:VAR`)"
-        )
-    })
+    host::secret(name)
+        .ok_or_else(|| format!("secret `{name}` is not granted to this step (grant it with `--secret {name}=env:VAR`)"))
 }

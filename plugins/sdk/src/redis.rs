@@ -97,11 +97,7 @@ impl Connection {
             },
             "*" => match parse_len(rest)? {
                 None => Reply::Array(None),
-                Some(len) => Reply::Array(Some(
-                    (0..len)
-                        .map(|_| self.read_reply())
-                        .collect::<io::Result<_>>()?,
-                )),
+                Some(len) => Reply::Array(Some((0..len).map(|_| self.read_reply()).collect::<io::Result<_>>()?)),
             },
             _ => return Err(protocol(format!("unexpected reply type {kind:?}"))),
         })
@@ -123,8 +119,7 @@ impl Connection {
 }
 
 fn parse_int(text: &str) -> io::Result<i64> {
-    text.parse()
-        .map_err(|_| protocol(format!("bad integer {text:?}")))
+    text.parse().map_err(|_| protocol(format!("bad integer {text:?}")))
 }
 
 fn parse_len(text: &str) -> io::Result<Option<usize>> {

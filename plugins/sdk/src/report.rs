@@ -56,13 +56,7 @@ impl Report {
 
     /// Adds a metric judged by `thresholds`, raising the report's status to the
     /// status the value earns if that is worse.
-    pub fn judged_metric(
-        mut self,
-        name: &str,
-        value: f64,
-        unit: &str,
-        thresholds: &Thresholds,
-    ) -> Report {
+    pub fn judged_metric(mut self, name: &str, value: f64, unit: &str, thresholds: &Thresholds) -> Report {
         let status = thresholds.status(value);
         if severity(status) > severity(self.status) {
             self.status = status;

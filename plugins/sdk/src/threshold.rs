@@ -46,9 +46,7 @@ impl Range {
             }
         };
         if start > end {
-            return Err(format!(
-                "range \"{original}\": start {start} is greater than end {end}"
-            ));
+            return Err(format!("range \"{original}\": start {start} is greater than end {end}"));
         }
         Ok(Range {
             start,
@@ -151,11 +149,7 @@ mod tests {
         ];
         for (text, value, expected) in table {
             let range = Range::parse(text).unwrap();
-            assert_eq!(
-                range.alerts(*value),
-                *expected,
-                "range {text} value {value}"
-            );
+            assert_eq!(range.alerts(*value), *expected, "range {text} value {value}");
         }
     }
 
@@ -163,10 +157,7 @@ mod tests {
     fn bad_ranges_are_rejected_with_the_text() {
         for bad in ["", "abc", "10:5", "@", "1:2:3", "~", "nan", "inf", "10:x"] {
             let err = Range::parse(bad).unwrap_err();
-            assert!(
-                err.contains("range") || err.contains("empty"),
-                "{bad}: {err}"
-            );
+            assert!(err.contains("range") || err.contains("empty"), "{bad}: {err}");
         }
     }
 

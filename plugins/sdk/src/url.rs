@@ -24,13 +24,9 @@ pub struct ServiceUrl {
 impl ServiceUrl {
     /// Parses `text`, requiring one of `schemes`; errors say what part is wrong.
     pub fn parse(text: &str, schemes: &[&str]) -> Result<ServiceUrl, String> {
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
-            format!(
-                "\"{}\" is not a URL: expected {}://host:port",
-                redact(text),
-                schemes[0]
-            )
-        })?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("\"{}\" is not a URL: expected {}://host:port", redact(text), schemes[0]))?;
         let scheme = scheme.to_ascii_lowercase();
         if !schemes.contains(&scheme.as_str()) {
             return Err(format!(
@@ -83,10 +79,7 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
         let (host, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 host")?;
         match after {
             "" => (host, None),
-            _ => (
-                host,
-                Some(after.strip_prefix(':').ok_or("expected ':' after ']'")?),
-            ),
+            _ => (host, Some(after.strip_prefix(':').ok_or("expected ':' after ']'")?)),
         }
     } else {
         match hostport.rsplit_once(':') {
@@ -112,10 +105,7 @@ fn decode(text: &str) -> Result<String, String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3).ok_or("truncated %-escape in URL")?;
-            out.push(
-                u8::from_str_radix(hex, 16)
-                    .map_err(|_| format!("bad %-escape \"%{hex}\" in URL"))?,
-            );
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape \"%{hex}\" in URL"))?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -161,11 +151,7 @@ mod tests {
         );
         assert_eq!((url.host.as_str(), url.port), ("::1", None));
 
-        let url = ServiceUrl::parse(
-            "postgres://app@db.internal:5432/main?sslmode=disable",
-            &["postgres"],
-        )
-        .unwrap();
+        let url = ServiceUrl::parse("postgres://app@db.internal:5432/main?sslmode=disable", &["postgres"]).unwrap();
         assert_eq!(
             (url.path.as_str(), url.query.as_deref()),
             ("main", Some("sslmode=disable"))

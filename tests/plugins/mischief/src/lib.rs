@@ -78,9 +78,7 @@ impl Guest for Mischief {
                 let line = "x".repeat(config.size);
                 let mut report = Report::new(Status::Ok, line.clone());
                 for i in 0..config.size.min(10_000) {
-                    report = report
-                        .detail(line.clone())
-                        .metric(&format!("m{i}"), i as f64, "");
+                    report = report.detail(line.clone()).metric(&format!("m{i}"), i as f64, "");
                     log(Level::Info, &line);
                 }
                 print!("{line}");
