@@ -628,3 +628,102 @@ fn the_shipped_runbooks_validate() {
         }
     }
 }
+
+#[test]
+fn queue_depth_reads_lists_and_stream_consumer_groups() {
+    let redis = Redis::start();
+    for i in 0..7 {
+        redis.command(&["RPUSH", "queue:default", &format!("job{i}")]).unwrap();
+    }
+    redis
+        .command(&["XGROUP", "CREATE", "artifacts", "builders", "$", "MKSTREAM"])
+        .unwrap();
+    for i in 0..5 {
+        redis.command(&["XADD", "artifacts", "*", "n", &i.to_string()]).unwrap();
+    }
+    // A consumer reads 2 entries and acknowledges none: pending 2, lag 3.
+    redis
+        .command(&[
+            "XREADGROUP",
+            "GROUP",
+            "builders",
+            "w1",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "artifacts",
+            ">",
+        ])
+        .unwrap();
+    let book = Book::new(&format!(
+        "name: depth\nsteps:\n  - id: depth\n    uses: redis-queue-depth\n    with:\n      url: {}\n      lists: [queue:default, queue:empty]\n      streams:\n        - {{stream: artifacts, group: builders}}\n      warn: \"5\"\n    allow:\n      - {}\n  - id: react\n    uses: redis-ping\n    needs: depth\n    when: steps.depth.metrics.artifacts.builders.lag == 3\n    with:\n      url: {}\n    allow:\n      - {}\n",
+        redis.url(),
+        redis.grant(),
+        redis.url(),
+        redis.grant()
+    ));
+    let run = book.run(&["--format", "json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let json = run.json();
+    let metric = |name: &str| {
+        step(&json, "depth")["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(metric("queue:default"), 7.0);
+    assert_eq!(metric("queue:empty"), 0.0);
+    assert_eq!(metric("artifacts.builders.pending"), 2.0);
+    assert_eq!(metric("artifacts.builders.lag"), 3.0);
+    assert_eq!(metric("depth"), 7.0);
+    assert_eq!(step(&json, "depth")["status"], "warning", "7 > warn 5");
+    assert_eq!(
+        step(&json, "react")["skipped"],
+        serde_json::Value::Null,
+        "the when on a dotted metric name held"
+    );
+}
+
+#[test]
+fn a_crash_during_an_apply_keeps_the_audit_line_already_written() {
+    let server = HttpServer::start(|_, _| Reply::new(202, "{}").after(Duration::from_secs(20)));
+    let book = Book::new(&format!(
+        "name: crash\nsteps:\n  - id: slow-action\n    uses: http-action\n    timeout: 30s\n    with:\n      url: {url}/slow\n    allow:\n      - {url}\n",
+        url = server.url()
+    ));
+    let audit = book.audit();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
+        .args(["--plugin-dir", crate::harness::plugin_dir().to_str().unwrap()])
+        .args([
+            "run",
+            book.path.to_str().unwrap(),
+            "--apply",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ])
+        .env("RUNBOX_CACHE_DIR", crate::harness::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the apply is under way (the request reached the server), then kill -9.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.received().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the apply never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&audit).expect("the audit log exists");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["event"], "apply-started");
+    assert_eq!(lines[0]["plan"]["summary"], format!("POST {}/slow", server.url()));
+}

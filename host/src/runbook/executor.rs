@@ -154,8 +154,10 @@ fn lookup(runbook: &Runbook, results: &[Option<StepResult>], path: &[String]) ->
                 })),
                 [field] if field == "summary" => Some(Value::String(result.summary.clone())),
                 [field] if field == "attempts" => Some(json!(result.attempts)),
-                [metrics, name] if metrics == "metrics" => {
-                    result.metrics.iter().find(|m| &m.name == name).map(|m| json!(m.value))
+                // Metric names may contain dots (`artifacts.builders.lag`): the rest of the path.
+                [metrics, name @ ..] if metrics == "metrics" && !name.is_empty() => {
+                    let name = name.join(".");
+                    result.metrics.iter().find(|m| m.name == name).map(|m| json!(m.value))
                 }
                 _ => None,
             }
