@@ -64,9 +64,17 @@ impl AuditLog {
 
 /// Who is running runbox, for the audit log.
 pub fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    if let Ok(user) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return user;
+    }
+    // No login name in the environment (cron, containers, CI): the numeric uid.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+            ids.split_whitespace().next().map(|uid| format!("uid {uid}"))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
