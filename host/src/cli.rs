@@ -11,7 +11,7 @@ use crate::report::{self, Format};
 use crate::result::Status;
 use crate::result::{Kind, RunResult, StepResult, timestamp};
 use crate::runbook::audit::AuditLog;
-use crate::runbook::executor::{Progress, RunOptions, execute};
+use crate::runbook::executor::{Progress, Prompt, RunOptions, execute};
 use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
@@ -316,7 +316,7 @@ async fn run_runbook(
     } else {
         Arc::new(|_: Progress<'_>| {})
     };
-    let prompt: Option<Arc<dyn Fn(&str, &str) -> bool + Send + Sync>> = if interactive {
+    let prompt: Option<Prompt> = if interactive {
         let lock = Arc::new(std::sync::Mutex::new(()));
         Some(Arc::new(move |id: &str, plan: &str| {
             let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());

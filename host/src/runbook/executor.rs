@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinSet;
 
+/// Asks the operator to approve a plan: (step id, plan text) → yes?
+pub type Prompt = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// What a run may do.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -36,7 +39,7 @@ pub struct RunOptions {
     pub parallel: usize,
     /// Asks the operator to approve a plan (step id, plan text) when a step requires
     /// approval that `approve` does not give; `None` when nobody can be asked.
-    pub prompt: Option<Arc<dyn Fn(&str, &str) -> bool + Send + Sync>>,
+    pub prompt: Option<Prompt>,
     /// Where applies are recorded.
     pub audit: Option<Arc<AuditLog>>,
     /// The run's id (audit lines carry it).

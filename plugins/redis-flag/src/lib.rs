@@ -3,9 +3,8 @@
 //! the current value and says what will change; apply makes the change.
 
 use runbox_plugin_sdk::mitigation::Guest;
-use runbox_plugin_sdk::redis::{Connection, Reply};
-use runbox_plugin_sdk::url::{ServiceUrl, redact};
-use runbox_plugin_sdk::{Info, Outcome, Plan, Status, config, secret};
+use runbox_plugin_sdk::redis::{self, Connection, Reply};
+use runbox_plugin_sdk::{Info, Outcome, Plan, Status, config};
 use serde::Deserialize;
 
 const SCHEMA: &str = r#"{
@@ -108,29 +107,8 @@ impl Guest for RedisFlag {
 
 fn connect(json: &str) -> Result<(Config, Connection), String> {
     let config: Config = config::parse(json)?;
-    let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
-    let password = match &config.password_secret {
-        Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
-        None => url.password.clone(),
-    };
-    let shown = redact(&config.url);
-    let mut conn = Connection::open(&url.host, url.port.unwrap_or(6379))
-        .map_err(|err| format!("cannot connect to {shown}: {err}"))?;
-    if let Some(password) = &password {
-        let mut args = vec!["AUTH"];
-        if let Some(user) = &url.user {
-            args.push(user);
-        }
-        args.push(password);
-        if let Reply::Error(message) = conn.call(&args).map_err(|err| err.to_string())? {
-            return Err(format!("authentication failed: {message}"));
-        }
-    }
-    if !url.path.is_empty()
-        && let Reply::Error(message) = conn.call(&["SELECT", &url.path]).map_err(|err| err.to_string())?
-    {
-        return Err(format!("SELECT {}: {message}", url.path));
-    }
+    let target = redis::Target::from_config(&config.url, config.password_secret.as_deref())?;
+    let conn = target.connect().map_err(|err| format!("{}: {err}", target.display))?;
     Ok((config, conn))
 }
 

@@ -2,10 +2,9 @@
 //! and reports the round-trip latency; optionally the server's role and client count.
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::redis::{Connection, Reply};
+use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::url::{ServiceUrl, redact};
-use runbox_plugin_sdk::{Info, Level, Report, Status, config, log, secret};
+use runbox_plugin_sdk::{Info, Level, Report, Status, config, log};
 use serde::Deserialize;
 use std::io;
 use std::time::Instant;
@@ -49,98 +48,72 @@ impl Guest for RedisPing {
     }
 
     fn run(config: String) -> Result<Report, String> {
-        Ok(match Target::from_config(&config) {
-            Ok(target) => target.check(),
+        Ok(match Check::from_config(&config) {
+            Ok(check) => check.check(),
             Err(message) => Report::unknown(message),
         })
     }
 }
 
 /// Everything the check needs, validated.
-struct Target {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    password: Option<String>,
-    db: u32,
+struct Check {
+    target: redis::Target,
     thresholds: Thresholds,
     info: bool,
-    display: String,
 }
 
-impl Target {
-    fn from_config(json: &str) -> Result<Target, String> {
+impl Check {
+    fn from_config(json: &str) -> Result<Check, String> {
         let config: Config = config::parse(json)?;
-        let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
-        let db = match url.path.as_str() {
-            "" => 0,
-            path => path
-                .parse::<u32>()
-                .map_err(|_| config::field_error("url", format!("database \"{path}\" is not a number")))?,
-        };
-        let password = match &config.password_secret {
-            Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
-            None => url.password,
-        };
-        Ok(Target {
-            display: redact(&config.url),
-            host: url.host,
-            port: url.port.unwrap_or(6379),
-            user: url.user,
-            password,
-            db,
+        Ok(Check {
+            target: redis::Target::from_config(&config.url, config.password_secret.as_deref())?,
             thresholds: Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?,
             info: config.info,
         })
     }
 
     fn check(&self) -> Report {
+        let display = &self.target.display;
         let connected = Instant::now();
-        let mut conn = match Connection::open(&self.host, self.port) {
+        let mut conn = match Connection::open(&self.target.host, self.target.port) {
             Ok(conn) => conn,
-            Err(err) => {
-                return Report::critical(format!("cannot connect to {}: {}", self.display, describe(&err)));
-            }
+            Err(err) => return Report::critical(format!("cannot connect to {display}: {}", describe(&err))),
         };
         let connect_ms = millis(connected);
-        match self.session(&mut conn, connect_ms) {
+        let result = match conn.login(&self.target) {
+            Ok(()) => self.session(&mut conn, connect_ms),
+            Err(LoginError::Io(err)) => Err(Failure::Io(err)),
+            Err(LoginError::Auth(message)) => Err(Failure::Auth(message)),
+            Err(LoginError::Select(message)) => Err(Failure::Server(message)),
+        };
+        match result {
             Ok(report) => report,
             Err(Failure::Auth(message)) => Report::critical(format!("authentication failed: {message}")),
-            Err(Failure::Io(err)) => Report::critical(format!("{}: {}", self.display, describe(&err))),
-            Err(Failure::Server(message)) => Report::critical(format!("{}: server error: {message}", self.display)),
+            Err(Failure::Io(err)) => Report::critical(format!("{display}: {}", describe(&err))),
+            Err(Failure::Server(message)) => Report::critical(format!("{display}: server error: {message}")),
         }
     }
 
     fn session(&self, conn: &mut Connection, connect_ms: f64) -> Result<Report, Failure> {
-        if let Some(password) = &self.password {
-            let reply = match &self.user {
-                Some(user) => conn.call(&["AUTH", user, password])?,
-                None => conn.call(&["AUTH", password])?,
-            };
-            if let Reply::Error(message) = reply {
-                return Err(Failure::Auth(message));
-            }
-        }
-        if self.db != 0 {
-            let reply = conn.call(&["SELECT", &self.db.to_string()])?;
-            reply.into_result().map_err(|message| self.server_error(message))?;
-        }
         let sent = Instant::now();
         let reply = conn.call(&["PING"])?;
         let latency_ms = millis(sent);
         match reply {
             Reply::Simple(pong) if pong == "PONG" => {}
-            other => return Err(self.unexpected("PING", other)),
+            other => return Err(unexpected("PING", other)),
         }
         log(Level::Debug, &format!("PING answered in {latency_ms:.3} ms"));
 
-        let mut report = Report::new(Status::Ok, format!("PONG from {} in {latency_ms:.2} ms", self.display))
-            .judged_metric("latency_ms", latency_ms, "ms", &self.thresholds)
-            .metric("connect_ms", connect_ms, "ms");
+        let mut report = Report::new(
+            Status::Ok,
+            format!("PONG from {} in {latency_ms:.2} ms", self.target.display),
+        )
+        .judged_metric("latency_ms", latency_ms, "ms", &self.thresholds)
+        .metric("connect_ms", connect_ms, "ms");
         if self.info {
             let text = match conn.call(&["INFO"])? {
                 Reply::Bulk(Some(text)) => text,
-                other => return Err(self.unexpected("INFO", other)),
+                other => return Err(unexpected("INFO", other)),
             };
             let field = |name: &str| {
                 text.lines()
@@ -158,20 +131,15 @@ impl Target {
         }
         Ok(report)
     }
+}
 
-    fn unexpected(&self, command: &str, reply: Reply) -> Failure {
-        match reply {
-            Reply::Error(message) => self.server_error(message),
-            other => Failure::Server(format!("unexpected reply to {command}: {other:?}")),
-        }
-    }
-
-    fn server_error(&self, message: String) -> Failure {
-        if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") {
+fn unexpected(command: &str, reply: Reply) -> Failure {
+    match reply {
+        Reply::Error(message) if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") => {
             Failure::Auth(message)
-        } else {
-            Failure::Server(message)
         }
+        Reply::Error(message) => Failure::Server(message),
+        other => Failure::Server(format!("unexpected reply to {command}: {other:?}")),
     }
 }
 

@@ -2,10 +2,9 @@
 //! Celery queues) and, for streams, each consumer group's pending count and lag.
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::redis::{Connection, Reply};
+use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::url::{ServiceUrl, redact};
-use runbox_plugin_sdk::{Info, Report, Status, config, secret};
+use runbox_plugin_sdk::{Info, Report, Status, config};
 use serde::Deserialize;
 
 const SCHEMA: &str = r#"{
@@ -64,44 +63,19 @@ impl Guest for QueueDepth {
 
 fn check(json: &str) -> Result<Report, String> {
     let config: Config = config::parse(json)?;
-    let url = ServiceUrl::parse(&config.url, &["redis"]).map_err(|err| config::field_error("url", err))?;
+    let target = redis::Target::from_config(&config.url, config.password_secret.as_deref())?;
     let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
-    let password = match &config.password_secret {
-        Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
-        None => url.password.clone(),
-    };
-    let shown = redact(&config.url);
-    let mut conn = match Connection::open(&url.host, url.port.unwrap_or(6379)) {
+    let shown = target.display.clone();
+    let mut conn = match target.connect() {
         Ok(conn) => conn,
-        Err(err) => {
-            return Ok(Report::critical(format!("cannot connect to {shown}: {err}")));
-        }
+        Err(LoginError::Io(err)) => return Ok(Report::critical(format!("cannot connect to {shown}: {err}"))),
+        Err(err) => return Ok(Report::critical(format!("{shown}: {err}"))),
     };
     let call = |conn: &mut Connection, args: &[&str]| -> Result<Reply, Report> {
-        match conn.call(args) {
-            Ok(Reply::Error(message)) if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") => {
-                Err(Report::critical(format!("authentication failed: {message}")))
-            }
-            Ok(reply) => Ok(reply),
-            Err(err) => Err(Report::critical(format!("{shown}: {err}"))),
-        }
+        conn.call(args)
+            .map_err(|err| Report::critical(format!("{shown}: {err}")))
     };
     let mut run = || -> Result<Report, Report> {
-        if let Some(password) = &password {
-            let mut args = vec!["AUTH"];
-            if let Some(user) = &url.user {
-                args.push(user);
-            }
-            args.push(password);
-            if let Reply::Error(message) = call(&mut conn, &args)? {
-                return Err(Report::critical(format!("authentication failed: {message}")));
-            }
-        }
-        if !url.path.is_empty() {
-            if let Reply::Error(message) = call(&mut conn, &["SELECT", &url.path])? {
-                return Err(Report::critical(format!("{shown}: SELECT: {message}")));
-            }
-        }
         let mut report = Report::new(Status::Ok, String::new());
         let mut total = 0.0;
         let mut deepest: Option<(String, f64)> = None;

@@ -1,6 +1,8 @@
 //! A small Redis client: RESP2 commands and replies over a blocking TCP stream, with
 //! socket timeouts set from the host's deadline.
 
+use crate::config::field_error;
+use crate::url::{ServiceUrl, redact};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 
@@ -45,6 +47,77 @@ impl Reply {
     }
 }
 
+/// Where and how to log in to a Redis server, from a plugin's `url` and
+/// `password_secret` config fields.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port (default 6379).
+    pub port: u16,
+    /// ACL user, if the URL names one.
+    pub user: Option<String>,
+    /// Password: the granted secret if named, else the URL's.
+    pub password: Option<String>,
+    /// Database number (the URL's path, default 0).
+    pub db: u32,
+    /// The URL with its password hidden, for messages.
+    pub display: String,
+}
+
+impl Target {
+    /// Reads `redis://[user[:password]@]host[:port][/db]`; errors name the config field.
+    pub fn from_config(url: &str, password_secret: Option<&str>) -> Result<Target, String> {
+        let parsed = ServiceUrl::parse(url, &["redis"]).map_err(|err| field_error("url", err))?;
+        let db = match parsed.path.as_str() {
+            "" => 0,
+            path => path
+                .parse::<u32>()
+                .map_err(|_| field_error("url", format!("database \"{path}\" is not a number")))?,
+        };
+        let password = match password_secret {
+            Some(name) => Some(crate::secret(name).map_err(|err| field_error("password_secret", err))?),
+            None => parsed.password,
+        };
+        Ok(Target {
+            host: parsed.host,
+            port: parsed.port.unwrap_or(6379),
+            user: parsed.user,
+            password,
+            db,
+            display: redact(url),
+        })
+    }
+
+    /// Connects and logs in.
+    pub fn connect(&self) -> Result<Connection, LoginError> {
+        let mut conn = Connection::open(&self.host, self.port).map_err(LoginError::Io)?;
+        conn.login(self)?;
+        Ok(conn)
+    }
+}
+
+/// Why connecting or logging in failed.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The network failed.
+    Io(io::Error),
+    /// AUTH was refused, or the server wants a password we do not have (`NOAUTH`).
+    Auth(String),
+    /// SELECT was refused.
+    Select(String),
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginError::Io(err) => write!(f, "{err}"),
+            LoginError::Auth(message) => write!(f, "authentication failed: {message}"),
+            LoginError::Select(message) => write!(f, "SELECT refused: {message}"),
+        }
+    }
+}
+
 /// Largest bulk string or array we accept; anything bigger is a protocol error.
 const MAX_LEN: i64 = 16 * 1024 * 1024;
 
@@ -65,6 +138,30 @@ impl Connection {
         Ok(Connection {
             reader: BufReader::new(stream),
         })
+    }
+
+    /// AUTH (when the target has a password; with its user, if any), then SELECT (when
+    /// the database is not 0).
+    pub fn login(&mut self, target: &Target) -> Result<(), LoginError> {
+        if let Some(password) = &target.password {
+            let reply = match &target.user {
+                Some(user) => self.call(&["AUTH", user, password]),
+                None => self.call(&["AUTH", password]),
+            };
+            if let Reply::Error(message) = reply.map_err(LoginError::Io)? {
+                return Err(LoginError::Auth(message));
+            }
+        }
+        if target.db != 0
+            && let Reply::Error(message) = self.call(&["SELECT", &target.db.to_string()]).map_err(LoginError::Io)?
+        {
+            return Err(if message.starts_with("NOAUTH") {
+                LoginError::Auth(message)
+            } else {
+                LoginError::Select(message)
+            });
+        }
+        Ok(())
     }
 
     /// Sends one command as an array of bulk strings and reads its reply.
