@@ -51,12 +51,11 @@ struct HttpAction;
 
 impl Guest for HttpAction {
     fn info() -> Info {
-        Info {
-            name: "http-action".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sends one HTTP request that changes something (e.g. replay failed jobs)".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "http-action",
+            "Sends one HTTP request that changes something (e.g. replay failed jobs)",
+            SCHEMA
+        )
     }
 
     fn plan(config: String) -> Result<Plan, String> {

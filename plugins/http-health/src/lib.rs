@@ -62,12 +62,11 @@ struct HttpHealth;
 
 impl Guest for HttpHealth {
     fn info() -> Info {
-        Info {
-            name: "http-health".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Checks an HTTP health endpoint: status, optional JSON body condition, latency".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "http-health",
+            "Checks an HTTP health endpoint: status, optional JSON body condition, latency",
+            SCHEMA
+        )
     }
 
     fn run(config: String) -> Result<Report, String> {

@@ -9,9 +9,8 @@ mod wire;
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::threshold::Thresholds;
 use runbox_plugin_sdk::url::{ServiceUrl, redact};
-use runbox_plugin_sdk::{Info, Level, Report, Status, config, host, log, secret};
+use runbox_plugin_sdk::{Info, Level, Report, Status, config, describe_io, host, log, secret};
 use serde::Deserialize;
-use std::io;
 use wire::{Failure, Session};
 
 const SCHEMA: &str = r#"{
@@ -83,12 +82,11 @@ struct PgDanglingMetadata;
 
 impl Guest for PgDanglingMetadata {
     fn info() -> Info {
-        Info {
-            name: "pg-dangling-metadata".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Counts rows past their expiry that were never deleted (PostgreSQL)".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "pg-dangling-metadata",
+            "Counts rows past their expiry that were never deleted (PostgreSQL)",
+            SCHEMA
+        )
     }
 
     fn run(config: String) -> Result<Report, String> {
@@ -258,7 +256,7 @@ impl Target {
 
     fn failed(&self, failure: Failure) -> Report {
         match failure {
-            Failure::Io(err) => Report::critical(format!("{}: {}", self.display, describe(&err))),
+            Failure::Io(err) => Report::critical(format!("{}: {}", self.display, describe_io(&err))),
             Failure::Auth(message) | Failure::TlsRequired(message) => Report::critical(message),
             Failure::Protocol(message) => Report::critical(format!("{}: protocol error: {message}", self.display)),
             Failure::Server(error) => match error.code.as_str() {
@@ -281,16 +279,6 @@ impl Target {
                 code => Report::unknown(format!("query failed ({code}): {}", error.message)),
             },
         }
-    }
-}
-
-fn describe(err: &io::Error) -> String {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out waiting for the server".into(),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => "connection closed by the server".into(),
-        _ => err.to_string(),
     }
 }
 

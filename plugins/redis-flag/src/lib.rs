@@ -47,12 +47,11 @@ struct RedisFlag;
 
 impl Guest for RedisFlag {
     fn info() -> Info {
-        Info {
-            name: "redis-flag".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sets or clears a Redis flag key (optionally with a TTL)".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "redis-flag",
+            "Sets or clears a Redis flag key (optionally with a TTL)",
+            SCHEMA
+        )
     }
 
     fn plan(config: String) -> Result<Plan, String> {

@@ -4,7 +4,7 @@
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::{Info, Level, Report, Status, config, log};
+use runbox_plugin_sdk::{Info, Level, Report, Status, config, describe_io, log};
 use serde::Deserialize;
 use std::io;
 use std::time::Instant;
@@ -39,12 +39,11 @@ struct RedisPing;
 
 impl Guest for RedisPing {
     fn info() -> Info {
-        Info {
-            name: "redis-ping".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Checks that a Redis server answers PING, and how fast".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "redis-ping",
+            "Checks that a Redis server answers PING, and how fast",
+            SCHEMA
+        )
     }
 
     fn run(config: String) -> Result<Report, String> {
@@ -77,7 +76,7 @@ impl Check {
         let connected = Instant::now();
         let mut conn = match Connection::open(&self.target.host, self.target.port) {
             Ok(conn) => conn,
-            Err(err) => return Report::critical(format!("cannot connect to {display}: {}", describe(&err))),
+            Err(err) => return Report::critical(format!("cannot connect to {display}: {}", describe_io(&err))),
         };
         let connect_ms = millis(connected);
         let result = match conn.login(&self.target) {
@@ -89,7 +88,7 @@ impl Check {
         match result {
             Ok(report) => report,
             Err(Failure::Auth(message)) => Report::critical(format!("authentication failed: {message}")),
-            Err(Failure::Io(err)) => Report::critical(format!("{display}: {}", describe(&err))),
+            Err(Failure::Io(err)) => Report::critical(format!("{display}: {}", describe_io(&err))),
             Err(Failure::Server(message)) => Report::critical(format!("{display}: server error: {message}")),
         }
     }
@@ -152,16 +151,6 @@ enum Failure {
 impl From<io::Error> for Failure {
     fn from(err: io::Error) -> Failure {
         Failure::Io(err)
-    }
-}
-
-fn describe(err: &io::Error) -> String {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out waiting for the server".into(),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => "connection closed by the server".into(),
-        _ => err.to_string(),
     }
 }
 

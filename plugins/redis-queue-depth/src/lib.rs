@@ -48,12 +48,11 @@ struct QueueDepth;
 
 impl Guest for QueueDepth {
     fn info() -> Info {
-        Info {
-            name: "redis-queue-depth".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Queue depth in Redis: list lengths and stream consumer-group pending/lag".into(),
-            config_schema: SCHEMA.into(),
-        }
+        runbox_plugin_sdk::info!(
+            "redis-queue-depth",
+            "Queue depth in Redis: list lengths and stream consumer-group pending/lag",
+            SCHEMA
+        )
     }
 
     fn run(config: String) -> Result<Report, String> {

@@ -54,6 +54,33 @@ pub fn log(level: Level, message: &str) {
     host::log(level, message);
 }
 
+/// A network error in words for a report ("connection refused", "timed out waiting for
+/// the server", ...), with the sandbox's refusal named as such.
+pub fn describe_io(err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "timed out waiting for the server".into(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset => "connection closed by the server".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// The plugin's [`Info`], with the calling crate's version:
+/// `info!("redis-ping", "Checks that ...", SCHEMA)`.
+#[macro_export]
+macro_rules! info {
+    ($name:expr, $description:expr, $schema:expr) => {
+        $crate::Info {
+            name: ($name).into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: ($description).into(),
+            config_schema: ($schema).into(),
+        }
+    };
+}
+
 /// A timeout for one blocking operation that ends a little before the host's deadline
 /// (10% of the time left, at most 250 ms, earlier), so the plugin can report "timed out"
 /// itself. `None` when too little time is left to be worth setting.
