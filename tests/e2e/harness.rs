@@ -653,3 +653,90 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
     let mut socket = socket;
     let _ = socket.write_all(response.as_bytes());
 }
+
+/// A real S3-compatible server (s3s-fs) on a random 127.0.0.1 port, verifying SigV4
+/// with its own implementation (s3s), serving the buckets under a temp dir. Objects
+/// are created on disk, where s3s-fs reads them (their mtime is their LastModified).
+pub struct S3Server {
+    /// Its address.
+    pub addr: SocketAddr,
+    root: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl S3Server {
+    /// The access key the server accepts.
+    pub const ACCESS_KEY: &'static str = "AKIDRUNBOXTEST0001";
+    /// The secret key the server accepts.
+    pub const SECRET_KEY: &'static str = "runbox-test-secret-0123456789abcdef";
+
+    /// Starts it.
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY,
+        ));
+        let service = builder.build();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        });
+        S3Server {
+            addr,
+            root,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates `bucket/key` with `bytes`, last modified `age` ago.
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8], age: Duration) {
+        let path = self.root.path().join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    /// Creates an empty bucket.
+    pub fn bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.path().join(bucket)).unwrap();
+    }
+
+    /// Whether `bucket/key` exists.
+    pub fn exists(&self, bucket: &str, key: &str) -> bool {
+        self.root.path().join(bucket).join(key).is_file()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

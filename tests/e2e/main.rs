@@ -8,4 +8,5 @@ mod cli;
 mod loading;
 mod pg;
 mod runbooks;
+mod s3;
 mod sandbox;

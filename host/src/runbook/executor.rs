@@ -228,7 +228,11 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
     let mut applied = None;
     if let Some(plan) = plan {
         let record = PlanRecord {
-            summary: outcome.summary.trim_start_matches("plan: ").to_string(),
+            summary: outcome
+                .summary
+                .trim_start_matches("plan: ")
+                .trim_end_matches(" (destructive)")
+                .to_string(),
             changes: outcome.details.clone(),
             destructive: plan.destructive,
         };

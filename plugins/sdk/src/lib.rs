@@ -13,7 +13,11 @@ pub mod config;
 pub mod http;
 pub mod redis;
 pub mod report;
+pub mod s3;
+pub mod s3log;
+pub mod sigv4;
 pub mod threshold;
+pub mod time;
 pub mod url;
 
 /// Bindings of the `check` world. Implement [`check::Guest`] and call

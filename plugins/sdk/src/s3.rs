@@ -1,0 +1,291 @@
+//! A small S3 client over the host's HTTP capability, signed with SigV4: paginated
+//! ListObjectsV2, GetObject and DeleteObjects. Path-style addressing for S3-compatible
+//! servers, virtual-hosted style for AWS.
+
+use crate::http::{self, Failure, Target};
+use crate::sigv4::{self, Credentials, uri_encode};
+use crate::time::{Utc, now, parse_rfc3339};
+use base64::Engine;
+use md5::{Digest, Md5};
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modified, Unix seconds.
+    pub last_modified: i64,
+}
+
+/// Why an S3 request failed.
+#[derive(Debug, Clone)]
+pub enum S3Error {
+    /// The request did not get an answer (refused, timed out, denied by the sandbox).
+    Http(Failure),
+    /// The server answered with an error.
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// S3 error code, e.g. `SignatureDoesNotMatch`, `AccessDenied`, `NoSuchBucket`.
+        code: String,
+        /// S3's message.
+        message: String,
+    },
+    /// The answer could not be read.
+    Parse(String),
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            S3Error::Http(failure) => write!(f, "{failure}"),
+            S3Error::Status { status, code, message } => write!(f, "{code} ({status}): {message}"),
+            S3Error::Parse(message) => write!(f, "unreadable answer: {message}"),
+        }
+    }
+}
+
+/// A bucket on an endpoint, with credentials.
+pub struct Bucket {
+    scheme: String,
+    authority: String,
+    bucket: String,
+    region: String,
+    path_style: bool,
+    credentials: Credentials,
+}
+
+impl Bucket {
+    /// `endpoint` is `http(s)://host[:port]`.
+    pub fn new(
+        endpoint: &str,
+        bucket: &str,
+        region: &str,
+        path_style: bool,
+        credentials: Credentials,
+    ) -> Result<Bucket, String> {
+        let target = Target::parse(endpoint)?;
+        if target.path_with_query != "/" {
+            return Err(format!(
+                "endpoint \"{endpoint}\" must be scheme://host[:port] without a path"
+            ));
+        }
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(format!("bucket \"{bucket}\" is not a bucket name"));
+        }
+        Ok(Bucket {
+            scheme: target.scheme,
+            authority: target.authority,
+            bucket: bucket.into(),
+            region: region.into(),
+            path_style,
+            credentials,
+        })
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        key: &str,
+        query: &[(String, String)],
+        body: &[u8],
+        extra: &[(String, String)],
+        max_body: usize,
+    ) -> Result<http::Response, S3Error> {
+        let (host, mut path) = if self.path_style {
+            (self.authority.clone(), format!("/{}", uri_encode(&self.bucket, false)))
+        } else {
+            (format!("{}.{}", self.bucket, self.authority), String::new())
+        };
+        path.push('/');
+        path.push_str(&uri_encode(key, true));
+        let mut signed_over = vec![("host".to_string(), host.clone())];
+        signed_over.extend(extra.iter().cloned());
+        let auth = sigv4::sign(
+            &self.credentials,
+            &self.region,
+            method,
+            &path,
+            query,
+            &signed_over,
+            body,
+            Utc::from_unix(now()),
+        );
+        let mut pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+            .collect();
+        pairs.sort();
+        let query_text = pairs
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    format!("{k}=")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = format!(
+            "{}://{host}{path}{}{query_text}",
+            self.scheme,
+            if query_text.is_empty() { "" } else { "?" }
+        );
+        let mut headers: Vec<(String, String)> = extra.to_vec();
+        headers.extend(auth);
+        let response = http::send(
+            method,
+            &url,
+            &headers,
+            (!body.is_empty() || method == "POST").then_some(body),
+            max_body,
+        )
+        .map_err(S3Error::Http)?;
+        if (200..300).contains(&response.status) {
+            return Ok(response);
+        }
+        let text = response.text();
+        Err(S3Error::Status {
+            status: response.status,
+            code: tag(&text, "Code").unwrap_or_else(|| "HTTP error".into()),
+            message: tag(&text, "Message").unwrap_or_else(|| text.chars().take(200).collect()),
+        })
+    }
+
+    /// Lists objects under `prefix`, `page_size` per request, stopping after `max_objects`.
+    /// Returns the objects and the number of pages fetched.
+    pub fn list(&self, prefix: &str, page_size: u32, max_objects: usize) -> Result<(Vec<Object>, usize), S3Error> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut query = vec![
+                ("list-type".to_string(), "2".to_string()),
+                ("max-keys".to_string(), page_size.to_string()),
+                ("prefix".to_string(), prefix.to_string()),
+            ];
+            if let Some(token) = &token {
+                query.push(("continuation-token".to_string(), token.clone()));
+            }
+            let response = self.request("GET", "", &query, b"", &[], 16 << 20)?;
+            pages += 1;
+            let text = response.text();
+            for block in blocks(&text, "Contents") {
+                let key = tag(block, "Key").ok_or_else(|| S3Error::Parse("an object without <Key>".into()))?;
+                let size = tag(block, "Size").and_then(|s| s.parse().ok()).unwrap_or(0);
+                let last_modified = tag(block, "LastModified")
+                    .and_then(|t| parse_rfc3339(&t))
+                    .ok_or_else(|| S3Error::Parse(format!("{key}: bad <LastModified>")))?;
+                objects.push(Object {
+                    key,
+                    size,
+                    last_modified,
+                });
+            }
+            let truncated = tag(&text, "IsTruncated").is_some_and(|t| t == "true");
+            token = tag(&text, "NextContinuationToken");
+            if !truncated || token.is_none() || objects.len() >= max_objects {
+                return Ok((objects, pages));
+            }
+        }
+    }
+
+    /// The object's bytes (at most `max_bytes`).
+    pub fn get(&self, key: &str, max_bytes: usize) -> Result<Vec<u8>, S3Error> {
+        Ok(self.request("GET", key, &[], b"", &[], max_bytes)?.body)
+    }
+
+    /// Deletes up to 1000 `keys` in one DeleteObjects request; returns the keys S3
+    /// could not delete, with the reason.
+    pub fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
+        let mut body = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>",
+        );
+        for key in keys {
+            body.push_str(&format!("<Object><Key>{}</Key></Object>", escape(key)));
+        }
+        body.push_str("</Delete>");
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
+        let extra = vec![
+            ("content-md5".to_string(), md5),
+            ("content-type".to_string(), "application/xml".to_string()),
+        ];
+        let response = self.request(
+            "POST",
+            "",
+            &[("delete".to_string(), String::new())],
+            body.as_bytes(),
+            &extra,
+            16 << 20,
+        )?;
+        let text = response.text();
+        Ok(blocks(&text, "Error")
+            .into_iter()
+            .map(|block| {
+                let key = tag(block, "Key").unwrap_or_default();
+                let why = format!(
+                    "{}: {}",
+                    tag(block, "Code").unwrap_or_default(),
+                    tag(block, "Message").unwrap_or_default()
+                );
+                (key, why)
+            })
+            .collect())
+    }
+}
+
+/// The text of the first `<name>…</name>`, unescaped.
+pub fn tag(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(unescape(&xml[start..end]))
+}
+
+/// Every `<name>…</name>` block's inner text (not unescaped).
+pub fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listings() {
+        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a&amp;b</Key><Size>5</Size><LastModified>2013-05-24T00:00:00.000Z</LastModified></Contents><Contents><Key>c</Key></Contents><NextContinuationToken>t1</NextContinuationToken></ListBucketResult>";
+        let contents = blocks(xml, "Contents");
+        assert_eq!(contents.len(), 2);
+        assert_eq!(tag(contents[0], "Key").as_deref(), Some("a&b"));
+        assert_eq!(tag(xml, "NextContinuationToken").as_deref(), Some("t1"));
+        assert_eq!(escape("a<b&"), "a&lt;b&amp;");
+    }
+}
