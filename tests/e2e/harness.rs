@@ -28,6 +28,7 @@ pub fn plugin_dir() -> &'static Path {
         let target = workspace().join("target/wasm32-wasip2");
         for plugin in [
             "plugin/redis_ping",
+            "plugin/webhook-reachable",
             "test-plugin/mischief",
             "test-plugin/noop_check",
             "test-plugin/not-a-check",

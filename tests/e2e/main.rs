@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod languages;
+
 mod check_redis;
 mod cli;
 mod loading;
