@@ -335,3 +335,45 @@ fn prune_plans_then_deletes_exactly_the_old_objects() {
     );
     assert!(server.exists("temporary-uploads", "keep/old"));
 }
+
+#[test]
+fn minio_prometheus_counters_are_a_second_source() {
+    let metrics = "# HELP minio_s3_requests_total Total number of S3 requests\n\
+# TYPE minio_s3_requests_total counter\n\
+minio_s3_requests_total{api=\"getobject\",server=\"127.0.0.1:9000\"} 150\n\
+minio_s3_requests_total{api=\"putobject\",server=\"127.0.0.1:9000\"} 50\n\
+# TYPE minio_s3_requests_4xx_errors_total counter\n\
+minio_s3_requests_4xx_errors_total{api=\"getobject\",server=\"127.0.0.1:9000\"} 15\n\
+minio_s3_requests_4xx_errors_total{api=\"putobject\",server=\"127.0.0.1:9000\"} 10\n\
+# TYPE minio_s3_requests_5xx_errors_total counter\n\
+minio_s3_requests_5xx_errors_total{api=\"putobject\",server=\"127.0.0.1:9000\"} 4\n";
+    let server = crate::harness::HttpServer::start(move |req, _| {
+        if req.path == "/minio/v2/metrics/cluster" {
+            crate::harness::Reply::new(200, metrics)
+        } else {
+            crate::harness::Reply::new(404, "no")
+        }
+    });
+    let url = format!("metrics_url={}/minio/v2/metrics/cluster", server.url());
+    let run = runbox_env(
+        &[
+            "check",
+            "s3-4xx-rate",
+            "--with",
+            &url,
+            "--with",
+            "warn=10",
+            "--allow",
+            &server.url(),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1, "12.5% > 10: {run:#?}");
+    assert_eq!(
+        run.json()["steps"][0]["summary"],
+        "200 requests since the counters started (minio_s3_requests): 4xx 12.5%, 5xx 2.0% (worst: putobject 4xx 20.0%, 5xx 8.0%)"
+    );
+    assert_eq!(metric(&run, "errors_4xx"), 25.0);
+}

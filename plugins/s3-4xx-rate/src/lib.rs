@@ -7,7 +7,7 @@ use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::s3::{Bucket, S3Error};
 use runbox_plugin_sdk::sigv4::Credentials;
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::{Info, Report, Status, config, s3log, secret, time};
+use runbox_plugin_sdk::{Info, Report, Status, config, http, s3log, secret, time};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -31,18 +31,21 @@ const SCHEMA: &str = r#"{
     "crit_5xx": {"type": "string"},
     "min_requests": {"type": "integer", "minimum": 0, "default": 20, "description": "Below this many requests the check is OK \"too few requests\""},
     "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
-    "max_objects": {"type": "integer", "minimum": 1, "default": 10000}
+    "max_objects": {"type": "integer", "minimum": 1, "default": 10000},
+    "metrics_url": {"type": "string", "description": "Instead of access logs: a Prometheus endpoint exposing MinIO's minio_s3_requests_{total,4xx_errors_total,5xx_errors_total} (or minio_api_requests_*) counters; rates are since the counters started"}
   },
-  "required": ["endpoint", "bucket"],
+  "anyOf": [{"required": ["endpoint", "bucket"]}, {"required": ["metrics_url"]}],
   "additionalProperties": false
 }"#;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default)]
     endpoint: String,
     #[serde(default = "default_region")]
     region: String,
+    #[serde(default)]
     bucket: String,
     #[serde(default)]
     prefix: String,
@@ -65,6 +68,7 @@ struct Config {
     page_size: u32,
     #[serde(default = "default_max_objects")]
     max_objects: usize,
+    metrics_url: Option<String>,
 }
 
 fn default_region() -> String {
@@ -151,6 +155,9 @@ fn check(json: &str) -> Result<Report, String> {
         err.replace("field `warn`", "field `warn_5xx`")
             .replace("field `crit`", "field `crit_5xx`")
     })?;
+    if let Some(url) = &config.metrics_url {
+        return Ok(from_metrics(&config, url, &rate_4xx, &rate_5xx));
+    }
     let credentials = credentials(
         &config.access_key_secret,
         &config.secret_key_secret,
@@ -249,6 +256,84 @@ fn check(json: &str) -> Result<Report, String> {
     }
     report.summary = summary;
     Ok(report)
+}
+
+/// Rates from MinIO's Prometheus counters (cumulative: since the counters started).
+fn from_metrics(config: &Config, url: &str, rate_4xx: &Thresholds, rate_5xx: &Thresholds) -> Report {
+    let response = match http::send("GET", url, &[], None, 16 << 20) {
+        Ok(response) if response.status == 200 => response,
+        Ok(response) => return Report::critical(format!("GET {url} → {}", response.status)),
+        Err(failure) => return Report::critical(format!("GET {url}: {failure}")),
+    };
+    let text = response.text();
+    // MinIO v2 cluster metrics (label `api`), else the v3 API family (label `name`).
+    let family = ["minio_s3_requests", "minio_api_requests"]
+        .into_iter()
+        .find(|f| text.lines().any(|l| l.starts_with(&format!("{f}_total"))));
+    let Some(family) = family else {
+        return Report::unknown(format!(
+            "{url} exposes neither minio_s3_requests_total nor minio_api_requests_total"
+        ));
+    };
+    let mut by_api: BTreeMap<String, Counts> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let api = ["api=\"", "name=\""]
+            .iter()
+            .find_map(|key| labels.split(key).nth(1)?.split('"').next())
+            .unwrap_or("all")
+            .to_string();
+        let counts = by_api.entry(api).or_default();
+        match name.strip_prefix(family) {
+            Some("_total") => counts.total += value as u64,
+            Some("_4xx_errors_total") => counts.client += value as u64,
+            Some("_5xx_errors_total") => counts.server += value as u64,
+            _ => {}
+        }
+    }
+    let mut overall = Counts::default();
+    for counts in by_api.values() {
+        overall.total += counts.total;
+        overall.client += counts.client;
+        overall.server += counts.server;
+    }
+    let r4 = Counts::rate(overall.client, overall.total);
+    let r5 = Counts::rate(overall.server, overall.total);
+    let mut report = Report::new(Status::Ok, String::new())
+        .metric("requests", overall.total as f64, "c")
+        .metric("errors_4xx", overall.client as f64, "c")
+        .metric("errors_5xx", overall.server as f64, "c");
+    if overall.total < config.min_requests {
+        report.summary = format!(
+            "too few requests counted to judge ({} < {})",
+            overall.total, config.min_requests
+        );
+        return report.metric("rate_4xx", r4, "%").metric("rate_5xx", r5, "%");
+    }
+    report = report
+        .judged_metric("rate_4xx", r4, "%", rate_4xx)
+        .judged_metric("rate_5xx", r5, "%", rate_5xx);
+    let worst = by_api.iter().filter(|(_, c)| c.total > 0).max_by(|a, b| {
+        Counts::rate(a.1.client + a.1.server, a.1.total)
+            .total_cmp(&Counts::rate(b.1.client + b.1.server, b.1.total))
+            .then(b.0.cmp(a.0))
+    });
+    report.summary = format!(
+        "{} requests since the counters started ({family}): 4xx {r4:.1}%, 5xx {r5:.1}%",
+        overall.total
+    );
+    if let Some((api, counts)) = worst {
+        report.summary.push_str(&format!(
+            " (worst: {api} 4xx {:.1}%, 5xx {:.1}%)",
+            Counts::rate(counts.client, counts.total),
+            Counts::rate(counts.server, counts.total)
+        ));
+    }
+    report
 }
 
 fn failed(config: &Config, err: S3Error) -> Report {
