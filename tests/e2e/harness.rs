@@ -525,6 +525,8 @@ pub struct Reply {
     pub body: String,
     /// Delay before the answer.
     pub delay: Duration,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -534,7 +536,14 @@ impl Reply {
             status,
             body: body.to_string(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The same answer after `delay`.
@@ -645,8 +654,9 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
     } else {
         "text/plain"
     };
+    let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let response = format!(
-        "HTTP/1.1 {} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        "HTTP/1.1 {} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{}",
         reply.status,
         reply.body.len(),
         reply.body

@@ -54,3 +54,72 @@ fn javascript_fetch_goes_through_the_http_capability() {
     );
     assert_eq!(server.received().len(), before);
 }
+
+/// A redirect is a new request: the host checks it against the grants again (the Rust
+/// SDK follows redirects hop by hop; http-health uses it).
+#[test]
+fn redirects_are_checked_again() {
+    let target = HttpServer::start(|_, _| Reply::new(200, "ok"));
+    let location = format!("{}/landing", target.url());
+    let origin = HttpServer::start(move |_, _| Reply::new(302, "").header("location", &location));
+    let url = format!("url={}/hook", origin.url());
+    let run = runbox(&[
+        "check",
+        "http-health",
+        "--with",
+        &url,
+        "--with",
+        "follow_redirects=3",
+        "--allow",
+        &origin.url(),
+    ]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains(&format!("sandbox: HTTP request to http://{} denied", target.addr)),
+        "{}",
+        run.stdout
+    );
+    assert!(target.received().is_empty(), "the redirect reached an ungranted host");
+
+    let both = [
+        "check",
+        "http-health",
+        "--with",
+        &url,
+        "--with",
+        "follow_redirects=3",
+        "--allow",
+        &origin.url(),
+        "--allow",
+        &target.url(),
+    ];
+    let run = runbox(&both);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(target.received().len(), 1);
+}
+
+/// The host caps a response body at 16 MiB, whatever the plugin is willing to read.
+#[test]
+fn response_bodies_are_capped_by_the_host() {
+    let big = "x".repeat(17 << 20);
+    let server = HttpServer::start(move |_, _| Reply::new(200, &big));
+    let url = format!("url={}/big", server.url());
+    let run = runbox(&[
+        "check",
+        "http-health",
+        "--with",
+        &url,
+        "--with",
+        "max_body_bytes=67108864",
+        "--allow",
+        &server.url(),
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("HTTP response body size exceeds limit: 16777216 bytes"),
+        "{}",
+        run.stdout
+    );
+}

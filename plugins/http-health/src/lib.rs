@@ -23,7 +23,8 @@ const SCHEMA: &str = r#"{
     "json_equals": {"description": "Value json_field must have (any JSON value)"},
     "warn": {"type": "string", "description": "Nagios range for latency_ms that raises WARNING"},
     "crit": {"type": "string", "description": "Nagios range for latency_ms that raises CRITICAL"},
-    "max_body_bytes": {"type": "integer", "minimum": 0, "default": 1048576}
+    "max_body_bytes": {"type": "integer", "minimum": 0, "default": 1048576},
+    "follow_redirects": {"type": "integer", "minimum": 0, "maximum": 10, "default": 0, "description": "How many redirects to follow (each hop is checked against the grants)"}
   },
   "required": ["url"],
   "dependentRequired": {"json_equals": ["json_field"], "json_field": ["json_equals"]},
@@ -46,6 +47,8 @@ struct Config {
     crit: Option<String>,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    #[serde(default)]
+    follow_redirects: usize,
 }
 
 fn default_method() -> String {
@@ -88,8 +91,15 @@ impl Guest for HttpHealth {
 fn check(config: &Config, thresholds: &Thresholds) -> Report {
     let headers: Vec<(String, String)> = config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let started = Instant::now();
-    let response = match http::send(&config.method, &config.url, &headers, None, config.max_body_bytes) {
-        Ok(response) => response,
+    let response = match http::send_following(
+        &config.method,
+        &config.url,
+        &headers,
+        None,
+        config.max_body_bytes,
+        config.follow_redirects,
+    ) {
+        Ok((response, _hops)) => response,
         Err(Failure::Denied) => {
             return Report::critical(format!("{} {}: {}", config.method, config.url, Failure::Denied));
         }

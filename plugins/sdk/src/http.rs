@@ -194,6 +194,48 @@ pub fn send(
     Ok(Response { status, headers, body })
 }
 
+/// Like [`send`], following up to `max_redirects` redirects. Each hop is a new request,
+/// which the host checks against the grants again. 303 (and 301/302 after a POST)
+/// continue as GET without a body, as browsers do. Returns the final response and the
+/// URLs visited after the first.
+pub fn send_following(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    max_body: usize,
+    max_redirects: usize,
+) -> Result<(Response, Vec<String>), Failure> {
+    let (mut method, mut url, mut body) = (method.to_string(), url.to_string(), body);
+    let mut hops = Vec::new();
+    loop {
+        let response = send(&method, &url, headers, body, max_body)?;
+        let location = response.header("location").map(str::to_string);
+        let (true, Some(location)) = (matches!(response.status, 301 | 302 | 303 | 307 | 308), location) else {
+            return Ok((response, hops));
+        };
+        if hops.len() >= max_redirects {
+            return Err(Failure::Other(format!(
+                "more than {max_redirects} redirects (last to {location})"
+            )));
+        }
+        let here = Target::parse(&url).map_err(Failure::Other)?;
+        url = if location.contains("://") {
+            location
+        } else if location.starts_with('/') {
+            format!("{}://{}{location}", here.scheme, here.authority)
+        } else {
+            let base = here.path_with_query.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+            format!("{}://{}{base}/{location}", here.scheme, here.authority)
+        };
+        if response.status == 303 || (matches!(response.status, 301 | 302) && method == "POST") {
+            method = "GET".into();
+            body = None;
+        }
+        hops.push(url.clone());
+    }
+}
+
 fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failure> {
     let stream = incoming
         .stream()
