@@ -224,10 +224,11 @@ async fn validate(
     for file in runbooks {
         match prepare(runtime, plugin_path, file, &sets, Mode::Validate).await {
             Ok(runbook) => report.push_str(&format!(
-                "ok: {} ({}, {} steps)\n",
+                "ok: {} ({}, {} step{})\n",
                 file.display(),
                 runbook.manifest.name,
-                runbook.steps.len()
+                runbook.steps.len(),
+                if runbook.steps.len() == 1 { "" } else { "s" }
             )),
             Err(found) => {
                 problems += found.len();

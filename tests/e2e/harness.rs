@@ -514,6 +514,15 @@ pub struct Received {
     pub path: String,
     /// Body.
     pub body: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// What a route answers: status, body, and how long to wait before answering.
@@ -620,15 +629,18 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
         parts.next().unwrap_or("").to_string(),
     );
     let mut length = 0;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; length];
@@ -637,6 +649,7 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
         method,
         path,
         body: String::from_utf8_lossy(&body).into_owned(),
+        headers,
     };
     let earlier = {
         let mut log = log.lock().unwrap();

@@ -4,6 +4,7 @@
 mod harness;
 
 mod languages;
+mod livekit;
 
 mod check_redis;
 mod cli;

@@ -1,0 +1,260 @@
+//! `livekit-token`: mints an HS256 access token the way LiveKit's server SDKs do
+//! (`iss` = API key, `sub` = identity, `nbf`, `exp`, `video` grants), with the API
+//! secret from a granted secret only, and calls the RoomService over Twirp
+//! (`POST {url}/twirp/livekit.RoomService/ListRooms`) to prove the API accepts it.
+//! `mode: mint-only` mints and verifies the token without any network (for "token
+//! generation errors").
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use runbox_plugin_sdk::check::Guest;
+use runbox_plugin_sdk::http::{self, Failure};
+use runbox_plugin_sdk::threshold::Thresholds;
+use runbox_plugin_sdk::{Info, Report, Status, config, secret, time};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::time::Instant;
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "livekit-token config",
+  "type": "object",
+  "properties": {
+    "url": {"type": "string", "description": "LiveKit server URL, e.g. https://livekit.example.com (not needed for mint-only)"},
+    "api_key": {"type": "string", "description": "LiveKit API key (the token's issuer)"},
+    "api_secret_secret": {"type": "string", "default": "livekit_api_secret", "description": "Name of the granted secret holding the API secret"},
+    "mode": {"type": "string", "enum": ["api", "mint-only"], "default": "api"},
+    "identity": {"type": "string", "default": "runbox-probe"},
+    "room": {"type": "string", "description": "Room for a roomJoin grant (mint-only)"},
+    "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 300},
+    "warn": {"type": "string", "description": "Nagios range for latency_ms that raises WARNING"},
+    "crit": {"type": "string"}
+  },
+  "required": ["api_key"],
+  "additionalProperties": false
+}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    url: Option<String>,
+    api_key: String,
+    #[serde(default = "default_secret")]
+    api_secret_secret: String,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default = "default_identity")]
+    identity: String,
+    room: Option<String>,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: i64,
+    warn: Option<String>,
+    crit: Option<String>,
+}
+
+fn default_secret() -> String {
+    "livekit_api_secret".into()
+}
+fn default_mode() -> String {
+    "api".into()
+}
+fn default_identity() -> String {
+    "runbox-probe".into()
+}
+fn default_ttl() -> i64 {
+    300
+}
+
+/// Signs `claims` as an HS256 JWT.
+fn mint(claims: &Value, secret: &[u8]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(sign(signing_input.as_bytes(), secret))
+    )
+}
+
+fn sign(data: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks the token's signature and claims as a server would; the error says what failed.
+fn verify(token: &str, secret: &[u8], api_key: &str, now: i64) -> Result<Value, String> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not three dot-separated parts".into());
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("{header}.{payload}").as_bytes());
+    let given = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "signature is not base64url")?;
+    mac.verify_slice(&given).map_err(|_| "signature does not verify")?;
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| "payload is not base64url")?,
+    )
+    .map_err(|err| format!("payload is not JSON: {err}"))?;
+    if claims["iss"] != api_key {
+        return Err("issuer is not the API key".into());
+    }
+    let (nbf, exp) = (
+        claims["nbf"].as_i64().unwrap_or(i64::MAX),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    if !(nbf <= now && now < exp) {
+        return Err(format!("not valid now (nbf {nbf}, exp {exp}, now {now})"));
+    }
+    Ok(claims)
+}
+
+struct LiveKitToken;
+
+impl Guest for LiveKitToken {
+    fn info() -> Info {
+        runbox_plugin_sdk::info!(
+            "livekit-token",
+            "Mints a LiveKit access token and checks that the RoomService API accepts it",
+            SCHEMA
+        )
+    }
+
+    fn run(config: String) -> Result<Report, String> {
+        Ok(check(&config).unwrap_or_else(Report::unknown))
+    }
+}
+
+fn check(json: &str) -> Result<Report, String> {
+    let config: Config = config::parse(json)?;
+    let api_secret = secret(&config.api_secret_secret).map_err(|err| config::field_error("api_secret_secret", err))?;
+    let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
+    let now = time::now();
+    let mut video = match config.mode.as_str() {
+        "mint-only" => json!({"roomJoin": true}),
+        _ => json!({"roomList": true}),
+    };
+    if let Some(room) = &config.room {
+        video["room"] = json!(room);
+    }
+    let claims = json!({
+        "iss": config.api_key,
+        "sub": config.identity,
+        "jti": config.identity,
+        "nbf": now,
+        "exp": now + config.ttl_seconds,
+        "video": video,
+    });
+    let token = mint(&claims, api_secret.as_bytes());
+    if let Err(why) = verify(&token, api_secret.as_bytes(), &config.api_key, now) {
+        return Ok(Report::critical(format!(
+            "token generation failed: the minted token does not verify ({why})"
+        )));
+    }
+    if config.mode == "mint-only" {
+        return Ok(Report::new(
+            Status::Ok,
+            format!(
+                "minted and verified an HS256 token for {} (valid {} s)",
+                config.identity, config.ttl_seconds
+            ),
+        )
+        .metric("token_bytes", token.len() as f64, "B"));
+    }
+
+    let url = config
+        .url
+        .as_deref()
+        .ok_or_else(|| config::field_error("url", "required unless mode is mint-only"))?;
+    let endpoint = format!("{}/twirp/livekit.RoomService/ListRooms", url.trim_end_matches('/'));
+    let headers = vec![
+        ("authorization".to_string(), format!("Bearer {token}")),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    let started = Instant::now();
+    let response = match http::send("POST", &endpoint, &headers, Some(b"{}"), 4 << 20) {
+        Ok(response) => response,
+        Err(Failure::Denied) => return Ok(Report::critical(format!("POST {endpoint}: {}", Failure::Denied))),
+        Err(failure) => {
+            return Ok(Report::critical(format!(
+                "LiveKit API unreachable: POST {endpoint}: {failure}"
+            )));
+        }
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    // Twirp errors are {"code": "...", "msg": "..."}.
+    let twirp = |body: &Value| {
+        format!(
+            "{} {}: {}",
+            response.status,
+            body["code"].as_str().unwrap_or("?"),
+            body["msg"].as_str().unwrap_or("")
+        )
+    };
+    match response.status {
+        200 => {
+            let rooms = body["rooms"].as_array().map_or(0, Vec::len);
+            let mut report = Report::new(
+                Status::Ok,
+                format!("ListRooms accepted the token in {latency_ms:.1} ms: {rooms} rooms"),
+            )
+            .judged_metric("latency_ms", latency_ms, "ms", &thresholds)
+            .metric("rooms", rooms as f64, "");
+            if report.status != Status::Ok {
+                report.summary = format!("{} (slow)", report.summary);
+            }
+            Ok(report)
+        }
+        401 | 403 => Ok(
+            Report::critical(format!("credentials rejected by LiveKit ({})", twirp(&body))).metric(
+                "latency_ms",
+                latency_ms,
+                "ms",
+            ),
+        ),
+        status if status >= 500 => Ok(Report::critical(format!("LiveKit API error ({})", twirp(&body)))),
+        _ => Ok(Report::critical(format!(
+            "unexpected answer from ListRooms ({})",
+            twirp(&body)
+        ))),
+    }
+}
+
+runbox_plugin_sdk::export_check!(LiveKitToken);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_tampering_does_not() {
+        let claims = json!({"iss": "APIkey", "sub": "me", "nbf": 100, "exp": 200, "video": {"roomList": true}});
+        let token = mint(&claims, b"secret");
+        assert_eq!(verify(&token, b"secret", "APIkey", 150).unwrap()["sub"], "me");
+        assert!(
+            verify(&token, b"other", "APIkey", 150)
+                .unwrap_err()
+                .contains("signature")
+        );
+        assert!(
+            verify(&token, b"secret", "OtherKey", 150)
+                .unwrap_err()
+                .contains("issuer")
+        );
+        assert!(
+            verify(&token, b"secret", "APIkey", 250)
+                .unwrap_err()
+                .contains("not valid now")
+        );
+        let tampered = token.replacen('.', ".e30", 1);
+        assert!(verify(&tampered, b"secret", "APIkey", 150).is_err());
+    }
+}
