@@ -1,7 +1,13 @@
-//! Benchmark: loading redis-ping cold (compile) vs from the compile cache, and one
-//! redis-ping check through runbox vs a native Rust connect+PING vs spawning
-//! `redis-cli ping` (what a Nagios-style runner does), all in one run against one
-//! real redis-server on loopback; and the sandbox's own cost (a no-op check). Prints median and p99 and ratios to the baselines.
+//! The benchmark suite (issue 9), all in one run against one real redis-server on
+//! loopback, each figure with its baseline from the same run:
+//! - loading redis-ping cold (compile) vs from the compile cache;
+//! - the sandbox's own cost: a no-op check (new store, instantiate, call, teardown);
+//! - one redis-ping check through runbox vs a native Rust connect+PING vs spawning
+//!   `redis-cli ping` (what a Nagios-style runner does);
+//! - `runbox run` of 1,000 independent redis-ping steps with `--parallel 64`: wall time,
+//!   checks/s, peak RSS;
+//! - `runbox run` of a 6-step runbook as a whole process, warm vs cold cache, vs a
+//!   shell script running the six equivalent `runbox check` commands. Prints median and p99 and ratios to the baselines.
 //!
 //! Run with `scripts/bench` (builds the plugins, then `cargo bench --profile dev`).
 
@@ -110,14 +116,14 @@ fn main() {
         },
     );
 
-    println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown)");
+    println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown), in one task");
     let noop = tokio.block_on(cached.load(&harness::plugin("noop_check"))).unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();
-    let noop_stats = measure("no-op check", 2000, || {
-        let outcome = tokio.block_on(cached.run_check(&noop, &empty, &no_grants, &Limits::default()));
+    let noop_stats = tokio.block_on(measure_async("no-op check", 5000, || async {
+        let outcome = cached.run_check(&noop, &empty, &no_grants, &Limits::default()).await;
         assert_eq!(outcome.status, Status::Ok);
-    });
+    }));
     let noop_median = noop_stats.median;
     print(
         &[noop_stats],
@@ -138,10 +144,10 @@ fn main() {
     };
     let limits = Limits::default();
     let native = measure("native Rust connect+PING", 2000, || native_ping(port).unwrap());
-    let through_runbox = measure("runbox redis-ping (sandboxed)", 2000, || {
-        let outcome = tokio.block_on(cached.run_check(&loaded, &config, &grants, &limits));
+    let through_runbox = tokio.block_on(measure_async("runbox redis-ping (sandboxed)", 2000, || async {
+        let outcome = cached.run_check(&loaded, &config, &grants, &limits).await;
         assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
-    });
+    }));
     let spawn_cli = measure("spawn `redis-cli ping`", 200, || {
         let output = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "ping"])
@@ -161,9 +167,168 @@ fn main() {
             samples: 0,
         },
     );
+
     println!(
-        "\nrunbox redis-ping is {:.2}× the native loop and {:.1}× faster than spawning redis-cli",
-        runbox_median.as_secs_f64() / native_median.as_secs_f64(),
-        spawn_median.as_secs_f64() / runbox_median.as_secs_f64()
+        "\na runbook of 1,000 independent redis-ping steps, --parallel 64, as one `runbox run` process (warm cache)"
     );
+    let big = runbook(scratch.path(), "thousand", 1000, port);
+    let cache = scratch.path().join("cache");
+    let env = [("RUNBOX_CACHE_DIR", cache.to_str().unwrap())];
+    run_process(&big, &["--parallel", "64"], &env); // warm the cache
+    let mut runs: Vec<(Duration, f64, u64)> = (0..5).map(|_| run_process(&big, &["--parallel", "64"], &env)).collect();
+    runs.sort_by_key(|r| r.0);
+    let (wall, executor_ms, peak_kib) = runs[runs.len() / 2];
+    let checks_per_s = 1000.0 / wall.as_secs_f64();
+    println!(
+        "  wall {:.0} ms (median of 5 processes): {checks_per_s:.0} checks/s; steps alone {executor_ms:.0} ms = {:.0} checks/s; peak RSS {:.1} MiB",
+        wall.as_secs_f64() * 1e3,
+        1000.0 / (executor_ms / 1e3),
+        peak_kib as f64 / 1024.0
+    );
+
+    println!("\na 6-step runbook as a whole process vs a shell script of the six `runbox check` commands");
+    let six = runbook(scratch.path(), "six", 6, port);
+    let warm_run = measure("runbox run (warm cache)", 20, || {
+        run_process(&six, &[], &env);
+    });
+    let cold_dir = scratch.path().join("cold");
+    let cold_run = measure("runbox run (empty cache)", 5, || {
+        let _ = std::fs::remove_dir_all(&cold_dir);
+        run_process(&six, &[], &[("RUNBOX_CACHE_DIR", cold_dir.to_str().unwrap())]);
+    });
+    let script = scratch.path().join("six.sh");
+    let check = format!(
+        "{} --plugin-dir {} check redis-ping --with url=redis://127.0.0.1:{port} --allow redis://127.0.0.1:{port} >/dev/null\n",
+        env!("CARGO_BIN_EXE_runbox"),
+        harness::plugin_dir().display()
+    );
+    std::fs::write(&script, format!("set -e\n{}", check.repeat(6))).unwrap();
+    let shell = measure("shell script: 6 × runbox check", 20, || {
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("RUNBOX_CACHE_DIR", &cache)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    let network = native_median * 6;
+    let warm_median = warm_run.median;
+    print(
+        &[warm_run, cold_run, shell],
+        &Stats {
+            name: "warm run",
+            median: warm_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
+    let beyond = warm_median.saturating_sub(network);
+
+    println!("\ntargets");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "  no-op invocation ≤ 20 µs median: {:.1} µs — {}",
+        noop_median.as_secs_f64() * 1e6,
+        verdict(noop_median <= Duration::from_micros(20))
+    );
+    let ratio = runbox_median.as_secs_f64() / native_median.as_secs_f64();
+    println!("  redis-ping ≤ 1.5× native: {ratio:.2}× — {}", verdict(ratio <= 1.5));
+    let faster = spawn_median.as_secs_f64() / runbox_median.as_secs_f64();
+    println!(
+        "  redis-ping ≥ 50× faster than spawning redis-cli: {faster:.1}× — {}",
+        verdict(faster >= 50.0)
+    );
+    println!(
+        "  1,000-step runbook ≥ 5,000 checks/s: {checks_per_s:.0} — {}",
+        verdict(checks_per_s >= 5000.0)
+    );
+    println!(
+        "  1,000-step runbook peak RSS ≤ 200 MiB: {:.1} MiB — {}",
+        peak_kib as f64 / 1024.0,
+        verdict(peak_kib <= 200 * 1024)
+    );
+    println!(
+        "  warm 6-step runbook ≤ 50 ms beyond the checks' network time ({:.2} ms): {:.1} ms — {}",
+        network.as_secs_f64() * 1e3,
+        beyond.as_secs_f64() * 1e3,
+        verdict(beyond <= Duration::from_millis(50))
+    );
+}
+
+/// Like [`measure`], for an async operation, all samples in the current task.
+async fn measure_async<F: std::future::Future<Output = ()>>(
+    name: &'static str,
+    samples: usize,
+    mut f: impl FnMut() -> F,
+) -> Stats {
+    for _ in 0..samples.div_ceil(10).max(1) {
+        f().await;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        f().await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let p99 = times[((samples * 99).div_ceil(100)).saturating_sub(1).min(samples - 1)];
+    Stats {
+        name,
+        median: times[samples / 2],
+        p99,
+        samples,
+    }
+}
+
+/// Writes a runbook of `steps` independent redis-ping steps.
+fn runbook(dir: &std::path::Path, name: &str, steps: usize, port: u16) -> std::path::PathBuf {
+    let mut yaml = format!("name: {name}\nsteps:\n");
+    for i in 0..steps {
+        yaml.push_str(&format!(
+            "  - id: ping-{i}\n    uses: redis-ping\n    with:\n      url: redis://127.0.0.1:{port}\n    allow:\n      - redis://127.0.0.1:{port}\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Runs `runbox run FILE --format json` as a process; returns its wall time, the run's
+/// own duration, and its peak RSS (KiB, the last VmHWM seen before it exited).
+fn run_process(file: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (Duration, f64, u64) {
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    command
+        .arg("--plugin-dir")
+        .arg(harness::plugin_dir())
+        .arg("run")
+        .arg(file)
+        .args(["--format", "json"])
+        .args(extra);
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            peak = kib;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = started.elapsed();
+    let json: serde_json::Value = serde_json::from_str(&reader.join().unwrap()).expect("runbox run printed JSON");
+    assert_eq!(json["status"], "ok", "the runbook did not pass");
+    (wall, json["duration_ms"].as_f64().unwrap(), peak)
 }

@@ -408,7 +408,7 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
         )));
     }
     let config = config::build(&plugin.info.config_schema, args.config.as_deref(), &args.with).map_err(invalid)?;
-    let problems = config::violations(&plugin.info.config_schema, &config);
+    let problems = plugin.config_violations(&config);
     if !problems.is_empty() {
         return Err(invalid(format!(
             "invalid config for plugin `{name}`:\n  {}\n(see `runbox plugins inspect {}` for the config schema)",

@@ -76,10 +76,14 @@ pub fn coerce(schema: &Value, config: &mut Value) {
 
 /// Every way `config` violates `schema`, each naming the field.
 pub fn violations(schema: &Value, config: &Value) -> Vec<String> {
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(validator) => validator,
-        Err(err) => return vec![format!("the plugin's config schema is invalid: {err}")],
-    };
+    match jsonschema::validator_for(schema) {
+        Ok(validator) => violations_of(&validator, config),
+        Err(err) => vec![format!("the plugin's config schema is invalid: {err}")],
+    }
+}
+
+/// Every way `config` violates an already compiled schema, each naming the field.
+pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<String> {
     validator
         .iter_errors(config)
         .map(|err| {

@@ -181,6 +181,7 @@ pub async fn prepare(
 
     let runbook_dir = file.parent().unwrap_or(Path::new("."));
     let mut steps = Vec::new();
+    let mut loaded = HashMap::new();
     for (i, step) in manifest.steps.iter().enumerate() {
         let at = |field: &str| format!("steps[{i}].{field}");
         let id = step.id.as_str();
@@ -299,7 +300,7 @@ pub async fn prepare(
         }
 
         // The plugin: resolve, load, pin, kind.
-        let plugin = match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses).await {
+        let plugin = match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, &mut loaded).await {
             Ok(plugin) => Some(plugin),
             Err(message) => {
                 cx.problem(&at("uses"), Some(id), message);
@@ -317,7 +318,7 @@ pub async fn prepare(
         }
         let mut config = Value::Object(config);
         crate::config::coerce(&plugin.info.config_schema, &mut config);
-        for violation in crate::config::violations(&plugin.info.config_schema, &config) {
+        for violation in plugin.config_violations(&config) {
             let mentions_unresolved = unresolved_keys
                 .iter()
                 .any(|key| violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\"")));
@@ -634,6 +635,7 @@ async fn resolve_plugin(
     plugin_path: &PluginPath,
     runbook_dir: &Path,
     uses: &str,
+    loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
 ) -> Result<Arc<Plugin>, String> {
     let (spec, pinned) = match uses.split_once("@sha256:") {
         Some((spec, digest)) => {
@@ -655,7 +657,15 @@ async fn resolve_plugin(
         spec.to_string()
     };
     let path = plugin_path.resolve(&spec)?;
-    let plugin = runtime.load(&path).await.map_err(|err| err.to_string())?;
+    // Each file is loaded once per runbook, however many steps use it.
+    let plugin = match loaded.get(&path) {
+        Some(plugin) => plugin.clone(),
+        None => {
+            let plugin = Arc::new(runtime.load(&path).await.map_err(|err| err.to_string())?);
+            loaded.insert(path.clone(), plugin.clone());
+            plugin
+        }
+    };
     if let Some(pinned) = pinned
         && pinned != plugin.digest
     {
@@ -665,5 +675,5 @@ async fn resolve_plugin(
             plugin.digest
         ));
     }
-    Ok(Arc::new(plugin))
+    Ok(plugin)
 }

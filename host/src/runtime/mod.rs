@@ -144,6 +144,8 @@ pub struct Plugin {
     pub kind: Kind,
     /// What it says about itself.
     pub info: PluginInfo,
+    /// Its config schema, compiled once.
+    validator: Arc<jsonschema::Validator>,
     /// The interfaces it imports (WIT names).
     pub imports: Vec<String>,
     /// The names it exports.
@@ -153,6 +155,13 @@ pub struct Plugin {
     /// Time the load took (read, compile or cache load, checks, `info()`).
     pub load_time: Duration,
     pre: Pre,
+}
+
+impl Plugin {
+    /// Every way `config` violates the plugin's schema, each naming the field.
+    pub fn config_violations(&self, config: &serde_json::Value) -> Vec<String> {
+        crate::config::violations_of(&self.validator, config)
+    }
 }
 
 /// Everything an invocation of a check produced, after caps and redaction.
@@ -283,37 +292,31 @@ impl Runtime {
             Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
             Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
         };
-        let mut plugin = Plugin {
-            path: path.into(),
-            digest,
-            kind,
-            info: PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                description: String::new(),
-                config_schema: serde_json::Value::Null,
-            },
-            imports,
-            exports,
-            compiled,
-            load_time: Duration::ZERO,
-            pre,
-        };
-        plugin.info = self.info(&plugin).await.map_err(|reason| LoadError::Info {
+        let (info, validator) = self.info(path, &pre).await.map_err(|reason| LoadError::Info {
             path: path.into(),
             reason,
         })?;
-        plugin.load_time = started.elapsed();
-        Ok(plugin)
+        Ok(Plugin {
+            path: path.into(),
+            digest,
+            kind,
+            info,
+            validator: Arc::new(validator),
+            imports,
+            exports,
+            compiled,
+            load_time: started.elapsed(),
+            pre,
+        })
     }
 
-    async fn info(&self, plugin: &Plugin) -> Result<PluginInfo, String> {
+    async fn info(&self, path: &Path, pre: &Pre) -> Result<(PluginInfo, jsonschema::Validator), String> {
         let limits = Limits {
             deadline: Duration::from_secs(2),
             ..Limits::default()
         };
         let sandbox = Sandbox::new(
-            &plugin.path.display().to_string(),
+            &path.display().to_string(),
             &Grants::default(),
             HashMap::new(),
             Arc::default(),
@@ -324,7 +327,7 @@ impl Runtime {
         .map_err(|err| err.to_string())?;
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let call = async {
-            match &plugin.pre {
+            match pre {
                 Pre::Check(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
                 Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
             }
@@ -334,14 +337,15 @@ impl Runtime {
             .map_err(|fault| fault.describe(&store.data().host.stderr.contents().0).1)?;
         let schema: serde_json::Value =
             serde_json::from_str(&info.config_schema).map_err(|err| format!("its config schema is not JSON: {err}"))?;
-        jsonschema::validator_for(&schema)
+        let validator = jsonschema::validator_for(&schema)
             .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
-        Ok(PluginInfo {
+        let info = PluginInfo {
             name: info.name,
             version: info.version,
             description: info.description,
             config_schema: schema,
-        })
+        };
+        Ok((info, validator))
     }
 
     fn store(&self, sandbox: Sandbox, deadline: Duration) -> (Store<Sandbox>, Activity) {
