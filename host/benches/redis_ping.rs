@@ -96,10 +96,12 @@ fn main() {
         let loaded = tokio.block_on(uncached.load(&plugin)).unwrap();
         assert!(loaded.compiled);
     });
-    let cached = Runtime::new(RuntimeOptions {
-        cache_dir: Some(scratch.path().join("cache")),
-    })
-    .unwrap();
+    let cached = std::sync::Arc::new(
+        Runtime::new(RuntimeOptions {
+            cache_dir: Some(scratch.path().join("cache")),
+        })
+        .unwrap(),
+    );
     tokio.block_on(cached.load(&plugin)).unwrap();
     let warm = measure("warm: cache load + checks + info()", 50, || {
         let loaded = tokio.block_on(cached.load(&plugin)).unwrap();
@@ -136,7 +138,7 @@ fn main() {
     );
 
     println!("\none check (connect + PING + close) against redis-server on 127.0.0.1:{port}");
-    let loaded = tokio.block_on(cached.load(&plugin)).unwrap();
+    let loaded = std::sync::Arc::new(tokio.block_on(cached.load(&plugin)).unwrap());
     let config = serde_json::json!({"url": format!("redis://127.0.0.1:{port}")});
     let grants = Grants {
         network: vec![format!("redis://127.0.0.1:{port}").parse().unwrap()],
@@ -148,6 +150,19 @@ fn main() {
         let outcome = cached.run_check(&loaded, &config, &grants, &limits).await;
         assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
     }));
+    // The same, on a tokio worker thread (where `runbox run` executes steps).
+    let on_worker = {
+        let (cached, loaded, config, grants) = (cached.clone(), loaded.clone(), config.clone(), grants.clone());
+        tokio
+            .block_on(tokio.spawn(async move {
+                measure_async("runbox redis-ping on a worker", 2000, || async {
+                    let outcome = cached.run_check(&loaded, &config, &grants, &limits).await;
+                    assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
+                })
+                .await
+            }))
+            .unwrap()
+    };
     let spawn_cli = measure("spawn `redis-cli ping`", 200, || {
         let output = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "ping"])
@@ -159,7 +174,7 @@ fn main() {
     let spawn_median = spawn_cli.median;
     let runbox_median = through_runbox.median;
     print(
-        &[native, through_runbox, spawn_cli],
+        &[native, through_runbox, on_worker, spawn_cli],
         &Stats {
             name: "native",
             median: native_median,
