@@ -4,10 +4,9 @@
 //! status of every request logged in it. Overall and for the worst operation.
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::s3::{Bucket, S3Error};
-use runbox_plugin_sdk::sigv4::Credentials;
+use runbox_plugin_sdk::s3::{self, Bucket, S3Error};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::{Info, Report, Status, config, http, s3log, secret, time};
+use runbox_plugin_sdk::{Info, Report, Status, config, http, s3log, time};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -43,7 +42,7 @@ const SCHEMA: &str = r#"{
 struct Config {
     #[serde(default)]
     endpoint: String,
-    #[serde(default = "default_region")]
+    #[serde(default = "s3::defaults::region")]
     region: String,
     #[serde(default)]
     bucket: String,
@@ -51,11 +50,11 @@ struct Config {
     prefix: String,
     #[serde(default = "default_window")]
     window: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "s3::defaults::path_style")]
     path_style: bool,
-    #[serde(default = "default_access")]
+    #[serde(default = "s3::defaults::access_key_secret")]
     access_key_secret: String,
-    #[serde(default = "default_secret")]
+    #[serde(default = "s3::defaults::secret_key_secret")]
     secret_key_secret: String,
     session_token_secret: Option<String>,
     warn: Option<String>,
@@ -71,20 +70,8 @@ struct Config {
     metrics_url: Option<String>,
 }
 
-fn default_region() -> String {
-    "us-east-1".into()
-}
 fn default_window() -> String {
     "15m".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_access() -> String {
-    "aws_access_key_id".into()
-}
-fn default_secret() -> String {
-    "aws_secret_access_key".into()
 }
 fn default_min() -> u64 {
     20
@@ -135,17 +122,6 @@ impl Guest for S3ErrorRate {
     }
 }
 
-/// The credentials named by the config's `*_secret` fields.
-fn credentials(access: &str, secret_key: &str, token: Option<&str>) -> Result<Credentials, String> {
-    Ok(Credentials {
-        access_key: secret(access).map_err(|err| config::field_error("access_key_secret", err))?,
-        secret_key: secret(secret_key).map_err(|err| config::field_error("secret_key_secret", err))?,
-        session_token: token
-            .map(|name| secret(name).map_err(|err| config::field_error("session_token_secret", err)))
-            .transpose()?,
-    })
-}
-
 fn check(json: &str) -> Result<Report, String> {
     let config: Config = config::parse(json)?;
     let window = time::parse_duration_secs(&config.window)
@@ -158,7 +134,7 @@ fn check(json: &str) -> Result<Report, String> {
     if let Some(url) = &config.metrics_url {
         return Ok(from_metrics(&config, url, &rate_4xx, &rate_5xx));
     }
-    let credentials = credentials(
+    let credentials = s3::credentials_from_secrets(
         &config.access_key_secret,
         &config.secret_key_secret,
         config.session_token_secret.as_deref(),

@@ -5,9 +5,8 @@
 //! empty prefix (the whole bucket) is refused unless `allow_empty_prefix` is set.
 
 use runbox_plugin_sdk::mitigation::Guest;
-use runbox_plugin_sdk::s3::{Bucket, Object};
-use runbox_plugin_sdk::sigv4::Credentials;
-use runbox_plugin_sdk::{Info, Outcome, Plan, Status, config, secret, time};
+use runbox_plugin_sdk::s3::{self, Bucket, Object};
+use runbox_plugin_sdk::{Info, Outcome, Plan, Status, config, time};
 use serde::Deserialize;
 
 const SCHEMA: &str = r#"{
@@ -35,18 +34,18 @@ const SCHEMA: &str = r#"{
 #[serde(deny_unknown_fields)]
 struct Config {
     endpoint: String,
-    #[serde(default = "default_region")]
+    #[serde(default = "s3::defaults::region")]
     region: String,
     bucket: String,
     prefix: String,
     older_than: String,
     #[serde(default)]
     allow_empty_prefix: bool,
-    #[serde(default = "default_true")]
+    #[serde(default = "s3::defaults::path_style")]
     path_style: bool,
-    #[serde(default = "default_access")]
+    #[serde(default = "s3::defaults::access_key_secret")]
     access_key_secret: String,
-    #[serde(default = "default_secret")]
+    #[serde(default = "s3::defaults::secret_key_secret")]
     secret_key_secret: String,
     #[serde(default = "default_max")]
     max_objects: usize,
@@ -54,18 +53,6 @@ struct Config {
     batch_size: usize,
 }
 
-fn default_region() -> String {
-    "us-east-1".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_access() -> String {
-    "aws_access_key_id".into()
-}
-fn default_secret() -> String {
-    "aws_secret_access_key".into()
-}
 fn default_max() -> usize {
     100_000
 }
@@ -174,11 +161,7 @@ fn prepare(json: &str) -> Result<(Config, Bucket, i64), String> {
             format!("\"{}\" is not a duration like 24h", config.older_than),
         )
     })?;
-    let credentials = Credentials {
-        access_key: secret(&config.access_key_secret).map_err(|err| config::field_error("access_key_secret", err))?,
-        secret_key: secret(&config.secret_key_secret).map_err(|err| config::field_error("secret_key_secret", err))?,
-        session_token: None,
-    };
+    let credentials = s3::credentials_from_secrets(&config.access_key_secret, &config.secret_key_secret, None)?;
     let bucket = Bucket::new(
         &config.endpoint,
         &config.bucket,

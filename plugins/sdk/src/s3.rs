@@ -8,6 +8,38 @@ use crate::time::{Utc, now, parse_rfc3339};
 use base64::Engine;
 use md5::{Digest, Md5};
 
+/// Credentials from granted secrets, named by a plugin's `access_key_secret`,
+/// `secret_key_secret` and (optional) `session_token_secret` config fields; errors name
+/// the field.
+pub fn credentials_from_secrets(access: &str, secret_key: &str, token: Option<&str>) -> Result<Credentials, String> {
+    let get = |name: &str, field: &str| crate::secret(name).map_err(|err| crate::config::field_error(field, err));
+    Ok(Credentials {
+        access_key: get(access, "access_key_secret")?,
+        secret_key: get(secret_key, "secret_key_secret")?,
+        session_token: token.map(|name| get(name, "session_token_secret")).transpose()?,
+    })
+}
+
+/// Config defaults shared by the S3 plugins (`#[serde(default = "…")]`).
+pub mod defaults {
+    /// `us-east-1`
+    pub fn region() -> String {
+        "us-east-1".into()
+    }
+    /// Path-style addressing (S3-compatible servers).
+    pub fn path_style() -> bool {
+        true
+    }
+    /// `aws_access_key_id`
+    pub fn access_key_secret() -> String {
+        "aws_access_key_id".into()
+    }
+    /// `aws_secret_access_key`
+    pub fn secret_key_secret() -> String {
+        "aws_secret_access_key".into()
+    }
+}
+
 /// One object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
