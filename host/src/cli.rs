@@ -15,6 +15,7 @@ use crate::runbook::executor::{Progress, Prompt, RunOptions, execute};
 use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
+use crate::scaffold::{self, Lang, World};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -63,8 +64,8 @@ enum Command {
     },
     /// Run one check plugin and report its status (exit code 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN).
     Check(CheckArgs),
-    /// List and inspect plugins.
-    #[command(subcommand)]
+    /// List, inspect, scaffold and build plugins (`runbox plugin …` works too).
+    #[command(subcommand, visible_alias = "plugin")]
     Plugins(PluginsCommand),
 }
 
@@ -136,6 +137,28 @@ struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 enum PluginsCommand {
+    /// Scaffold a plugin that builds and runs as it is.
+    New {
+        /// Plugin name (lower-case, digits, `-`).
+        name: String,
+        /// Language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// World: a read-only check or a mitigation.
+        #[arg(long, value_enum, default_value = "check")]
+        kind: World,
+        /// Directory to create [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Path of runbox's Rust SDK (plugins/sdk) [default: the checkout runbox was built from].
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin made by `plugin new`; prints the .wasm it wrote.
+    Build {
+        /// The plugin's directory.
+        path: PathBuf,
+    },
     /// List the plugins found in the plugin path.
     List {
         /// Output format (human or json).
@@ -195,6 +218,27 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         Command::Run(args) => run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await,
         Command::Validate { runbooks, set } => validate(&runtime, &plugin_path, &runbooks, &set).await,
         Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
+        Command::Plugins(PluginsCommand::New {
+            name,
+            lang,
+            kind,
+            dir,
+            sdk,
+        }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            scaffold::new(&name, lang, kind, &dir, sdk.as_deref()).map_err(invalid)?;
+            print(&format!(
+                "created {} ({lang:?} {kind:?}); build it with `runbox plugin build {}`\n",
+                dir.display(),
+                dir.display()
+            ))?;
+            Ok(0)
+        }
+        Command::Plugins(PluginsCommand::Build { path }) => {
+            let out = scaffold::build(&path).map_err(invalid)?;
+            print(&format!("{}\n", out.display()))?;
+            Ok(0)
+        }
         Command::Plugins(PluginsCommand::List { format }) => list(&runtime, &plugin_path, format).await,
         Command::Plugins(PluginsCommand::Inspect { plugin, format }) => {
             inspect(&runtime, &plugin_path, &plugin, format).await

@@ -17,3 +17,4 @@ pub mod report;
 pub mod result;
 pub mod runbook;
 pub mod runtime;
+pub mod scaffold;

@@ -13,3 +13,4 @@ mod pg;
 mod runbooks;
 mod s3;
 mod sandbox;
+mod scaffold;
