@@ -330,9 +330,9 @@ async fn run_runbook(
         None
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    let live = interactive && args.format == Format::Human && args.output.is_none()
-        || (std::io::stderr().is_terminal() && args.format == Format::Human);
-    if args.format == Format::Human && std::io::stderr().is_terminal() {
+    // Live progress and the header go to stderr, for a person watching it.
+    let live = args.format == Format::Human && std::io::stderr().is_terminal();
+    if live {
         eprint!("{}", runbook_header(&runbook.manifest));
     }
     let progress: Arc<dyn Fn(Progress<'_>) + Send + Sync> = if live {
