@@ -283,7 +283,7 @@ fn a_server_that_never_answers_gives_a_result_within_the_deadline() {
         server.addr
     );
     assert!(run.stdout.starts_with(&expected), "{}", run.stdout);
-    assert!(run.elapsed < Duration::from_millis(2500), "took {:?}", run.elapsed);
+    assert!(run.elapsed < Duration::from_secs(4), "took {:?}", run.elapsed);
 }
 
 #[test]

@@ -193,7 +193,7 @@ fn a_slow_query_is_cancelled_below_the_deadline() {
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stdout.contains("the query was cancelled after"), "{}", run.stdout);
     assert!(run.stdout.contains("(statement_timeout)"), "{}", run.stdout);
-    assert!(run.elapsed.as_secs_f64() < 2.5, "{:?}", run.elapsed);
+    assert!(run.elapsed.as_secs_f64() < 4.0, "{:?}", run.elapsed);
 }
 
 #[test]

@@ -161,24 +161,20 @@ pub fn send(
         let _ = options.set_between_bytes_timeout(Some(nanos));
     }
     let pending = outgoing_handler::handle(request, Some(options)).map_err(describe)?;
-    {
-        let stream = outgoing_body
-            .write()
-            .map_err(|()| Failure::Other("request body stream unavailable".into()))?;
-        for chunk in body.unwrap_or_default().chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|err| Failure::Other(format!("sending the body: {err:?}")))?;
-        }
-    }
-    OutgoingBody::finish(outgoing_body, None).map_err(describe)?;
+    // If the connection fails (refused, denied), the body stream closes too; the
+    // response future then holds the real reason, so a body error is reported only
+    // when the response itself came back.
+    let body_error = send_body(outgoing_body, body.unwrap_or_default()).err();
 
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(code))) => return Err(describe(code)),
-        Some(Err(())) | None => return Err(Failure::Other("no response".into())),
+        Some(Err(())) | None => return Err(body_error.unwrap_or_else(|| Failure::Other("no response".into()))),
     };
+    if let Some(err) = body_error {
+        return Err(err);
+    }
     let status = response.status();
     let headers = response
         .headers()
@@ -234,6 +230,21 @@ pub fn send_following(
         }
         hops.push(url.clone());
     }
+}
+
+/// Writes the request body and finishes it.
+fn send_body(outgoing_body: OutgoingBody, body: &[u8]) -> Result<(), Failure> {
+    {
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| Failure::Other("request body stream unavailable".into()))?;
+        for chunk in body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|err| Failure::Other(format!("sending the body: {err:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing_body, None).map_err(describe)
 }
 
 fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failure> {
