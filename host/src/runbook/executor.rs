@@ -228,14 +228,15 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
     let mut applied = None;
     if let Some(plan) = plan {
         let record = PlanRecord {
-            summary: outcome
-                .summary
-                .trim_start_matches("plan: ")
-                .trim_end_matches(" (destructive)")
-                .to_string(),
+            summary: outcome.summary.clone(),
             changes: outcome.details.clone(),
             destructive: plan.destructive,
         };
+        outcome.summary = format!(
+            "plan: {}{}",
+            record.summary,
+            if plan.destructive { " (destructive)" } else { "" }
+        );
         applied = Some(false);
         let decision = if !options.apply {
             Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))

@@ -380,8 +380,9 @@ impl Runtime {
         self.invoke(plugin, config, grants, limits, Call::Run).await.0
     }
 
-    /// Asks a mitigation what it would do (read-only). The outcome describes the plan
-    /// (`details` = its changes); the plan itself is returned for [`Runtime::apply`].
+    /// Asks a mitigation what it would do (read-only). The outcome carries the plan's
+    /// summary and changes (`details`), redacted; the plan itself is returned for
+    /// [`Runtime::apply`].
     pub async fn plan(
         &self,
         plugin: &Plugin,
@@ -483,12 +484,7 @@ impl Runtime {
                 report.metrics.into_iter().map(MetricResult::from).collect(),
             ),
             Ok(Ok(Answer::Plan(plan))) => {
-                let summary = format!(
-                    "plan: {}{}",
-                    plan.summary,
-                    if plan.destructive { " (destructive)" } else { "" }
-                );
-                let changes = plan.changes.clone();
+                let (summary, changes) = (plan.summary.clone(), plan.changes.clone());
                 answer = Some(Answer::Plan(plan));
                 (Status::Ok, summary, changes, Vec::new())
             }
