@@ -74,14 +74,6 @@ pub fn coerce(schema: &Value, config: &mut Value) {
     }
 }
 
-/// Every way `config` violates `schema`, each naming the field.
-pub fn violations(schema: &Value, config: &Value) -> Vec<String> {
-    match jsonschema::validator_for(schema) {
-        Ok(validator) => violations_of(&validator, config),
-        Err(err) => vec![format!("the plugin's config schema is invalid: {err}")],
-    }
-}
-
 /// Every way `config` violates an already compiled schema, each naming the field.
 pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<String> {
     validator
@@ -104,6 +96,10 @@ pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn violations(schema: &Value, config: &Value) -> Vec<String> {
+        violations_of(&jsonschema::validator_for(schema).expect("a valid schema"), config)
+    }
 
     fn schema() -> Value {
         json!({"type": "object", "properties": {
