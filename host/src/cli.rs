@@ -6,7 +6,7 @@ use crate::capabilities::{DirGrant, Grants, parse_env_grant};
 use crate::config;
 use crate::error::{Error, invalid};
 use crate::logging::{self, LogFormat};
-use crate::plugins::PluginPath;
+use crate::plugins::{PluginPath, PluginRef, Source};
 use crate::report::{self, Format};
 use crate::result::Status;
 use crate::result::{Kind, RunResult, StepResult, timestamp};
@@ -16,6 +16,7 @@ use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
 use crate::scaffold::{self, Lang, World};
+use crate::trust::{self, LineVerdict, TrustedKeys};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -42,9 +43,12 @@ pub struct Cli {
     /// Directory of the compiled-code cache [default: $RUNBOX_CACHE_DIR, $XDG_CACHE_HOME/runbox or ~/.cache/runbox].
     #[arg(long, value_name = "DIR", global = true)]
     cache_dir: Option<PathBuf>,
-    /// Compile plugins every time instead of using the cache.
+    /// Compile plugins every time instead of using the cache (plugins fetched by URL are still kept in it).
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Public keys trusted to sign plugins [default: $XDG_CONFIG_HOME/runbox/trusted-keys or ~/.config/runbox/trusted-keys].
+    #[arg(long, value_name = "FILE", global = true, env = "RUNBOX_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +65,9 @@ enum Command {
         /// Input value NAME=VALUE (repeatable), as `run` would get it.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// Report every plugin that is not signed by a trusted key (see --trusted-keys).
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Run one check plugin and report its status (exit code 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN).
     Check(CheckArgs),
@@ -103,6 +110,9 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
+    /// Refuse the plugin unless it is signed by a trusted key (see --trusted-keys).
+    #[arg(long)]
+    require_signed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +143,9 @@ struct RunArgs {
     /// Let steps reach cloud-metadata addresses if their grants cover them.
     #[arg(long)]
     allow_metadata: bool,
+    /// Run nothing unless every plugin is signed by a trusted key (see --trusted-keys).
+    #[arg(long)]
+    require_signed: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,11 +180,33 @@ enum PluginsCommand {
     },
     /// Show a plugin's name, version, world, imports and config schema.
     Inspect {
-        /// Plugin name or path to a .wasm file.
+        /// Plugin name, path to a .wasm file, or https://…@sha256:HEX URL.
         plugin: String,
         /// Output format (human or json).
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+    },
+    /// Show a plugin's sha256 and who signed it; exit 0 only if a trusted key did (1 otherwise).
+    Verify {
+        /// Plugin name, path to a .wasm file, or https://…@sha256:HEX URL.
+        plugin: String,
+    },
+    /// Create an ed25519 signing key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Name shown for the key [default: the file name of PREFIX].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Sign a plugin file: adds a line to FILE.sig (publish it beside the plugin).
+    Sign {
+        /// Plugin name or path to a .wasm file.
+        plugin: String,
+        /// The secret key file (PREFIX.key from `runbox plugins keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
 }
 
@@ -205,7 +240,21 @@ fn fail(err: &Error) -> ExitCode {
 }
 
 async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
-    let plugin_path = PluginPath::new(&cli.plugin_dir);
+    let mut plugin_path = PluginPath::new(&cli.plugin_dir);
+    // Downloads are kept even with --no-cache: that flag is about compiled code, and a
+    // pinned download is only ever used after its digest is checked again.
+    if let Some(dir) = cli.cache_dir.clone().or_else(CompileCache::default_dir) {
+        plugin_path = plugin_path.with_downloads(&dir);
+    }
+    let require_signed = match &cli.command {
+        Command::Run(args) => args.require_signed,
+        Command::Check(args) => args.require_signed,
+        Command::Validate { require_signed, .. } => *require_signed,
+        Command::Plugins(_) => false,
+    };
+    if require_signed {
+        plugin_path = plugin_path.require_signed(trusted_keys(cli.trusted_keys.as_deref(), true)?);
+    }
     let cache_dir = if cli.no_cache {
         None
     } else {
@@ -216,7 +265,7 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
     let runtime = std::sync::Arc::new(runtime);
     match cli.command {
         Command::Run(args) => run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await,
-        Command::Validate { runbooks, set } => validate(&runtime, &plugin_path, &runbooks, &set).await,
+        Command::Validate { runbooks, set, .. } => validate(&runtime, &plugin_path, &runbooks, &set).await,
         Command::Check(args) => check(&runtime, &plugin_path, args, cli.verbose > 0).await,
         Command::Plugins(PluginsCommand::New {
             name,
@@ -243,7 +292,185 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         Command::Plugins(PluginsCommand::Inspect { plugin, format }) => {
             inspect(&runtime, &plugin_path, &plugin, format).await
         }
+        Command::Plugins(PluginsCommand::Verify { plugin }) => {
+            verify(&plugin_path, &plugin, cli.trusted_keys.as_deref()).await
+        }
+        Command::Plugins(PluginsCommand::Keygen { out, name }) => keygen(&out, name.as_deref()),
+        Command::Plugins(PluginsCommand::Sign { plugin, key }) => sign(&plugin_path, &plugin, &key).await,
     }
+}
+
+/// The trusted keys: from `explicit` (--trusted-keys / $RUNBOX_TRUSTED_KEYS) or the
+/// default file. With `required` (--require-signed), a missing or empty file is an error.
+fn trusted_keys(explicit: Option<&std::path::Path>, required: bool) -> Result<TrustedKeys, Error> {
+    let Some(path) = explicit.map(PathBuf::from).or_else(TrustedKeys::default_path) else {
+        return if required {
+            Err(invalid(
+                "--require-signed needs trusted keys, and there is no home directory to find ~/.config/runbox/trusted-keys in: pass --trusted-keys FILE",
+            ))
+        } else {
+            Ok(TrustedKeys::default())
+        };
+    };
+    let keys = TrustedKeys::load(&path, required || explicit.is_some()).map_err(|err| {
+        if required {
+            invalid(format!(
+                "--require-signed: {err}. Create it with one `ed25519 <base64 public key> <name>` line per key you trust (`runbox plugins keygen` writes one to PREFIX.pub), or pass --trusted-keys FILE"
+            ))
+        } else {
+            invalid(err)
+        }
+    })?;
+    if required && keys.keys.is_empty() {
+        return Err(invalid(format!(
+            "--require-signed: {} lists no keys, so no plugin could run. Add one `ed25519 <base64 public key> <name>` line per key you trust (`runbox plugins keygen` writes one to PREFIX.pub)",
+            path.display()
+        )));
+    }
+    Ok(keys)
+}
+
+async fn verify(plugin_path: &PluginPath, spec: &str, trusted: Option<&std::path::Path>) -> Result<u8, Error> {
+    let keys = trusted_keys(trusted, false)?;
+    let reference = PluginRef::parse(spec, None).map_err(|err| invalid(format!("`{spec}`: {err}")))?;
+    let path = plugin_path.locate(&reference).await.map_err(invalid)?;
+    let bytes = std::fs::read(&path).map_err(|err| invalid(format!("cannot read {}: {err}", path.display())))?;
+    let digest = crate::runtime::cache::digest(&bytes);
+    let mut out = format!(
+        "file:         {}
+sha256:       {digest}
+",
+        path.display()
+    );
+    if let Some(pinned) = &reference.pinned
+        && *pinned != digest
+    {
+        return Err(invalid(format!(
+            "{} has sha256 {digest}, but `{spec}` pins {pinned}",
+            path.display()
+        )));
+    }
+    let sig_path = trust::signature_path(&path);
+    if let Source::Url(url) = &reference.source
+        && !sig_path.exists()
+        && let Some(downloads) = plugin_path.downloads()
+    {
+        let _ = downloads.fetch_signature(url, &digest).await;
+    }
+    out.push_str(&format!(
+        "trusted keys: {} ({} key{})
+",
+        keys.describe_source(),
+        keys.keys.len(),
+        if keys.keys.len() == 1 { "" } else { "s" }
+    ));
+    let mut signer = None;
+    let verdict = match std::fs::read_to_string(&sig_path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            out.push_str(&format!(
+                "signature:    none ({} does not exist)
+",
+                sig_path.display()
+            ));
+            "no: not signed".to_string()
+        }
+        Err(err) => return Err(invalid(format!("cannot read {}: {err}", sig_path.display()))),
+        Ok(text) => match trust::parse_signatures(&text) {
+            Err(err) => {
+                out.push_str(&format!(
+                    "signature:    {}: unreadable: {err}
+",
+                    sig_path.display()
+                ));
+                "no: the signature file is malformed".to_string()
+            }
+            Ok(lines) => {
+                out.push_str(&format!(
+                    "signature:    {}
+",
+                    sig_path.display()
+                ));
+                for line in &lines {
+                    let verdict = trust::verify_line(line, &digest, &keys);
+                    out.push_str(&format!(
+                        "  {} {}
+",
+                        if matches!(verdict, LineVerdict::Trusted(_)) {
+                            "✓"
+                        } else {
+                            "✗"
+                        },
+                        verdict.describe(line, &digest, &keys)
+                    ));
+                    if let LineVerdict::Trusted(name) = verdict {
+                        signer.get_or_insert(name);
+                    }
+                }
+                match &signer {
+                    Some(name) => format!("yes: signed by trusted key `{name}`"),
+                    None => "no: no valid signature by a trusted key".to_string(),
+                }
+            }
+        },
+    };
+    out.push_str(&format!(
+        "verified:     {verdict}
+"
+    ));
+    print(&out)?;
+    Ok(if signer.is_some() { 0 } else { 1 })
+}
+
+fn keygen(out: &std::path::Path, name: Option<&str>) -> Result<u8, Error> {
+    let default_name = out.file_name().map(|name| name.to_string_lossy().into_owned());
+    let name = name.map(String::from).or(default_name).ok_or_else(|| {
+        invalid(format!(
+            "--out {}: expected a path prefix such as keys/release",
+            out.display()
+        ))
+    })?;
+    let (secret, public, key) = trust::keygen(out, &name).map_err(invalid)?;
+    print(&format!(
+        "wrote {} (secret, mode 0600: keep it private) and {}
+public key: {} {name}
+trust it:   cat {} >> {}
+sign with:  runbox plugins sign PLUGIN.wasm --key {}
+",
+        secret.display(),
+        public.display(),
+        trust::key_text(&key),
+        public.display(),
+        TrustedKeys::default_path()
+            .map(|path| path.display().to_string())
+            .unwrap_or_else(|| "TRUSTED_KEYS_FILE".into()),
+        secret.display(),
+    ))?;
+    Ok(0)
+}
+
+async fn sign(plugin_path: &PluginPath, spec: &str, key: &std::path::Path) -> Result<u8, Error> {
+    let reference = PluginRef::parse(spec, None).map_err(|err| invalid(format!("`{spec}`: {err}")))?;
+    if let Source::Url(_) = reference.source {
+        return Err(invalid(
+            "sign the file you publish, then publish FILE.sig beside it: `runbox plugins sign FILE --key KEY` takes a local file",
+        ));
+    }
+    let secret = trust::read_secret_key(key).map_err(invalid)?;
+    let path = plugin_path.locate(&reference).await.map_err(invalid)?;
+    let bytes = std::fs::read(&path).map_err(|err| invalid(format!("cannot read {}: {err}", path.display())))?;
+    let digest = crate::runtime::cache::digest(&bytes);
+    let line = trust::sign(&secret.key, &digest);
+    let sig_path = trust::signature_path(&path);
+    trust::write_signature(&sig_path, &line).map_err(invalid)?;
+    print(&format!(
+        "signed {} (sha256 {digest}) with key `{}` ({}): wrote {}
+",
+        path.display(),
+        secret.name,
+        trust::key_text(&line.key),
+        sig_path.display()
+    ))?;
+    Ok(0)
 }
 
 fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, Error> {
@@ -412,9 +639,12 @@ fn runbook_header(manifest: &crate::runbook::manifest::Manifest) -> String {
     out
 }
 
-async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Plugin, Error> {
-    let path = plugin_path.resolve(spec).map_err(invalid)?;
-    runtime.load(&path).await.map_err(|err| invalid(err.to_string()))
+async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Arc<Plugin>, Error> {
+    let reference = PluginRef::parse(spec, None).map_err(|err| invalid(format!("`{spec}`: {err}")))?;
+    plugin_path
+        .load(runtime, &reference, &mut Default::default())
+        .await
+        .map_err(invalid)
 }
 
 async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, verbose: bool) -> Result<u8, Error> {

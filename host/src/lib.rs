@@ -3,7 +3,7 @@
 //! - [`runtime`]: engine, compile cache, plugin loading and sandboxed invocation;
 //! - [`capabilities`]: what a step may do (network, secrets, env, files), deny by default;
 //! - [`config`]: plugin config from the command line, validated against the plugin's schema;
-//! - [`plugins`]: finding plugins by name;
+//! - [`plugins`]: finding plugins by name, path or pinned URL ([`remote`]); [`trust`]: signatures;
 //! - [`result`] and [`report`]: results and their formats;
 //! - [`cli`]: the `runbox` command.
 
@@ -13,8 +13,10 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod plugins;
+pub mod remote;
 pub mod report;
 pub mod result;
 pub mod runbook;
 pub mod runtime;
 pub mod scaffold;
+pub mod trust;

@@ -11,7 +11,7 @@ use super::yaml;
 use crate::capabilities::network::Grant;
 use crate::capabilities::secrets::SecretGrant;
 use crate::capabilities::{Grants, parse_env_grant};
-use crate::plugins::PluginPath;
+use crate::plugins::{PluginPath, PluginRef};
 use crate::result::Kind;
 use crate::runtime::{Plugin, Runtime};
 use serde_json::Value;
@@ -637,43 +637,6 @@ async fn resolve_plugin(
     uses: &str,
     loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
 ) -> Result<Arc<Plugin>, String> {
-    let (spec, pinned) = match uses.split_once("@sha256:") {
-        Some((spec, digest)) => {
-            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("`uses: {uses}`: the pinned digest must be 64 hex digits"));
-            }
-            (spec, Some(digest.to_ascii_lowercase()))
-        }
-        None => (uses, None),
-    };
-    let spec = if spec.contains('/') || spec.ends_with(".wasm") {
-        let path = Path::new(spec);
-        if path.is_absolute() {
-            spec.to_string()
-        } else {
-            runbook_dir.join(path).display().to_string()
-        }
-    } else {
-        spec.to_string()
-    };
-    let path = plugin_path.resolve(&spec)?;
-    // Each file is loaded once per runbook, however many steps use it.
-    let plugin = match loaded.get(&path) {
-        Some(plugin) => plugin.clone(),
-        None => {
-            let plugin = Arc::new(runtime.load(&path).await.map_err(|err| err.to_string())?);
-            loaded.insert(path.clone(), plugin.clone());
-            plugin
-        }
-    };
-    if let Some(pinned) = pinned
-        && pinned != plugin.digest
-    {
-        return Err(format!(
-            "{} has sha256 {}, but the runbook pins {pinned}: refusing to run a plugin that is not the pinned one",
-            path.display(),
-            plugin.digest
-        ));
-    }
-    Ok(plugin)
+    let reference = PluginRef::parse(uses, Some(runbook_dir)).map_err(|err| format!("`uses: {uses}`: {err}"))?;
+    plugin_path.load(runtime, &reference, loaded).await
 }

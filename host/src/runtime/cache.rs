@@ -77,24 +77,32 @@ impl CompileCache {
     fn try_store(&self, digest: &str, component: &Component) -> std::io::Result<()> {
         create_private_dir(&self.dir)?;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let final_path = self.entry(digest);
-        let temp = self.dir.join(format!(
-            ".{digest}.{}.{:016x}.tmp",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        let written = file.write_all(&bytes).and_then(|()| file.sync_all());
-        drop(file);
-        if let Err(err) = written.and_then(|()| std::fs::rename(&temp, &final_path)) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(err);
-        }
-        Ok(())
+        write_atomically(&self.entry(digest), &bytes)
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Writes `bytes` to `path` so that no reader ever sees a partial file: a uniquely named
+/// temp file in the same directory, fsync'd, then renamed over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(err) = written.and_then(|()| std::fs::rename(&temp, path)) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) private to the user: 0700.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
