@@ -28,6 +28,26 @@ fn a_component_of_another_world_names_both_worlds() {
     );
 }
 
+/// A component that imports an interface the host does not offer is refused before any
+/// of its code runs, naming the import.
+#[test]
+fn an_import_the_sandbox_does_not_offer_is_refused_by_name() {
+    let path = plugin("extra_import");
+    let run = runbox(&["check", path.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} imports `runbox-test:spy/keylogger`, which the runbox sandbox does not offer",
+            path.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    let run = runbox(&["plugins", "inspect", path.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(run.stderr.contains("runbox-test:spy/keylogger"), "{}", run.stderr);
+}
+
 #[test]
 fn corrupt_files_get_a_reason() {
     let cases: &[(&[u8], &str)] = &[

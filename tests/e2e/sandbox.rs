@@ -102,7 +102,44 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
             Status::Ok,
             "lookup failed".into(),
         ),
+        // Only a remote host is granted: loopback on the same port is still denied.
+        (
+            json!({"mode": "connect", "target": format!("127.0.0.1:{}", redis.port)}),
+            grants(&[format!("tcp://203.0.113.10:{}", redis.port)]),
+            Status::Ok,
+            "connect failed".into(),
+        ),
         (json!({"mode": "env"}), Grants::default(), Status::Ok, "env: []".into()),
+        (
+            json!({"mode": "utf8"}),
+            Grants::default(),
+            Status::Unknown,
+            "plugin stopped: it passed a string that is not valid UTF-8".into(),
+        ),
+        (
+            json!({"mode": "utf8-log"}),
+            Grants::default(),
+            Status::Unknown,
+            "plugin stopped: it passed a string that is not valid UTF-8".into(),
+        ),
+        (
+            json!({"mode": "utf8-stdout"}),
+            Grants::default(),
+            Status::Ok,
+            "printed invalid UTF-8".into(),
+        ),
+        (
+            json!({"mode": "sockets"}),
+            Grants::default(),
+            Status::Ok,
+            "socket 65 failed".into(),
+        ),
+        (
+            json!({"mode": "handles"}),
+            Grants::default(),
+            Status::Unknown,
+            "plugin stopped: it held more than 10000 handles".into(),
+        ),
         (
             json!({"mode": "file", "target": "/etc/passwd"}),
             Grants::default(),
@@ -158,6 +195,10 @@ async fn denials_name_the_operation_and_the_grant_to_add() {
         ),
         (json!({"mode": "listen", "target": "0.0.0.0:0"}), "listen on 0.0.0.0:"),
         (
+            json!({"mode": "sockets"}),
+            "creating TCP socket number 65 denied: a plugin may create at most 64 sockets per invocation",
+        ),
+        (
             json!({"mode": "lookup", "target": "exfil.attacker.example"}),
             "name lookup of `exfil.attacker.example` denied",
         ),
@@ -174,6 +215,23 @@ async fn denials_name_the_operation_and_the_grant_to_add() {
             outcome.denied
         );
     }
+
+    // Only a remote host is granted: connecting to loopback is denied, and the grant to
+    // add names loopback (the plugin cannot reach the host's own services by accident).
+    let remote_only = grants(&["tcp://203.0.113.10:6379".into()]);
+    let outcome = mischief(
+        &runtime,
+        &bad,
+        json!({"mode": "connect", "target": "127.0.0.1:6379"}),
+        &remote_only,
+    )
+    .await;
+    assert_eq!(
+        outcome.denied,
+        vec![
+            "connect to 127.0.0.1:6379 denied: no grant covers it — add `tcp://127.0.0.1:6379` to the grants (--allow)"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,4 +378,34 @@ fn mischief_through_the_cli_exits_unknown_with_the_reason() {
     ]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(run.stdout.contains("memory limit of 16 MiB exceeded"), "{}", run.stdout);
+}
+
+/// A plugin that prints its granted secret everywhere it can (summary, details, metric
+/// name, log, stdout): every output format of a runbook run shows it redacted, and so
+/// does the audit-free log stream on stderr.
+#[test]
+fn a_printed_secret_is_redacted_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("leak.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "name: leak\nsteps:\n  - id: leak\n    uses: {}\n    with:\n      mode: secret\n      target: api_token\n    secrets:\n      api_token: env:LEAKY_TOKEN\n",
+            plugin("mischief").display()
+        ),
+    )
+    .unwrap();
+    let token = "tok-9d2e44aa71";
+    for format in ["human", "json", "junit", "nagios", "prometheus", "markdown"] {
+        let run = crate::harness::runbox_env(
+            &["-vv", "run", runbook.to_str().unwrap(), "--format", format],
+            &[("LEAKY_TOKEN", token)],
+        );
+        assert_eq!(run.code, 0, "{format}: {run:#?}");
+        assert!(run.stdout.contains("[REDACTED]"), "{format}: {}", run.stdout);
+        assert!(
+            !run.stdout.contains(token) && !run.stderr.contains(token),
+            "{format} leaked the secret: {run:#?}"
+        );
+    }
 }

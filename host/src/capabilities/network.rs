@@ -276,6 +276,14 @@ impl fmt::Display for Denial {
     }
 }
 
+/// TCP sockets one invocation may create. Each is a host file descriptor, so a plugin
+/// creating sockets in a loop could otherwise exhaust the runbox process's descriptors
+/// and starve every other step; a check needs a handful (one per address it tries).
+pub const MAX_SOCKETS_PER_INVOCATION: usize = 64;
+
+/// Distinct denials kept per invocation (reports show them all).
+pub const MAX_DENIALS_KEPT: usize = 32;
+
 /// The network policy of one sandbox: its grants plus what it has learned during the
 /// invocation (which addresses granted names resolved to) and every denial.
 #[derive(Debug)]
@@ -294,6 +302,8 @@ struct PolicyState {
     host_resolved: BTreeSet<String>,
     /// Denials so far, in order.
     denials: Vec<Denial>,
+    /// TCP sockets created so far.
+    sockets_created: usize,
 }
 
 impl NetworkPolicy {
@@ -305,6 +315,33 @@ impl NetworkPolicy {
             allow_metadata,
             state: Mutex::default(),
         }
+    }
+
+    /// Decides whether the plugin may create another TCP socket: at most
+    /// [`MAX_SOCKETS_PER_INVOCATION`] per invocation, granted or not (connecting is
+    /// decided separately, by [`NetworkPolicy::check_socket`]).
+    pub fn check_new_socket(&self) -> Result<(), Denial> {
+        let created = {
+            let mut state = self.state.lock().unwrap();
+            state.sockets_created += 1;
+            state.sockets_created
+        };
+        let decision = if created <= MAX_SOCKETS_PER_INVOCATION {
+            Ok(())
+        } else if created == MAX_SOCKETS_PER_INVOCATION + 1 {
+            Err(self.deny(
+                format!("creating TCP socket number {created}"),
+                format!("a plugin may create at most {MAX_SOCKETS_PER_INVOCATION} sockets per invocation"),
+            ))
+        } else {
+            // Denied and already reported once; a loop must not grow the denial list.
+            Err(Denial {
+                attempt: format!("creating TCP socket number {created}"),
+                remedy: "over the socket limit".into(),
+            })
+        };
+        self.log_decision("create socket", &created.to_string(), &decision);
+        decision
     }
 
     fn socket_grants(&self) -> impl Iterator<Item = &Grant> {
@@ -498,12 +535,18 @@ impl NetworkPolicy {
         suggest(&host, Some((scheme, addr.port())))
     }
 
+    /// Records a denial. A repeated denial is kept once, and at most
+    /// [`MAX_DENIALS_KEPT`] are kept: a plugin retrying a denied operation in a loop
+    /// must not grow the host's memory.
     fn deny(&self, attempt: String, reason: String) -> Denial {
         let denial = Denial {
             attempt,
             remedy: reason,
         };
-        self.state.lock().unwrap().denials.push(denial.clone());
+        let mut state = self.state.lock().unwrap();
+        if state.denials.len() < MAX_DENIALS_KEPT && !state.denials.contains(&denial) {
+            state.denials.push(denial.clone());
+        }
         denial
     }
 
@@ -687,7 +730,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(denial.remedy.contains("`tcp://10.0.0.5:6379`"), "{denial}");
-        assert_eq!(policy.denials().len(), 6, "four from the table, two above");
+        assert_eq!(policy.denials().len(), 4, "four from the table; the two repeated above are kept once");
     }
 
     #[tokio::test]
@@ -753,6 +796,35 @@ mod tests {
             policy.check_socket_now(addr("127.0.0.1:6379"), SocketUse::TcpConnect),
             Some(Ok(()))
         );
+    }
+
+    #[test]
+    fn sockets_per_invocation_are_capped_and_the_denial_is_recorded_once() {
+        let policy = NetworkPolicy::new("p", vec![], false);
+        for _ in 0..MAX_SOCKETS_PER_INVOCATION {
+            policy.check_new_socket().unwrap();
+        }
+        for _ in 0..1000 {
+            policy.check_new_socket().unwrap_err();
+        }
+        let denials = policy.denials();
+        assert_eq!(denials.len(), 1, "{denials:?}");
+        assert_eq!(
+            denials[0].to_string(),
+            "creating TCP socket number 65 denied: a plugin may create at most 64 sockets per invocation"
+        );
+    }
+
+    #[test]
+    fn repeated_denials_are_kept_once_and_their_number_is_capped() {
+        let policy = NetworkPolicy::new("p", vec![], false);
+        for round in 0..3 {
+            for i in 0..100 {
+                let _ = policy.check_name_lookup(&format!("n{i}.example"));
+            }
+            assert_eq!(policy.denials().len(), MAX_DENIALS_KEPT, "round {round}");
+        }
+        assert_eq!(policy.denials()[0].attempt, "name lookup of `n0.example`");
     }
 
     #[tokio::test]

@@ -658,6 +658,20 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
     if let Some(limit) = err.downcast_ref::<MemoryLimitExceeded>() {
         return format!("plugin stopped: {limit}");
     }
+    if let Some(wasmtime::component::ResourceTableError::Full) = err.downcast_ref() {
+        return format!(
+            "plugin stopped: it held more than {} handles (sockets, streams, timers) at once",
+            sandbox::MAX_HANDLES
+        );
+    }
+    if let Some(utf8) = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::str::Utf8Error>())
+    {
+        return format!(
+            "plugin stopped: it passed a string that is not valid UTF-8 ({utf8}); strings crossing the sandbox must be UTF-8"
+        );
+    }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return format!("plugin exited with code {} instead of returning a result", exit.0);
     }
@@ -676,7 +690,9 @@ fn describe_error(err: &wasmtime::Error, stderr: &str) -> String {
                 .into()
         }
         Some(trap) => format!("plugin trapped: {trap}"),
-        None => format!("plugin fault: {}", first_line(&format!("{err:#}"))),
+        // The top of the chain may be wasmtime's "error while executing at wasm
+        // backtrace" context; the root cause says what went wrong.
+        None => format!("plugin fault: {}", first_line(&err.root_cause().to_string())),
     }
 }
 

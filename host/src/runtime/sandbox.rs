@@ -20,7 +20,8 @@ use std::task::{Context, Poll};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
-use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, Network};
+use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, IpAddressFamily, Network};
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
 use wasmtime_wasi::p2::{DynPollable, SocketError};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -55,6 +56,11 @@ pub struct LogLine {
     /// The message, secrets redacted.
     pub message: String,
 }
+
+/// Handles (sockets, streams, pollables, HTTP requests...) one invocation may hold at
+/// once. Each is host memory outside the plugin's memory limit; wasmtime's default
+/// allows a million. Past this the plugin is stopped (see `describe_error`).
+pub const MAX_HANDLES: usize = 10_000;
 
 /// Store data of one invocation.
 pub struct Sandbox {
@@ -141,7 +147,11 @@ impl Sandbox {
 
         Ok(Sandbox {
             wasi: builder.build(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_HANDLES);
+                table
+            },
             http: WasiHttpCtx::new(),
             http_hooks: HttpHooks::new(policy.clone(), deadline),
             memory: MemoryBudget::new(memory_limit),
@@ -168,14 +178,18 @@ impl Sandbox {
     pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         linker.allow_shadowing(true);
-        ip_name_lookup::add_to_linker::<Sandbox, GuardedLookup>(linker, |sandbox| GuardedLookupView {
-            sockets: WasiSocketsCtxView {
-                ctx: sandbox.wasi.sockets(),
-                table: &mut sandbox.table,
-            },
-            policy: &sandbox.host.policy,
-            lookups: &mut sandbox.host.lookups,
-        })?;
+        fn guarded(sandbox: &mut Sandbox) -> GuardedSocketsView<'_> {
+            GuardedSocketsView {
+                sockets: WasiSocketsCtxView {
+                    ctx: sandbox.wasi.sockets(),
+                    table: &mut sandbox.table,
+                },
+                policy: &sandbox.host.policy,
+                lookups: &mut sandbox.host.lookups,
+            }
+        }
+        ip_name_lookup::add_to_linker::<Sandbox, GuardedSockets>(linker, guarded)?;
+        tcp_create_socket::add_to_linker::<Sandbox, GuardedSockets>(linker, guarded)?;
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
@@ -245,20 +259,21 @@ impl host::Host for HostState {
 }
 
 /// `wasi:sockets/ip-name-lookup` with every lookup checked by the network policy first,
-/// and every address it returns recorded so connects to it count as to the name.
-struct GuardedLookup;
+/// and every address it returns recorded so connects to it count as to the name; and
+/// `wasi:sockets/tcp-create-socket` with the number of sockets capped by the policy.
+struct GuardedSockets;
 
-impl HasData for GuardedLookup {
-    type Data<'a> = GuardedLookupView<'a>;
+impl HasData for GuardedSockets {
+    type Data<'a> = GuardedSocketsView<'a>;
 }
 
-struct GuardedLookupView<'a> {
+struct GuardedSocketsView<'a> {
     sockets: WasiSocketsCtxView<'a>,
     policy: &'a NetworkPolicy,
     lookups: &'a mut HashMap<u32, String>,
 }
 
-impl network::Host for GuardedLookupView<'_> {
+impl network::Host for GuardedSocketsView<'_> {
     fn convert_error_code(&mut self, error: SocketError) -> Result<ErrorCode> {
         network::Host::convert_error_code(&mut self.sockets, error)
     }
@@ -271,13 +286,25 @@ impl network::Host for GuardedLookupView<'_> {
     }
 }
 
-impl network::HostNetwork for GuardedLookupView<'_> {
+impl network::HostNetwork for GuardedSocketsView<'_> {
     fn drop(&mut self, this: Resource<Network>) -> Result<()> {
         network::HostNetwork::drop(&mut self.sockets, this)
     }
 }
 
-impl ip_name_lookup::Host for GuardedLookupView<'_> {
+impl tcp_create_socket::Host for GuardedSocketsView<'_> {
+    fn create_tcp_socket(
+        &mut self,
+        family: IpAddressFamily,
+    ) -> Result<Resource<wasmtime_wasi::p2::TcpSocket>, SocketError> {
+        if self.policy.check_new_socket().is_err() {
+            return Err(ErrorCode::NewSocketLimit.into());
+        }
+        tcp_create_socket::Host::create_tcp_socket(&mut self.sockets, family)
+    }
+}
+
+impl ip_name_lookup::Host for GuardedSocketsView<'_> {
     fn resolve_addresses(
         &mut self,
         network: Resource<Network>,
@@ -292,7 +319,7 @@ impl ip_name_lookup::Host for GuardedLookupView<'_> {
     }
 }
 
-impl ip_name_lookup::HostResolveAddressStream for GuardedLookupView<'_> {
+impl ip_name_lookup::HostResolveAddressStream for GuardedSocketsView<'_> {
     fn resolve_next_address(
         &mut self,
         stream: Resource<ResolveAddressStream>,

@@ -84,6 +84,47 @@ impl Guest for Mischief {
                 print!("{line}");
                 return Ok(report);
             }
+            // Strings cross the component boundary as UTF-8; the host must refuse
+            // invalid bytes, not pass them on to reports and terminals.
+            "utf8" => {
+                // SAFETY: deliberately not UTF-8; this is the attack under test.
+                let bad = unsafe { String::from_utf8_unchecked(vec![b'o', b'k', 0xff, 0xfe, b'\n']) };
+                return Ok(Report::new(Status::Ok, bad));
+            }
+            "utf8-log" => {
+                let bytes = std::hint::black_box(vec![0xc3, 0x28]);
+                // SAFETY: as above.
+                log(Level::Info, unsafe { std::str::from_utf8_unchecked(&bytes) });
+                "logged invalid UTF-8".to_string()
+            }
+            "utf8-stdout" => {
+                std::io::stdout().write_all(&[b'a', 0xff, b'b', b'\n']).unwrap();
+                "printed invalid UTF-8".to_string()
+            }
+            // Each TCP socket is a host file descriptor: try to exhaust them.
+            "sockets" => {
+                use wasi::sockets::network::IpAddressFamily;
+                let mut held = Vec::new();
+                let outcome = loop {
+                    match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+                        Ok(socket) => held.push(socket),
+                        Err(err) => break format!("socket {} failed: {err:?}", held.len() + 1),
+                    }
+                    if held.len() == 100_000 {
+                        break "created 100000 sockets".to_string();
+                    }
+                };
+                drop(held);
+                outcome
+            }
+            // Every handle is host memory: try to make the host hold millions.
+            "handles" => {
+                let mut held = Vec::new();
+                loop {
+                    held.push(wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000));
+                    std::hint::black_box(&held);
+                }
+            }
             other => return Err(format!("unknown mode {other}")),
         };
         Ok(Report::new(Status::Ok, outcome))
