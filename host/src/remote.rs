@@ -183,11 +183,15 @@ fn client() -> Result<reqwest::Client, String> {
 /// GETs `url`, at most `limit` bytes. `None` for a 404.
 async fn get(url: &Url, limit: u64, what: &str) -> Result<Option<Vec<u8>>, String> {
     let fail = |reason: String| format!("cannot fetch {url}: {reason}");
-    let mut response = client()?
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|err| fail(chain(&err)))?;
+    let mut response = client()?.get(url.clone()).send().await.map_err(|err| {
+        let mut reason = chain(&err);
+        if reason.contains("certificate") {
+            reason.push_str(
+                " (runbox trusts the system's CA certificates, or only those in SSL_CERT_FILE when it is set)",
+            );
+        }
+        fail(reason)
+    })?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);

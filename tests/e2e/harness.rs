@@ -82,24 +82,7 @@ impl Run {
 
 /// Runs `runbox` with `args` (and the test plugin dir and cache), with `env` added.
 pub fn runbox_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let started = Instant::now();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
-    command
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .args(args)
-        .env("RUNBOX_CACHE_DIR", cache_dir())
-        .env_remove("RUST_LOG");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let Output { status, stdout, stderr } = command.output().expect("runbox runs");
-    Run {
-        code: status.code().expect("runbox exited normally, not by a signal"),
-        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
-        elapsed: started.elapsed(),
-    }
+    runbox_env_without(args, env, &[])
 }
 
 /// Runs `runbox` with `args`.
@@ -763,4 +746,248 @@ impl Drop for S3Server {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Runs `runbox` like [`runbox_env`], but with `remove` taken out of its environment
+/// (e.g. proxies and certificate settings, so a test's TLS trust is exactly its own).
+pub fn runbox_env_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Run {
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    command
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .args(args)
+        .env("RUNBOX_CACHE_DIR", cache_dir())
+        .env_remove("RUST_LOG");
+    for key in remove {
+        command.env_remove(key);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let Output { status, stdout, stderr } = command.output().expect("runbox runs");
+    Run {
+        code: status.code().expect("runbox exited normally, not by a signal"),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// What the HTTPS test server answers for one path.
+#[derive(Debug, Clone)]
+pub struct HttpsReply {
+    /// Status code.
+    pub status: u16,
+    /// Body, sent with its content-length (unless `content_length` or `stream` says otherwise).
+    pub body: Vec<u8>,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// A content-length to announce instead of the body's own.
+    pub content_length: Option<u64>,
+    /// Send this many zero bytes without a content-length (the body ends at the close).
+    pub stream: Option<usize>,
+}
+
+impl HttpsReply {
+    /// `200` with `body`.
+    pub fn ok(body: &[u8]) -> HttpsReply {
+        HttpsReply::status(200, body)
+    }
+
+    /// `status` with `body`.
+    pub fn status(status: u16, body: &[u8]) -> HttpsReply {
+        HttpsReply {
+            status,
+            body: body.to_vec(),
+            headers: Vec::new(),
+            content_length: None,
+            stream: None,
+        }
+    }
+
+    /// A redirect to `location`.
+    pub fn redirect(location: &str) -> HttpsReply {
+        let mut reply = HttpsReply::status(302, b"");
+        reply.headers.push(("location".into(), location.into()));
+        reply
+    }
+}
+
+/// A test certificate authority: its certificate as a PEM file (for `SSL_CERT_FILE`) and
+/// a leaf certificate for 127.0.0.1 and localhost signed by it.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub pem_file: PathBuf,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// A new CA, made with rcgen in this process.
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("runbox e2e test CA {:016x}", rand::random::<u64>()),
+        );
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pem_file = dir.path().join("ca.pem");
+        std::fs::write(&pem_file, ca_cert.pem()).unwrap();
+        TestCa {
+            pem_file,
+            leaf: leaf.der().clone(),
+            leaf_key: leaf_key.serialize_der(),
+            _dir: dir,
+        }
+    }
+}
+
+type HttpsRoute = Box<dyn Fn(&str) -> HttpsReply + Send + Sync>;
+
+/// A real HTTPS (TLS 1.2/1.3, rustls) server on a random 127.0.0.1 port, a thread per
+/// connection, with a certificate from its own [`TestCa`]. Records each request's path.
+/// [`HttpsServer::stop`] (or drop) closes the port.
+pub struct HttpsServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The CA its certificate chains to; point `SSL_CERT_FILE` at `ca.pem_file`.
+    pub ca: TestCa,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpsServer {
+    /// Starts a server whose `route(path)` answers each GET.
+    pub fn start(route: impl Fn(&str) -> HttpsReply + Send + Sync + 'static) -> HttpsServer {
+        let ca = TestCa::new();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![ca.leaf.clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(ca.leaf_key.clone().into()),
+            )
+            .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let route: std::sync::Arc<HttpsRoute> = std::sync::Arc::new(Box::new(route));
+        let (log, flag) = (requests.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        let (route, log, config) = (route.clone(), log.clone(), config.clone());
+                        std::thread::spawn(move || serve_tls(socket, config, &route, &log));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            // The listener is dropped here: the port refuses connections from now on.
+        });
+        HttpsServer {
+            addr,
+            ca,
+            requests,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// The path of every request so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Stops accepting and closes the port.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_tls(
+    socket: TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    route: &HttpsRoute,
+    log: &std::sync::Mutex<Vec<String>>,
+) {
+    socket.set_nonblocking(false).ok();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let Ok(connection) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    // The request head, byte by byte up to the blank line (GETs have no body).
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return, // a failed handshake (e.g. the client distrusts the certificate) ends here
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    log.lock().unwrap().push(path.clone());
+    let reply = route(&path);
+    let mut response = format!("HTTP/1.1 {} X\r\nconnection: close\r\n", reply.status);
+    for (name, value) in &reply.headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if reply.stream.is_none() {
+        let length = reply.content_length.unwrap_or(reply.body.len() as u64);
+        response.push_str(&format!("content-length: {length}\r\n"));
+    }
+    response.push_str("\r\n");
+    if tls.write_all(response.as_bytes()).is_err() || tls.write_all(&reply.body).is_err() {
+        return;
+    }
+    if let Some(total) = reply.stream {
+        let chunk = vec![0u8; 64 << 10];
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            if tls.write_all(&chunk[..n]).is_err() {
+                return; // the client stopped reading, as it should past its cap
+            }
+            sent += n;
+        }
+    }
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }

@@ -14,3 +14,4 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod trust;
