@@ -16,7 +16,7 @@ use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
 use crate::scaffold::{self, Lang, World};
-use crate::trust::{self, LineVerdict, TrustedKeys};
+use crate::trust::{self, TrustedKeys};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -336,12 +336,7 @@ async fn verify(plugin_path: &PluginPath, spec: &str, trusted: Option<&std::path
     let path = plugin_path.locate(&reference).await.map_err(invalid)?;
     let bytes = std::fs::read(&path).map_err(|err| invalid(format!("cannot read {}: {err}", path.display())))?;
     let digest = crate::runtime::cache::digest(&bytes);
-    let mut out = format!(
-        "file:         {}
-sha256:       {digest}
-",
-        path.display()
-    );
+    let out = format!("file:         {}\nsha256:       {digest}\n", path.display());
     if let Some(pinned) = &reference.pinned
         && *pinned != digest
     {
@@ -357,68 +352,9 @@ sha256:       {digest}
     {
         let _ = downloads.fetch_signature(url, &digest).await;
     }
-    out.push_str(&format!(
-        "trusted keys: {} ({} key{})
-",
-        keys.describe_source(),
-        keys.keys.len(),
-        if keys.keys.len() == 1 { "" } else { "s" }
-    ));
-    let mut signer = None;
-    let verdict = match std::fs::read_to_string(&sig_path) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            out.push_str(&format!(
-                "signature:    none ({} does not exist)
-",
-                sig_path.display()
-            ));
-            "no: not signed".to_string()
-        }
-        Err(err) => return Err(invalid(format!("cannot read {}: {err}", sig_path.display()))),
-        Ok(text) => match trust::parse_signatures(&text) {
-            Err(err) => {
-                out.push_str(&format!(
-                    "signature:    {}: unreadable: {err}
-",
-                    sig_path.display()
-                ));
-                "no: the signature file is malformed".to_string()
-            }
-            Ok(lines) => {
-                out.push_str(&format!(
-                    "signature:    {}
-",
-                    sig_path.display()
-                ));
-                for line in &lines {
-                    let verdict = trust::verify_line(line, &digest, &keys);
-                    out.push_str(&format!(
-                        "  {} {}
-",
-                        if matches!(verdict, LineVerdict::Trusted(_)) {
-                            "✓"
-                        } else {
-                            "✗"
-                        },
-                        verdict.describe(line, &digest, &keys)
-                    ));
-                    if let LineVerdict::Trusted(name) = verdict {
-                        signer.get_or_insert(name);
-                    }
-                }
-                match &signer {
-                    Some(name) => format!("yes: signed by trusted key `{name}`"),
-                    None => "no: no valid signature by a trusted key".to_string(),
-                }
-            }
-        },
-    };
-    out.push_str(&format!(
-        "verified:     {verdict}
-"
-    ));
-    print(&out)?;
-    Ok(if signer.is_some() { 0 } else { 1 })
+    let report = trust::verify_report(&path, &digest, &keys).map_err(invalid)?;
+    print(&format!("{out}{}", report.text))?;
+    Ok(if report.signer.is_some() { 0 } else { 1 })
 }
 
 fn keygen(out: &std::path::Path, name: Option<&str>) -> Result<u8, Error> {
@@ -430,19 +366,15 @@ fn keygen(out: &std::path::Path, name: Option<&str>) -> Result<u8, Error> {
         ))
     })?;
     let (secret, public, key) = trust::keygen(out, &name).map_err(invalid)?;
+    let trusted_keys = TrustedKeys::default_path()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|| "TRUSTED_KEYS_FILE".into());
     print(&format!(
-        "wrote {} (secret, mode 0600: keep it private) and {}
-public key: {} {name}
-trust it:   cat {} >> {}
-sign with:  runbox plugins sign PLUGIN.wasm --key {}
-",
+        "wrote {} (secret, mode 0600: keep it private) and {}\npublic key: {} {name}\ntrust it:   cat {} >> {trusted_keys}\nsign with:  runbox plugins sign PLUGIN.wasm --key {}\n",
         secret.display(),
         public.display(),
         trust::key_text(&key),
         public.display(),
-        TrustedKeys::default_path()
-            .map(|path| path.display().to_string())
-            .unwrap_or_else(|| "TRUSTED_KEYS_FILE".into()),
         secret.display(),
     ))?;
     Ok(0)

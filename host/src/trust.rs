@@ -130,6 +130,19 @@ impl TrustedKeys {
         self.keys.iter().find(|trusted| &trusted.key == key)
     }
 
+    /// The file and how many keys it holds, e.g. `~/.config/runbox/trusted-keys (2 keys)`.
+    pub fn summary(&self) -> String {
+        match &self.source {
+            Some(path) if !path.exists() => format!("{} (does not exist: no key is trusted)", path.display()),
+            _ => format!(
+                "{} ({} key{})",
+                self.describe_source(),
+                self.keys.len(),
+                if self.keys.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
     /// Where the keys come from, for messages.
     pub fn describe_source(&self) -> String {
         match &self.source {
@@ -311,6 +324,58 @@ impl LineVerdict {
             LineVerdict::Invalid => format!("by {key}: the signature does not verify (corrupt or forged)"),
         }
     }
+}
+
+/// What `runbox plugins verify` found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// Lines for a person: the trusted-keys file, the signature file, each signature's worth, the verdict.
+    pub text: String,
+    /// The name of a trusted key with a valid signature, if any.
+    pub signer: Option<String>,
+}
+
+/// Checks the signature file beside `plugin` (whose bytes hash to `digest`) against `trusted`.
+/// An unsigned plugin or a malformed signature file is a report, not an error; only an
+/// unreadable signature file is.
+pub fn verify_report(plugin: &Path, digest: &str, trusted: &TrustedKeys) -> Result<VerifyReport, String> {
+    let sig_path = signature_path(plugin);
+    let mut text = format!("trusted keys: {}\n", trusted.summary());
+    let mut signer = None;
+    let verdict = match std::fs::read_to_string(&sig_path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            text.push_str(&format!("signature:    none ({} does not exist)\n", sig_path.display()));
+            "no: not signed".to_string()
+        }
+        Err(err) => return Err(format!("cannot read {}: {err}", sig_path.display())),
+        Ok(file) => match parse_signatures(&file) {
+            Err(err) => {
+                text.push_str(&format!("signature:    {}: unreadable: {err}\n", sig_path.display()));
+                "no: the signature file is malformed".to_string()
+            }
+            Ok(lines) => {
+                text.push_str(&format!("signature:    {}\n", sig_path.display()));
+                for line in &lines {
+                    let verdict = verify_line(line, digest, trusted);
+                    let mark = if matches!(verdict, LineVerdict::Trusted(_)) {
+                        "✓"
+                    } else {
+                        "✗"
+                    };
+                    text.push_str(&format!("  {mark} {}\n", verdict.describe(line, digest, trusted)));
+                    if let LineVerdict::Trusted(name) = verdict {
+                        signer.get_or_insert(name);
+                    }
+                }
+                match &signer {
+                    Some(name) => format!("yes: signed by trusted key `{name}`"),
+                    None => "no: no valid signature by a trusted key".to_string(),
+                }
+            }
+        },
+    };
+    text.push_str(&format!("verified:     {verdict}\n"));
+    Ok(VerifyReport { text, signer })
 }
 
 /// Why a plugin is not signed by a trusted key (for `--require-signed`), or whose key signed it.
