@@ -11,7 +11,7 @@ use crate::report::{self, Format};
 use crate::result::Status;
 use crate::result::{Kind, RunResult, StepResult, timestamp};
 use crate::runbook::audit::AuditLog;
-use crate::runbook::executor::{Progress, Prompt, RunOptions, execute};
+use crate::runbook::executor::{Progress, Prompt, RunOptions, Stop, StopCause, execute};
 use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
@@ -146,6 +146,18 @@ struct RunArgs {
     /// Run nothing unless every plugin is signed by a trusted key (see --trusted-keys).
     #[arg(long)]
     require_signed: bool,
+    /// Deadline of the whole run (e.g. 5m); overrides the runbook's `timeout`. Steps
+    /// still running then are stopped and reported; the report is still written.
+    #[arg(long, value_name = "DURATION", value_parser = parse_run_timeout)]
+    timeout: Option<Duration>,
+}
+
+fn parse_run_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        Ok(_) => Err("the deadline must be more than zero".into()),
+        Err(err) => Err(format!("{err} (e.g. 90s, 5m)")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,7 +240,11 @@ pub fn main() -> ExitCode {
     };
     let run_id = logging::new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id);
-    match runtime.block_on(run(cli, run_id).instrument(span)) {
+    let outcome = runtime.block_on(run(cli, run_id).instrument(span));
+    // Do not wait for blocking tasks: an approval prompt abandoned by Ctrl-C is still
+    // reading stdin, and the report has already been written.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => fail(&err),
     }
@@ -541,8 +557,15 @@ async fn run_runbook(
         run_id,
         allow_metadata: args.allow_metadata,
         progress,
+        deadline: args.timeout.or(runbook.timeout),
+        stop: Stop::new(),
     };
+    // Ctrl-C (or SIGTERM) stops the run: no new steps, checks cancelled, applies allowed
+    // to finish; a second one abandons the applies too. Either way the report and the
+    // audit log are written before runbox exits.
+    let signals = tokio::spawn(watch_signals(options.stop.clone()));
     let result = execute(runtime, runbook, options).await;
+    signals.abort();
     let rendered = report::render(&result, args.format, verbose);
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
@@ -550,6 +573,29 @@ async fn run_runbook(
         None => print(&rendered)?,
     }
     Ok(result.status.exit_code())
+}
+
+async fn watch_signals(stop: Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will end runbox without a report");
+        return;
+    };
+    let next = async |interrupt: &mut tokio::signal::unix::Signal, terminate: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    next(&mut interrupt, &mut terminate).await;
+    eprintln!(
+        "\nrunbox: stopping — no new steps; running checks are cancelled, running applies may finish (Ctrl-C again to abandon them)"
+    );
+    stop.stop(StopCause::Interrupted);
+    next(&mut interrupt, &mut terminate).await;
+    eprintln!("\nrunbox: abandoning running applies (the audit log records it)");
+    stop.abandon(StopCause::Interrupted);
 }
 
 /// What the person running a runbook should see before it starts.
@@ -659,6 +705,7 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
         ended_at: Some(timestamp(SystemTime::now())),
         status: step.status,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        stopped: None,
         steps: vec![step],
     };
     print(&report::render(&run, args.format, verbose))?;

@@ -173,6 +173,9 @@ pub struct RunResult {
     pub status: Status,
     /// Wall time.
     pub duration_ms: f64,
+    /// Why the run stopped early (Ctrl-C, its deadline), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Every step, in order.
     pub steps: Vec<StepResult>,
 }

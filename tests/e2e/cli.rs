@@ -50,13 +50,26 @@ fn list_shows_every_plugin_and_reports_broken_files() {
     for expected in ["redis-ping", "mischief", "noop-check"] {
         assert!(names.contains(&expected), "{names:?}");
     }
-    // not-a-check.wasm is in the directory and is not a plugin: listed as an error.
+    // not-a-check.wasm and extra_import.wasm are in the directory and are not usable
+    // plugins: each is listed as an error with its reason.
     assert_eq!(run.code, 64, "{run:#?}");
+    let errors: Vec<&str> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{json}");
     assert!(
-        json["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("not-a-check.wasm does not implement a runbox world"),
+        errors
+            .iter()
+            .any(|e| e.contains("not-a-check.wasm does not implement a runbox world")),
+        "{json}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("extra_import.wasm imports `runbox-test:spy/keylogger`")),
         "{json}"
     );
 }

@@ -727,3 +727,177 @@ fn a_crash_during_an_apply_keeps_the_audit_line_already_written() {
     assert_eq!(lines[0]["event"], "apply-started");
     assert_eq!(lines[0]["plan"]["summary"], format!("POST {}/slow", server.url()));
 }
+
+/// Sends SIGINT to a child, as Ctrl-C in its terminal would.
+fn interrupt(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Starts `runbox run BOOK ARGS...` in the background (stdout and stderr to files in the
+/// book's directory, so a full pipe cannot block it).
+fn spawn_run(book: &Book, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
+        .args(["--plugin-dir", crate::harness::plugin_dir().to_str().unwrap()])
+        .args(["run", book.path.to_str().unwrap()])
+        .args(args)
+        .env("RUNBOX_CACHE_DIR", crate::harness::cache_dir())
+        .stdout(std::fs::File::create(book.dir.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(book.dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_request(server: &HttpServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit_events(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("the audit log exists")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The run's deadline stops a step blocked on the network and one busy computing, each
+/// with a step timeout far beyond it; the report accounts for every step.
+#[test]
+fn the_run_deadline_stops_running_steps_and_the_report_accounts_for_every_step() {
+    let server = HttpServer::start(|_, _| Reply::new(200, "late").after(Duration::from_secs(20)));
+    let book = Book::new(&format!(
+        "name: bounded\ntimeout: 1500ms\nsteps:\n  - id: slow\n    uses: http-health\n    timeout: 30s\n    with:\n      url: {url}/slow\n    allow:\n      - {url}\n  - id: spin\n    uses: {mischief}\n    timeout: 30s\n    with:\n      mode: loop\n  - id: after\n    uses: http-health\n    needs: slow\n    with:\n      url: {url}/after\n    allow:\n      - {url}\n",
+        url = server.url(),
+        mischief = crate::harness::plugin("mischief").display()
+    ));
+    let run = book.run(&["--format", "json"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    let json = run.json();
+    assert_eq!(json["stopped"], "the run's 1s 500ms deadline passed");
+    for id in ["slow", "spin"] {
+        let summary = step(&json, id)["summary"].as_str().unwrap().to_string();
+        assert!(
+            summary.starts_with("stopped after 1.") && summary.ends_with(": the run's 1s 500ms deadline passed"),
+            "{id}: {summary}"
+        );
+        assert_eq!(step(&json, id)["status"], "unknown");
+    }
+    assert_eq!(
+        step(&json, "after")["summary"],
+        "skipped: not run: the run's 1s 500ms deadline passed"
+    );
+    // --timeout overrides the runbook's.
+    let run = book.run(&["--timeout", "500ms", "--format", "json"]);
+    assert_eq!(run.json()["stopped"], "the run's 500ms deadline passed", "{run:#?}");
+
+    let bad = Book::new(
+        "name: bad\ntimeout: soon\nsteps:\n  - id: a\n    uses: http-health\n    with:\n      url: http://127.0.0.1:9\n",
+    );
+    let run = runbox(&["validate", bad.path.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(
+        run.stderr.contains("book.yaml:2: `timeout: soon` is not a duration"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Ctrl-C during a check: the check is cancelled, the next step does not start, and the
+/// report is still written (here to --output), with the reason.
+#[test]
+fn ctrl_c_stops_the_run_and_still_writes_the_report() {
+    let server = HttpServer::start(|_, _| Reply::new(200, "late").after(Duration::from_secs(20)));
+    let book = Book::new(&format!(
+        "name: interrupted\nsteps:\n  - id: slow\n    uses: http-health\n    timeout: 30s\n    with:\n      url: {url}/slow\n    allow:\n      - {url}\n  - id: after\n    uses: http-health\n    needs: slow\n    with:\n      url: {url}/after\n    allow:\n      - {url}\n",
+        url = server.url()
+    ));
+    let report = book.dir.path().join("report.json");
+    let mut child = spawn_run(&book, &["--format", "json", "--output", report.to_str().unwrap()]);
+    wait_for_request(&server);
+    let interrupted = std::time::Instant::now();
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    assert_eq!(status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["stopped"], "interrupted (Ctrl-C)");
+    assert_eq!(step(&json, "slow")["status"], "unknown");
+    assert!(
+        step(&json, "slow")["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with(": interrupted (Ctrl-C)"),
+        "{json}"
+    );
+    assert_eq!(
+        step(&json, "after")["summary"],
+        "skipped: not run: interrupted (Ctrl-C)"
+    );
+    assert_eq!(server.received().len(), 1, "the next step started after Ctrl-C");
+    let stderr = std::fs::read_to_string(book.dir.path().join("stderr")).unwrap();
+    assert!(stderr.contains("runbox: stopping"), "{stderr}");
+}
+
+/// Ctrl-C during an apply lets the apply finish (a half-made change is worse) and audits
+/// it as usual; a second Ctrl-C abandons it, and the audit log says so.
+#[test]
+fn ctrl_c_lets_a_running_apply_finish_and_a_second_one_abandons_it() {
+    for (abandon, delay) in [(false, Duration::from_millis(1500)), (true, Duration::from_secs(20))] {
+        let server = HttpServer::start(move |_, _| Reply::new(202, "{}").after(delay));
+        let book = Book::new(&format!(
+            "name: change\nsteps:\n  - id: replay\n    uses: http-action\n    timeout: 30s\n    with:\n      url: {url}/replay\n    allow:\n      - {url}\n",
+            url = server.url()
+        ));
+        let audit = book.audit();
+        let mut child = spawn_run(
+            &book,
+            &["--apply", "--format", "json", "--audit-log", audit.to_str().unwrap()],
+        );
+        wait_for_request(&server);
+        interrupt(&child);
+        if abandon {
+            std::thread::sleep(Duration::from_millis(300));
+            interrupt(&child);
+        }
+        let status = child.wait().unwrap();
+        let stdout = std::fs::read_to_string(book.dir.path().join("stdout")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let replay = step(&json, "replay");
+        if abandon {
+            assert_eq!(status.code(), Some(3), "{json}");
+            assert_eq!(audit_events(&audit), ["apply-started", "apply-abandoned"]);
+            assert!(
+                replay["summary"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("apply abandoned by the operator after "),
+                "{json}"
+            );
+        } else {
+            assert_eq!(status.code(), Some(0), "{json}");
+            assert_eq!(audit_events(&audit), ["apply-started", "apply-finished"]);
+            assert_eq!(replay["applied"], true, "{json}");
+            assert_eq!(json["stopped"], "interrupted (Ctrl-C)");
+        }
+    }
+}

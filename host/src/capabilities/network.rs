@@ -730,7 +730,11 @@ mod tests {
             .await
             .unwrap_err();
         assert!(denial.remedy.contains("`tcp://10.0.0.5:6379`"), "{denial}");
-        assert_eq!(policy.denials().len(), 4, "four from the table; the two repeated above are kept once");
+        assert_eq!(
+            policy.denials().len(),
+            4,
+            "four from the table; the two repeated above are kept once"
+        );
     }
 
     #[tokio::test]

@@ -156,6 +156,9 @@ fn human_runbook(run: &RunResult, verbose: bool) -> String {
         run.status.label(),
         format_ms(run.duration_ms)
     );
+    if let Some(stopped) = &run.stopped {
+        let _ = writeln!(out, "Stopped early: {stopped}");
+    }
     if run.status != Status::Ok
         && let Some(escalation) = &run.escalation
     {
@@ -296,6 +299,7 @@ mod tests {
             ended_at: None,
             status,
             duration_ms: 1.5,
+            stopped: None,
             steps: vec![StepResult {
                 id: "redis-ping".into(),
                 plugin: "redis-ping".into(),

@@ -13,6 +13,12 @@
 //! - Mitigations always plan. They apply only with `--apply`, and, with
 //!   `approval: required`, only with `--approve ID` or a yes at the prompt. Every apply
 //!   is audited before and after; if the audit log cannot be written, nothing is applied.
+//! - A run can be stopped early ([`Stop`]): by its deadline or by Ctrl-C. No further
+//!   step starts; running checks and plans are cancelled at once and reported UNKNOWN;
+//!   a running apply finishes (within its own timeout, itself cut to the run's
+//!   deadline), because abandoning a change half-made is worse than waiting for it,
+//!   unless the operator abandons it (a second Ctrl-C), which is audited as such. The
+//!   report is still produced, with every step accounted for.
 
 use super::audit::{AuditLog, current_user};
 use super::prepare::{PreparedStep, Runbook};
@@ -23,7 +29,86 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+/// Why a run stops early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    /// The run's deadline passed.
+    Deadline(Duration),
+    /// The operator pressed Ctrl-C (or sent SIGINT/SIGTERM).
+    Interrupted,
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCause::Deadline(limit) => write!(f, "the run's {} deadline passed", humantime::format_duration(*limit)),
+            StopCause::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+        }
+    }
+}
+
+/// Stops a run early: shared by the executor and whoever decides to stop it (the CLI's
+/// signal handler, the run's deadline). Stopping happens in two degrees: `stop` (no new
+/// steps, cancel checks and plans) and `abandon` (also give up waiting for applies).
+#[derive(Clone)]
+pub struct Stop {
+    state: Arc<watch::Sender<(Option<StopCause>, bool)>>,
+}
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop::new()
+    }
+}
+
+impl Stop {
+    /// A run that has not been stopped.
+    pub fn new() -> Stop {
+        Stop {
+            state: Arc::new(watch::channel((None, false)).0),
+        }
+    }
+
+    /// Stops the run (the first cause is kept).
+    pub fn stop(&self, cause: StopCause) {
+        self.state.send_modify(|(current, _)| {
+            current.get_or_insert(cause);
+        });
+    }
+
+    /// Stops the run and gives up waiting for applies in progress.
+    pub fn abandon(&self, cause: StopCause) {
+        self.state.send_modify(|(current, abandon)| {
+            current.get_or_insert(cause);
+            *abandon = true;
+        });
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn cause(&self) -> Option<StopCause> {
+        self.state.borrow().0.clone()
+    }
+
+    /// Resolves when the run is stopped.
+    pub async fn stopped(&self) -> StopCause {
+        let mut watcher = self.state.subscribe();
+        let state = watcher.wait_for(|(cause, _)| cause.is_some()).await;
+        state
+            .expect("the sender lives in self")
+            .0
+            .clone()
+            .expect("waited for it")
+    }
+
+    /// Resolves when applies in progress are to be abandoned.
+    pub async fn abandoned(&self) {
+        let mut watcher = self.state.subscribe();
+        let _ = watcher.wait_for(|(_, abandon)| *abandon).await;
+    }
+}
 
 /// Asks the operator to approve a plan: (step id, plan text) → yes?
 pub type Prompt = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
@@ -48,6 +133,10 @@ pub struct RunOptions {
     pub allow_metadata: bool,
     /// Called when a step starts and when it finishes.
     pub progress: Arc<dyn Fn(Progress<'_>) + Send + Sync>,
+    /// How long the whole run may take; no step runs past it.
+    pub deadline: Option<Duration>,
+    /// Stops the run early (the caller keeps a clone to trigger it).
+    pub stop: Stop,
 }
 
 /// A step's progress, for live output.
@@ -62,6 +151,14 @@ pub enum Progress<'a> {
 pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunOptions) -> RunResult {
     let started_at = SystemTime::now();
     let started = Instant::now();
+    let run_deadline = options.deadline.map(|limit| (started + limit, limit));
+    if let Some((at, limit)) = run_deadline {
+        let stop = options.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            stop.stop(StopCause::Deadline(limit));
+        });
+    }
     let n = runbook.steps.len();
     let mut results: Vec<Option<StepResult>> = vec![None; n];
     let mut launched = vec![false; n];
@@ -70,7 +167,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
     loop {
         // Start (or skip) every step that is ready, until nothing changes.
         let mut changed = true;
-        while changed && aborted_by.is_none() {
+        while changed && aborted_by.is_none() && options.stop.cause().is_none() {
             changed = false;
             for i in 0..n {
                 if launched[i] || running.len() >= options.parallel.max(1) {
@@ -93,10 +190,21 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                 }
                 (options.progress)(Progress::Started(&step.id));
                 let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
-                running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options).await) });
+                let deadline = run_deadline.map(|(at, _)| at);
+                running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options, deadline).await) });
             }
         }
-        let Some(joined) = running.join_next().await else {
+        // A stop wakes the loop so that no further step starts; running ones end by
+        // themselves (run_step watches the same signal).
+        let joined = if options.stop.cause().is_some() {
+            running.join_next().await
+        } else {
+            tokio::select! {
+                joined = running.join_next() => joined,
+                _ = options.stop.stopped() => continue,
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         let (i, result) = joined.expect("step tasks do not panic");
@@ -114,9 +222,10 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         .enumerate()
         .map(|(i, result)| {
             result.unwrap_or_else(|| {
-                let reason = match &aborted_by {
-                    Some(id) => format!("not run: step `{id}` failed and has `on_failure: abort`"),
-                    None => "not run".to_string(),
+                let reason = match (&aborted_by, options.stop.cause()) {
+                    (Some(id), _) => format!("not run: step `{id}` failed and has `on_failure: abort`"),
+                    (None, Some(cause)) => format!("not run: {cause}"),
+                    (None, None) => "not run".to_string(),
                 };
                 let result = skipped(&runbook.steps[i], reason);
                 (options.progress)(Progress::Finished(&result));
@@ -124,12 +233,17 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
             })
         })
         .collect();
-    let status = steps
+    let mut status = steps
         .iter()
         .filter(|s| s.skipped.is_none())
         .map(|s| s.status)
         .max()
         .unwrap_or(Status::Ok);
+    let stopped = options.stop.cause();
+    if stopped.is_some() && launched.iter().any(|launched| !launched) {
+        // Steps that never ran were not found fine: the run is not an all-clear.
+        status = status.max(Status::Unknown);
+    }
     RunResult {
         runbook: Some(runbook.manifest.name.clone()),
         severity: runbook.manifest.severity.map(|s| s.label().to_string()),
@@ -139,6 +253,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         ended_at: Some(timestamp(SystemTime::now())),
         status,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        stopped: stopped.map(|cause| cause.to_string()),
         steps,
     }
 }
@@ -191,15 +306,51 @@ fn skipped(step: &PreparedStep, reason: String) -> StepResult {
     }
 }
 
-async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &RunOptions) -> StepResult {
+/// The outcome of a check or plan cancelled by a stop.
+fn cancelled(cause: &StopCause, started: Instant) -> CheckOutcome {
+    CheckOutcome {
+        status: Status::Unknown,
+        summary: format!(
+            "stopped after {}: {cause}",
+            crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
+        ),
+        details: Vec::new(),
+        metrics: Vec::new(),
+        denied: Vec::new(),
+        logs: Vec::new(),
+        duration: started.elapsed(),
+    }
+}
+
+async fn run_step(
+    runtime: &Runtime,
+    runbook: &Runbook,
+    index: usize,
+    options: &RunOptions,
+    run_deadline: Option<Instant>,
+) -> StepResult {
     let step = &runbook.steps[index];
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let limits = Limits {
+    // A check or plan has the step's timeout; the run's deadline cancels it through
+    // `options.stop`. An apply is not cancelled, so its timeout is cut to what is left
+    // of the run's deadline instead.
+    let limits_now = || Limits {
         deadline: step.timeout,
         memory_bytes: 64 << 20,
         output: OutputCaps::default(),
     };
+    let apply_limits = || Limits {
+        deadline: match run_deadline {
+            Some(at) => step
+                .timeout
+                .min(at.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1)),
+            None => step.timeout,
+        },
+        ..limits_now()
+    };
+
     let mut grants = step.grants.clone();
     grants.allow_metadata = options.allow_metadata;
 
@@ -208,19 +359,30 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
     let mut delay = step.retry.delay;
     let (mut outcome, plan) = loop {
         attempts += 1;
-        let (outcome, plan) = match step.plugin.kind {
-            Kind::Check => (
-                runtime.run_check(&step.plugin, &step.config, &grants, &limits).await,
-                None,
-            ),
-            Kind::Mitigation => runtime.plan(&step.plugin, &step.config, &grants, &limits).await,
+        let limits = limits_now();
+        let call = async {
+            match step.plugin.kind {
+                Kind::Check => (
+                    runtime.run_check(&step.plugin, &step.config, &grants, &limits).await,
+                    None,
+                ),
+                Kind::Mitigation => runtime.plan(&step.plugin, &step.config, &grants, &limits).await,
+            }
+        };
+        // Dropping the call cancels the plugin (wasmtime unwinds its fiber).
+        let (outcome, plan) = tokio::select! {
+            done = call => done,
+            cause = options.stop.stopped() => (cancelled(&cause, started), None),
         };
         let failed = matches!(outcome.status, Status::Critical | Status::Unknown);
-        if !failed || attempts >= step.retry.attempts {
+        if !failed || attempts >= step.retry.attempts || options.stop.cause().is_some() {
             break (outcome, plan);
         }
         tracing::debug!(step = %step.id, attempt = attempts, status = ?outcome.status, delay_ms = delay.as_millis() as u64, "retrying");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = options.stop.stopped() => break (outcome, plan),
+        }
         delay = Duration::from_secs_f64(delay.as_secs_f64() * step.retry.backoff);
     };
 
@@ -238,7 +400,9 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
             if plan.destructive { " (destructive)" } else { "" }
         );
         applied = Some(false);
-        let decision = if !options.apply {
+        let decision = if let Some(cause) = options.stop.cause() {
+            Err((Status::Unknown, format!("not applied: {cause}")))
+        } else if !options.apply {
             Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))
         } else if step.approval_required && !options.approve.contains(&step.id) {
             let text = format!(
@@ -255,9 +419,11 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
                 Some(prompt) => {
                     let prompt = prompt.clone();
                     let id = step.id.clone();
-                    let yes = tokio::task::spawn_blocking(move || prompt(&id, &text))
-                        .await
-                        .unwrap_or(false);
+                    let answer = tokio::task::spawn_blocking(move || prompt(&id, &text));
+                    let yes = tokio::select! {
+                        yes = answer => yes.unwrap_or(false),
+                        _ = options.stop.stopped() => false,
+                    };
                     if yes {
                         Ok("approved at the prompt")
                     } else {
@@ -284,7 +450,15 @@ async fn run_step(runtime: &Runtime, runbook: &Runbook, index: usize, options: &
             }
             Ok(approval) => {
                 let (applied_outcome, was_applied) = match apply(
-                    runtime, runbook, step, options, &grants, &limits, &plan, &record, approval,
+                    runtime,
+                    runbook,
+                    step,
+                    options,
+                    &grants,
+                    &apply_limits(),
+                    &plan,
+                    &record,
+                    approval,
                 )
                 .await
                 {
@@ -368,8 +542,23 @@ async fn apply(
             audit.path().display()
         )));
     }
-    let outcome = runtime.apply(&step.plugin, &step.config, grants, limits, plan).await;
-    if let Err(err) = audit.record(&entry("apply-finished", Some(&outcome))) {
+    // An apply is not cancelled by a stop: it runs to its own deadline unless the
+    // operator abandons it, and then the audit log says so.
+    let started = Instant::now();
+    let (outcome, event) = tokio::select! {
+        outcome = runtime.apply(&step.plugin, &step.config, grants, limits, plan) => (outcome, "apply-finished"),
+        _ = options.stop.abandoned() => (
+            CheckOutcome {
+                summary: format!(
+                    "apply abandoned by the operator after {}: whether it changed anything is unknown — check the target before running it again",
+                    crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
+                ),
+                ..refuse(String::new())
+            },
+            "apply-abandoned",
+        ),
+    };
+    if let Err(err) = audit.record(&entry(event, Some(&outcome))) {
         tracing::error!(step = %step.id, error = %err, "could not record the end of an apply in the audit log");
     }
     Ok(outcome)

@@ -25,6 +25,10 @@ pub struct Manifest {
     /// Who to call when the runbook does not resolve it; shown to the person running it.
     #[serde(default)]
     pub escalation: Option<String>,
+    /// Deadline of the whole run (`10m`); `runbox run --timeout` overrides it. No step
+    /// runs past it.
+    #[serde(default)]
+    pub timeout: Option<String>,
     /// Parameters, set with `--set NAME=VALUE`.
     #[serde(default)]
     pub inputs: BTreeMap<String, Input>,

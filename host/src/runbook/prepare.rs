@@ -101,6 +101,8 @@ pub struct Runbook {
     pub inputs: BTreeMap<String, Value>,
     /// Steps in file order.
     pub steps: Vec<PreparedStep>,
+    /// Deadline of the whole run, from the manifest's `timeout`.
+    pub timeout: Option<Duration>,
 }
 
 struct Context<'a> {
@@ -174,6 +176,21 @@ pub async fn prepare(
     if manifest.name.trim().is_empty() {
         cx.problem("name", None, "`name` is empty");
     }
+    let run_timeout = match manifest.timeout.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
+        Some(_) => {
+            cx.problem(
+                "timeout",
+                None,
+                format!(
+                    "`timeout: {}` is not a duration (e.g. 5m, 90s)",
+                    manifest.timeout.as_deref().unwrap_or("")
+                ),
+            );
+            None
+        }
+    };
 
     let inputs = resolve_inputs(&mut cx, &manifest, sets, mode);
     let index = check_ids_and_needs(&mut cx, &manifest);
@@ -363,6 +380,7 @@ pub async fn prepare(
         manifest,
         inputs,
         steps,
+        timeout: run_timeout,
     })
 }
 
