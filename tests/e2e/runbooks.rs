@@ -901,3 +901,38 @@ fn ctrl_c_lets_a_running_apply_finish_and_a_second_one_abandons_it() {
         }
     }
 }
+
+/// A hostile runbook file cannot exhaust runbox: endless or huge files, binary data, and
+/// alias bombs are refused with the file named, before anything runs.
+#[test]
+fn hostile_runbook_files_are_refused_with_a_reason() {
+    let run = runbox(&["validate", "/dev/zero"]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("/dev/zero: cannot read the runbook: it is larger than 1024 KiB"),
+        "{}",
+        run.stderr
+    );
+
+    let mut bomb = String::from("name: bomb\na0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..10 {
+        let items = vec![format!("*a{}", level - 1); 9].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+    }
+    let book = Book::new(&bomb);
+    let run = runbox(&["run", book.path.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(
+        run.stderr.contains("expands to more than 100000 nodes"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+
+    let binary = Book::new("");
+    std::fs::write(&binary.path, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let run = runbox(&["validate", binary.path.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(run.stderr.contains("it is not UTF-8 text"), "{}", run.stderr);
+}

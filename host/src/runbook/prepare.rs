@@ -153,7 +153,7 @@ pub async fn prepare(
             message,
         }]
     };
-    let text = std::fs::read_to_string(file).map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
+    let text = read_runbook(file).map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
     let tree = yaml::parse(&text).map_err(|err| fail(err.line, format!("invalid YAML: {}", err.message)))?;
     let mut cx = Context {
         file,
@@ -382,6 +382,26 @@ pub async fn prepare(
         steps,
         timeout: run_timeout,
     })
+}
+
+/// Largest runbook file read (a real one is a few KiB).
+pub const MAX_RUNBOOK_BYTES: u64 = 1 << 20;
+
+/// Reads a runbook, refusing one larger than [`MAX_RUNBOOK_BYTES`] (or endless, such as
+/// `/dev/zero`) and one that is not UTF-8.
+fn read_runbook(file: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(MAX_RUNBOOK_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RUNBOOK_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} KiB; a runbook is a short YAML file",
+            MAX_RUNBOOK_BYTES >> 10
+        )));
+    }
+    String::from_utf8(bytes).map_err(|err| std::io::Error::other(format!("it is not UTF-8 text ({err})")))
 }
 
 /// `serde_path_to_error`'s path in our `a[0].b` form.

@@ -44,6 +44,13 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// Most nodes a document may expand to. Aliases copy the anchored node, so a small file
+/// can otherwise expand exponentially ("billion laughs"); a real runbook has hundreds.
+pub const MAX_NODES: usize = 100_000;
+
+/// Deepest nesting of sequences and mappings a document may have (a runbook needs ~6).
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let mut builder = Builder::default();
@@ -68,6 +75,19 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     error: Option<YamlError>,
+    /// Nodes materialised so far, aliases counted at their expanded size.
+    nodes: usize,
+}
+
+impl Node {
+    /// Number of nodes in this subtree.
+    fn size(&self) -> usize {
+        1 + match &self.value {
+            NodeValue::Seq(items) => items.iter().map(Node::size).sum(),
+            NodeValue::Map(entries) => entries.iter().map(|(_, node)| node.size()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 impl Builder {
@@ -114,9 +134,41 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// Counts `added` nodes; false (with the error recorded) past [`MAX_NODES`].
+    fn count(&mut self, added: usize, line: usize) -> bool {
+        self.nodes = self.nodes.saturating_add(added);
+        if self.nodes > MAX_NODES {
+            self.error.get_or_insert(YamlError {
+                line,
+                message: format!("the document expands to more than {MAX_NODES} nodes (through aliases?)"),
+            });
+            return false;
+        }
+        true
+    }
+}
+
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let line = mark.line();
+        // After an error, the rest of the document is not built (it may be huge).
+        if self.error.is_some() {
+            return;
+        }
+        let opens = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
+        if opens && self.stack.len() >= MAX_DEPTH {
+            self.error = Some(YamlError {
+                line,
+                message: format!("nested more than {MAX_DEPTH} levels deep"),
+            });
+            return;
+        }
+        if matches!(event, Event::Scalar(..)) || opens {
+            if !self.count(1, line) {
+                return;
+            }
+        }
         match event {
             Event::Scalar(text, style, anchor, _) => {
                 let value = if style == TScalarStyle::Plain {
@@ -153,8 +205,13 @@ impl MarkedEventReceiver for Builder {
                 self.pending_key.pop();
                 self.push_value(node, anchor);
             }
-            Event::Alias(anchor) => match self.anchors.get(&anchor).cloned() {
-                Some(node) => self.push_value(Node { line, ..node }, 0),
+            Event::Alias(anchor) => match self.anchors.get(&anchor).map(Node::size) {
+                Some(size) => {
+                    if self.count(size, line) {
+                        let node = self.anchors[&anchor].clone();
+                        self.push_value(Node { line, ..node }, 0);
+                    }
+                }
                 None => {
                     self.error.get_or_insert(YamlError {
                         line,
@@ -261,6 +318,33 @@ mod tests {
     fn anchors_and_aliases_are_copied() {
         let node = parse("base: &b {x: 1}\nother: *b\n").unwrap();
         assert_eq!(node.to_json(), json!({"base": {"x": 1}, "other": {"x": 1}}));
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // Nine levels of nine aliases each would expand to 9^9 (387 million) nodes.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let prev = format!("*a{}", level - 1);
+            let items = vec![prev.as_str(); 9].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message
+                .contains("expands to more than 100000 nodes (through aliases?)"),
+            "{err:?}"
+        );
+        assert!(err.line >= 5 && err.line <= 7, "{err:?}");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("a: {}{}", "[".repeat(MAX_DEPTH + 10), "]".repeat(MAX_DEPTH + 10));
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(err.message, "nested more than 64 levels deep");
+        let fine = format!("a: {}{}", "[".repeat(MAX_DEPTH - 2), "]".repeat(MAX_DEPTH - 2));
+        assert!(parse(&fine).is_ok());
     }
 
     #[test]
