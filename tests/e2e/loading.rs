@@ -127,6 +127,28 @@ async fn the_second_load_comes_from_the_compile_cache() {
     .unwrap();
     assert!(third.compiled);
 
+    // Compiled code that others could have written is native code runbox would run: a
+    // cache directory or entry writable by group or others is not loaded from.
+    use std::os::unix::fs::PermissionsExt;
+    let load = || async {
+        Runtime::new(RuntimeOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+        })
+        .unwrap()
+        .load(&plugin("redis_ping"))
+        .await
+        .unwrap()
+        .compiled
+    };
+    assert!(!load().await, "the repaired entry is used");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(load().await, "loaded from a world-writable cache directory");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(load().await, "loaded a world-writable cache entry");
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!load().await);
+
     let uncached = Runtime::new(RuntimeOptions { cache_dir: None })
         .unwrap()
         .load(&plugin("redis_ping"))

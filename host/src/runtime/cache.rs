@@ -52,6 +52,12 @@ impl CompileCache {
     /// The compiled component for `digest`, if cached and loadable by this engine.
     pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.entry(digest);
+        if let Err(why) = private_to_us(&self.dir).and_then(|()| private_to_us(&path)) {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), reason = %why, "not loading compiled code others could have written; compiling again");
+            }
+            return None;
+        }
         let bytes = std::fs::read(&path).ok()?;
         // SAFETY: entries are only ever written by `store` below from code this
         // engine configuration compiled, in a directory private to this user; wasmtime
@@ -76,6 +82,7 @@ impl CompileCache {
 
     fn try_store(&self, digest: &str, component: &Component) -> std::io::Result<()> {
         create_private_dir(&self.dir)?;
+        private_to_us(&self.dir).map_err(std::io::Error::other)?;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
         write_atomically(&self.entry(digest), &bytes)
     }
@@ -126,4 +133,29 @@ impl Hasher for Sha256Hasher {
 /// Hex SHA-256 of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Ok when `path` is owned by the effective user and no one else may write to it: a
+/// compiled entry is native code runbox will execute, so one that another user could
+/// have written is never loaded.
+fn private_to_us(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(format!(
+            "{} is owned by uid {}, not by us (uid {euid})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
