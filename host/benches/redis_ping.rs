@@ -76,13 +76,72 @@ fn native_ping(port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `RUNBOX_BENCH_LOOP=N[:noop]`: instead of the suite, run N sandboxed redis-ping (or
+/// no-op) checks in a loop, for a profiler (`perf record`; docs/performance.md).
+fn profile_loop(spec: &str) {
+    let (count, plugin) = match spec.split_once(':') {
+        Some((count, "noop")) => (count, "noop_check"),
+        _ => (spec, "redis_ping"),
+    };
+    let iterations: usize = count.parse().expect("RUNBOX_BENCH_LOOP=N[:noop]");
+    let redis = harness::Redis::start();
+    let tokio = if std::env::var_os("RUNBOX_BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(scratch.path().to_path_buf()),
+    })
+    .unwrap();
+    let loaded = tokio.block_on(runtime.load(&harness::plugin(plugin))).unwrap();
+    let config = serde_json::json!({"url": format!("redis://127.0.0.1:{}", redis.port)});
+    let grants = Grants {
+        network: vec![format!("redis://127.0.0.1:{}", redis.port).parse().unwrap()],
+        ..Grants::default()
+    };
+    let config = if plugin == "noop_check" {
+        serde_json::json!({})
+    } else {
+        config
+    };
+    let limits = Limits::default();
+    let started = Instant::now();
+    tokio.block_on(async {
+        for _ in 0..iterations {
+            let outcome = runtime.run_check(&loaded, &config, &grants, &limits).await;
+            assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
+        }
+    });
+    println!(
+        "{plugin}: {:.1} µs per check",
+        started.elapsed().as_secs_f64() * 1e6 / iterations as f64
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
+    if let Ok(spec) = std::env::var("RUNBOX_BENCH_LOOP") {
+        return profile_loop(&spec);
+    }
     let plugin = harness::plugin("redis_ping");
     let scratch = tempfile::tempdir().unwrap();
     let redis = harness::Redis::start();
     let port = redis.port;
     let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // `runbox check` runs its one plugin on a current-thread runtime; `runbox run` runs
+    // steps on the multi-threaded one's workers. Both are measured.
+    let single = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -118,11 +177,13 @@ fn main() {
         },
     );
 
-    println!("\nsandbox overhead: a no-op check (new store + instantiate + call + teardown), in one task");
+    println!(
+        "\nsandbox overhead: a no-op check (new store + instantiate + call + teardown), in one task on a current-thread runtime"
+    );
     let noop = tokio.block_on(cached.load(&harness::plugin("noop_check"))).unwrap();
     let empty = serde_json::json!({});
     let no_grants = Grants::default();
-    let noop_stats = tokio.block_on(measure_async("no-op check", 5000, || async {
+    let noop_stats = single.block_on(measure_async("no-op check", 5000, || async {
         let outcome = cached.run_check(&noop, &empty, &no_grants, &Limits::default()).await;
         assert_eq!(outcome.status, Status::Ok);
     }));
@@ -146,7 +207,7 @@ fn main() {
     };
     let limits = Limits::default();
     let native = measure("native Rust connect+PING", 2000, || native_ping(port).unwrap());
-    let through_runbox = tokio.block_on(measure_async("runbox redis-ping (sandboxed)", 2000, || async {
+    let through_runbox = single.block_on(measure_async("runbox redis-ping (as runbox check)", 2000, || async {
         let outcome = cached.run_check(&loaded, &config, &grants, &limits).await;
         assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
     }));
@@ -155,7 +216,7 @@ fn main() {
         let (cached, loaded, config, grants) = (cached.clone(), loaded.clone(), config.clone(), grants.clone());
         tokio
             .block_on(tokio.spawn(async move {
-                measure_async("runbox redis-ping on a worker", 2000, || async {
+                measure_async("redis-ping on a worker (runbox run)", 2000, || async {
                     let outcome = cached.run_check(&loaded, &config, &grants, &limits).await;
                     assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
                 })
