@@ -113,12 +113,29 @@ fn profile_loop(spec: &str) {
         config
     };
     let limits = Limits::default();
+    let concurrency: usize = std::env::var("RUNBOX_BENCH_CONCURRENCY")
+        .ok()
+        .map(|c| c.parse().unwrap())
+        .unwrap_or(1);
+    let (runtime, loaded, config, grants) = (
+        std::sync::Arc::new(runtime),
+        std::sync::Arc::new(loaded),
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(grants),
+    );
     let started = Instant::now();
     tokio.block_on(async {
-        for _ in 0..iterations {
-            let outcome = runtime.run_check(&loaded, &config, &grants, &limits).await;
-            assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (runtime, loaded, config, grants) = (runtime.clone(), loaded.clone(), config.clone(), grants.clone());
+            tasks.spawn(async move {
+                for _ in 0..iterations / concurrency {
+                    let outcome = runtime.run_check(&loaded, &config, &grants, &limits).await;
+                    assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
+                }
+            });
         }
+        tasks.join_all().await;
     });
     println!(
         "{plugin}: {:.1} µs per check",
