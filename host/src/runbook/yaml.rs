@@ -53,10 +53,16 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Parses one YAML document.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut builder = Builder::default();
+    // yaml-rust2 puts the end of a text without a final line break on the line after the
+    // last, and with it an empty value or an error there: report the last line instead.
+    let last_line = 1 + text.matches(['\n', '\r']).count() - text.matches("\r\n").count();
+    let mut builder = Builder {
+        last_line,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|err| YamlError {
-        line: err.marker().line(),
+        line: err.marker().line().min(last_line),
         message: err.info().to_string(),
     })?;
     if let Some(error) = builder.error {
@@ -77,6 +83,8 @@ struct Builder {
     error: Option<YamlError>,
     /// Nodes materialised so far, aliases counted at their expanded size.
     nodes: usize,
+    /// Line of the text's last line (1-based; line breaks are LF, CRLF or CR, as in YAML).
+    last_line: usize,
 }
 
 impl Node {
@@ -151,7 +159,7 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
-        let line = mark.line();
+        let line = mark.line().min(self.last_line);
         // After an error, the rest of the document is not built (it may be huge).
         if self.error.is_some() {
             return;
@@ -171,6 +179,12 @@ impl MarkedEventReceiver for Builder {
         }
         match event {
             Event::Scalar(text, style, anchor, _) => {
+                // An empty value is marked where the next token starts (the next line, or
+                // past the end of the text): a mapping's empty value is on its key's line.
+                let line = match self.pending_key.last() {
+                    Some(Some((_, key_line))) if text.is_empty() && style == TScalarStyle::Plain => *key_line,
+                    _ => line,
+                };
                 let value = if style == TScalarStyle::Plain {
                     plain_scalar(&text)
                 } else {
@@ -345,6 +359,19 @@ mod tests {
         assert_eq!(err.message, "nested more than 64 levels deep");
         let fine = format!("a: {}{}", "[".repeat(MAX_DEPTH - 2), "]".repeat(MAX_DEPTH - 2));
         assert!(parse(&fine).is_ok());
+    }
+
+    #[test]
+    fn empty_values_and_errors_at_the_end_are_on_lines_of_the_text() {
+        // Found by fuzzing (fuzz/fuzz_targets/runbook.rs): `b` was on line 3 of 2, and an
+        // empty value was on the line after its key.
+        assert_eq!(parse("x: y\nb:").unwrap().lines()["b"], 2);
+        assert_eq!(parse("x: y\r\nb:").unwrap().lines()["b"], 2);
+        assert_eq!(parse("x: y\nb:\n").unwrap().lines()["b"], 2);
+        let lines = parse("a:\nb: 1").unwrap().lines();
+        assert_eq!((lines["a"], lines["b"]), (1, 2));
+        assert_eq!(parse("a:\n  - x\n  -").unwrap().lines()["a[1]"], 3);
+        assert_eq!(parse("a: [").unwrap_err().line, 1);
     }
 
     #[test]
