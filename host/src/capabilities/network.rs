@@ -212,7 +212,8 @@ fn parse_host_pattern(host: &str) -> Result<HostPattern, String> {
         let net = IpNet::from_str(host).map_err(|_| format!("`{host}` is not a CIDR block"))?;
         return Ok(HostPattern::Cidr(net.trunc()));
     }
-    if let Ok(ip) = IpAddr::from_str(host) {
+    // A trailing dot is dropped, from an address as from a name: `10.0.0.1.` is `10.0.0.1`.
+    if let Ok(ip) = IpAddr::from_str(host.strip_suffix('.').unwrap_or(host)) {
         return Ok(HostPattern::Ip(ip.to_canonical()));
     }
     let (suffix, name) = match host.strip_prefix("*.") {
@@ -646,6 +647,14 @@ mod tests {
             assert_eq!((&grant.host, grant.port), (host, *port), "{text}");
             assert_eq!(grant.to_string(), *text);
         }
+    }
+
+    #[test]
+    fn an_address_with_a_trailing_dot_is_an_address_not_a_name() {
+        // Found by fuzzing (fuzz/fuzz_targets/grants.rs): it was the name "11.0.0.0".
+        let grant: Grant = "tcp://11.0.0.0.:7000".parse().unwrap();
+        assert_eq!(grant.host, HostPattern::Ip("11.0.0.0".parse().unwrap()));
+        assert_eq!(grant.port, PortPattern::Port(7000));
     }
 
     #[test]
