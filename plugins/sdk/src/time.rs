@@ -135,7 +135,8 @@ pub fn parse_clf(text: &str) -> Option<i64> {
         "Dec" => 12,
         _ => return None,
     };
-    let year = parts.next()?.parse().ok()?;
+    // The log writes four digits; a longer year would overflow the arithmetic below.
+    let year = parts.next()?.parse().ok().filter(|year| (0..=9999).contains(year))?;
     let mut clock = parts.next()?.splitn(3, ':');
     let (hour, minute, second) = (
         clock.next()?.parse().ok()?,
@@ -145,7 +146,8 @@ pub fn parse_clf(text: &str) -> Option<i64> {
     let sign = if offset.starts_with('-') { -1 } else { 1 };
     let digits = offset.trim_start_matches(['+', '-']);
     let offset_secs = if digits.len() == 4 {
-        sign * (digits[..2].parse::<i64>().ok()? * 3600 + digits[2..].parse::<i64>().ok()? * 60)
+        // `get`: four bytes need not be four ASCII digits (slicing could split a character).
+        sign * (digits.get(..2)?.parse::<i64>().ok()? * 3600 + digits.get(2..)?.parse::<i64>().ok()? * 60)
     } else {
         0
     };
@@ -208,6 +210,11 @@ mod tests {
         assert_eq!(parse_clf("24/May/2013:00:00:00 +0000"), Some(1_369_353_600));
         assert_eq!(parse_clf("23/May/2013:22:00:00 -0200"), Some(1_369_353_600));
         assert_eq!(parse_clf("24/Foo/2013:00:00:00 +0000"), None);
+        // Found by fuzzing (fuzz/fuzz_targets/s3log.rs): this year overflowed `to_unix`.
+        assert_eq!(parse_clf("06/Feb/643570455520651:01:10:09 +0000"), None);
+        assert_eq!(parse_clf("31/Dec/9999:23:59:59 +0000"), Some(253_402_300_799));
+        // Found reading the parser while writing that target: slicing this offset panicked.
+        assert_eq!(parse_clf("06/Feb/2019:00:00:38 +a€"), None);
         assert_eq!(parse_duration_secs("15m"), Some(900));
         assert_eq!(parse_duration_secs("24h"), Some(86_400));
         assert_eq!(parse_duration_secs("2w"), None);
