@@ -359,7 +359,7 @@ impl NetworkPolicy {
                 format!("name lookup of `{name}`"),
                 "it names a cloud metadata service; only the operator can allow that (--allow-metadata)".into(),
             ))
-        } else if IpAddr::from_str(normal.trim_start_matches('[').trim_end_matches(']')).is_ok()
+        } else if IpAddr::from_str(name.trim_start_matches('[').trim_end_matches(']')).is_ok()
             || self.socket_grants().any(|grant| grant.host.covers_name(&normal))
         {
             Ok(())
@@ -647,6 +647,17 @@ mod tests {
             assert_eq!((&grant.host, grant.port), (host, *port), "{text}");
             assert_eq!(grant.to_string(), *text);
         }
+    }
+
+    #[test]
+    fn only_an_exact_ip_literal_skips_the_lookup_grant() {
+        // `1.2.3.4.` is not an address literal: a resolver would be asked about it, so it
+        // is a name like any other (noticed while fuzzing the grant parser).
+        let policy = NetworkPolicy::new("p", vec!["tcp://10.0.0.1:5432".parse().unwrap()], false);
+        assert!(policy.check_name_lookup("1.2.3.4").is_ok());
+        assert!(policy.check_name_lookup("[::1]").is_ok());
+        assert!(policy.check_name_lookup("1.2.3.4.").is_err());
+        assert!(policy.check_name_lookup("10.0.0.1.").is_err());
     }
 
     #[test]

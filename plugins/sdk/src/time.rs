@@ -97,9 +97,11 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         "Z" | "z" => 0,
         sign_and_hm => {
             let sign = if sign_and_hm.starts_with('-') { -1 } else { 1 };
-            let (h, m) = sign_and_hm[1..]
-                .split_once(':')
-                .unwrap_or((&sign_and_hm[1..3], &sign_and_hm[3..]));
+            let digits = sign_and_hm.get(1..)?;
+            let (h, m) = match digits.split_once(':') {
+                Some(parts) => parts,
+                None => (digits.get(..2)?, digits.get(2..)?),
+            };
             sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
         }
     };
@@ -207,6 +209,10 @@ mod tests {
     fn parses_the_formats_s3_uses() {
         assert_eq!(parse_rfc3339("2013-05-24T00:00:00.000Z"), Some(1_369_353_600));
         assert_eq!(parse_rfc3339("2013-05-24T01:00:00+01:00"), Some(1_369_353_600));
+        assert_eq!(parse_rfc3339("2013-05-24T01:00:00+0100"), Some(1_369_353_600));
+        // A short or non-ASCII offset is not a time (it used to panic slicing it).
+        assert_eq!(parse_rfc3339("2013-05-24T01:00:00+1"), None);
+        assert_eq!(parse_rfc3339("2013-05-24T01:00:00+€1"), None);
         assert_eq!(parse_clf("24/May/2013:00:00:00 +0000"), Some(1_369_353_600));
         assert_eq!(parse_clf("23/May/2013:22:00:00 -0200"), Some(1_369_353_600));
         assert_eq!(parse_clf("24/Foo/2013:00:00:00 +0000"), None);
