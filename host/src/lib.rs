@@ -10,6 +10,7 @@
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod dirs;
 pub mod error;
 pub mod logging;
 pub mod plugins;

@@ -77,13 +77,7 @@ impl TrustedKeys {
     /// The default file: `$RUNBOX_TRUSTED_KEYS`, else `$XDG_CONFIG_HOME/runbox/trusted-keys`,
     /// else `~/.config/runbox/trusted-keys`.
     pub fn default_path() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("RUNBOX_TRUSTED_KEYS") {
-            return Some(PathBuf::from(path));
-        }
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
-        Some(base.join("runbox").join("trusted-keys"))
+        crate::dirs::runbox_path("RUNBOX_TRUSTED_KEYS", "XDG_CONFIG_HOME", ".config", "trusted-keys")
     }
 
     /// Reads `path`. A missing file is an error only when `must_exist`; otherwise it

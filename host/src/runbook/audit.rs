@@ -20,14 +20,8 @@ impl AuditLog {
     /// `$RUNBOX_AUDIT_LOG`, else `$XDG_STATE_HOME/runbox/audit.jsonl`, else
     /// `~/.local/state/runbox/audit.jsonl`.
     pub fn default_path() -> PathBuf {
-        if let Some(path) = std::env::var_os("RUNBOX_AUDIT_LOG") {
-            return PathBuf::from(path);
-        }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        state.join("runbox").join("audit.jsonl")
+        crate::dirs::runbox_path("RUNBOX_AUDIT_LOG", "XDG_STATE_HOME", ".local/state", "audit.jsonl")
+            .unwrap_or_else(|| PathBuf::from(".").join("runbox").join("audit.jsonl"))
     }
 
     /// Opens (creating it and its directory) `path` for appending.

@@ -36,13 +36,7 @@ impl CompileCache {
     /// The default directory: `$RUNBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/runbox`, else
     /// `~/.cache/runbox`.
     pub fn default_dir() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("RUNBOX_CACHE_DIR") {
-            return Some(PathBuf::from(dir));
-        }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
-        Some(base.join("runbox"))
+        crate::dirs::runbox_path("RUNBOX_CACHE_DIR", "XDG_CACHE_HOME", ".cache", "")
     }
 
     fn entry(&self, digest: &str) -> PathBuf {
