@@ -152,13 +152,13 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
     let started_at = SystemTime::now();
     let started = Instant::now();
     let run_deadline = options.deadline.map(|limit| (started + limit, limit));
-    if let Some((at, limit)) = run_deadline {
+    let deadline_timer = run_deadline.map(|(at, limit)| {
         let stop = options.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             stop.stop(StopCause::Deadline(limit));
-        });
-    }
+        })
+    });
     let n = runbook.steps.len();
     let mut results: Vec<Option<StepResult>> = vec![None; n];
     let mut launched = vec![false; n];
@@ -239,6 +239,9 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         .map(|s| s.status)
         .max()
         .unwrap_or(Status::Ok);
+    if let Some(timer) = deadline_timer {
+        timer.abort();
+    }
     let stopped = options.stop.cause();
     if stopped.is_some() && launched.iter().any(|launched| !launched) {
         // Steps that never ran were not found fine: the run is not an all-clear.
