@@ -696,26 +696,9 @@ fn a_crash_during_an_apply_keeps_the_audit_line_already_written() {
         url = server.url()
     ));
     let audit = book.audit();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runbox"))
-        .args(["--plugin-dir", crate::harness::plugin_dir().to_str().unwrap()])
-        .args([
-            "run",
-            book.path.to_str().unwrap(),
-            "--apply",
-            "--audit-log",
-            audit.to_str().unwrap(),
-        ])
-        .env("RUNBOX_CACHE_DIR", crate::harness::cache_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&book, &["--apply", "--audit-log", audit.to_str().unwrap()]);
     // Wait until the apply is under way (the request reached the server), then kill -9.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while server.received().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the apply never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_request(&server);
     child.kill().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(&audit).expect("the audit log exists");

@@ -311,18 +311,13 @@ fn skipped(step: &PreparedStep, reason: String) -> StepResult {
 
 /// The outcome of a check or plan cancelled by a stop.
 fn cancelled(cause: &StopCause, started: Instant) -> CheckOutcome {
-    CheckOutcome {
-        status: Status::Unknown,
-        summary: format!(
-            "stopped after {}: {cause}",
-            crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
-        ),
-        details: Vec::new(),
-        metrics: Vec::new(),
-        denied: Vec::new(),
-        logs: Vec::new(),
-        duration: started.elapsed(),
-    }
+    let summary = format!("stopped after {}: {cause}", elapsed_text(started));
+    CheckOutcome::fault(Status::Unknown, summary, started)
+}
+
+/// `1.2 s` since `started`, for messages.
+fn elapsed_text(started: Instant) -> String {
+    crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
 }
 
 async fn run_step(
@@ -527,15 +522,7 @@ async fn apply(
             "outcome": outcome.map(|o| json!({"status": o.status, "summary": o.summary, "changes": o.details})),
         })
     };
-    let refuse = |why: String| CheckOutcome {
-        status: Status::Unknown,
-        summary: format!("not applied: {why}"),
-        details: Vec::new(),
-        metrics: Vec::new(),
-        denied: Vec::new(),
-        logs: Vec::new(),
-        duration: Duration::ZERO,
-    };
+    let refuse = |why: String| CheckOutcome::fault(Status::Unknown, format!("not applied: {why}"), Instant::now());
     let Some(audit) = &options.audit else {
         return Err(refuse("no audit log is open".into()));
     };
@@ -551,13 +538,14 @@ async fn apply(
     let (outcome, event) = tokio::select! {
         outcome = runtime.apply(&step.plugin, &step.config, grants, limits, plan) => (outcome, "apply-finished"),
         _ = options.stop.abandoned() => (
-            CheckOutcome {
-                summary: format!(
+            CheckOutcome::fault(
+                Status::Unknown,
+                format!(
                     "apply abandoned by the operator after {}: whether it changed anything is unknown — check the target before running it again",
-                    crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
+                    elapsed_text(started)
                 ),
-                ..refuse(String::new())
-            },
+                started,
+            ),
             "apply-abandoned",
         ),
     };

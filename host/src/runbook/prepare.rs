@@ -176,21 +176,7 @@ pub async fn prepare(
     if manifest.name.trim().is_empty() {
         cx.problem("name", None, "`name` is empty");
     }
-    let run_timeout = match manifest.timeout.as_deref().map(humantime::parse_duration) {
-        None => None,
-        Some(Ok(timeout)) if !timeout.is_zero() => Some(timeout),
-        Some(_) => {
-            cx.problem(
-                "timeout",
-                None,
-                format!(
-                    "`timeout: {}` is not a duration (e.g. 5m, 90s)",
-                    manifest.timeout.as_deref().unwrap_or("")
-                ),
-            );
-            None
-        }
-    };
+    let run_timeout = parse_timeout(&mut cx, "timeout", None, manifest.timeout.as_deref(), "5m, 90s");
 
     let inputs = resolve_inputs(&mut cx, &manifest, sets, mode);
     let index = check_ids_and_needs(&mut cx, &manifest);
@@ -216,21 +202,8 @@ pub async fn prepare(
                 None
             }
         });
-        let timeout = match step.timeout.as_deref().map(humantime::parse_duration) {
-            None => Duration::from_secs(10),
-            Some(Ok(timeout)) if !timeout.is_zero() => timeout,
-            Some(_) => {
-                cx.problem(
-                    &at("timeout"),
-                    Some(id),
-                    format!(
-                        "`timeout: {}` is not a duration (e.g. 10s, 1m)",
-                        step.timeout.as_deref().unwrap_or("")
-                    ),
-                );
-                Duration::from_secs(10)
-            }
-        };
+        let timeout = parse_timeout(&mut cx, &at("timeout"), Some(id), step.timeout.as_deref(), "10s, 1m")
+            .unwrap_or(Duration::from_secs(10));
         let retry = resolve_retry(&mut cx, step, i);
 
         // Templates: syntax, and references to declared inputs (and set env in run mode).
@@ -382,6 +355,29 @@ pub async fn prepare(
         steps,
         timeout: run_timeout,
     })
+}
+
+/// A `timeout:` value: a duration above zero. `None` when absent, or when invalid (the
+/// problem is recorded at `path`, with `examples` of valid values).
+fn parse_timeout(
+    cx: &mut Context,
+    path: &str,
+    step: Option<&str>,
+    text: Option<&str>,
+    examples: &str,
+) -> Option<Duration> {
+    let text = text?;
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Some(timeout),
+        _ => {
+            cx.problem(
+                path,
+                step,
+                format!("`timeout: {text}` is not a duration (e.g. {examples})"),
+            );
+            None
+        }
+    }
 }
 
 /// Largest runbook file read (a real one is a few KiB).

@@ -751,7 +751,8 @@ mod caps {
 }
 
 impl CheckOutcome {
-    fn fault(status: Status, summary: String, started: Instant) -> CheckOutcome {
+    /// An outcome with only a status and a summary, timed from `started`.
+    pub(crate) fn fault(status: Status, summary: String, started: Instant) -> CheckOutcome {
         CheckOutcome {
             status,
             summary,
