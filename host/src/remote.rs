@@ -40,9 +40,10 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            return Err(format!(
+            return Err(
                 "plugins are fetched over https only. Over plain http anyone on the network path sees which plugin you run and can replace it (the sha256 pin would then only refuse it) or its signature file; serve it over https"
-            ));
+                    .into(),
+            );
         }
         other => {
             return Err(format!(
@@ -51,9 +52,9 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "credentials in a plugin URL would be written into runbooks and logs; serve the plugin without them"
-        ));
+        return Err(
+            "credentials in a plugin URL would be written into runbooks and logs; serve the plugin without them".into(),
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());

@@ -172,10 +172,8 @@ impl MarkedEventReceiver for Builder {
             });
             return;
         }
-        if matches!(event, Event::Scalar(..)) || opens {
-            if !self.count(1, line) {
-                return;
-            }
+        if (matches!(event, Event::Scalar(..)) || opens) && !self.count(1, line) {
+            return;
         }
         match event {
             Event::Scalar(text, style, anchor, _) => {
