@@ -6,6 +6,7 @@ use crate::capabilities::{DirGrant, Grants, parse_env_grant};
 use crate::config;
 use crate::error::{Error, invalid};
 use crate::logging::{self, LogFormat};
+use crate::output;
 use crate::plugins::{PluginPath, PluginRef, Source};
 use crate::report::{self, Format};
 use crate::result::Status;
@@ -20,12 +21,18 @@ use crate::trust::{self, TrustedKeys};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument;
+
+/// `eprintln!` through [`output::eprint`]: redacted and inert like everything runbox writes.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        output::eprint(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// Run operational checks and runbooks made of sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -258,7 +265,7 @@ pub fn main() -> ExitCode {
 }
 
 fn fail(err: &Error) -> ExitCode {
-    eprintln!("error: {err}");
+    errln!("error: {err}");
     ExitCode::from(err.exit_code())
 }
 
@@ -459,14 +466,14 @@ async fn validate(
             Err(found) => {
                 problems += found.len();
                 for problem in found {
-                    eprintln!("error: {problem}");
+                    errln!("error: {problem}");
                 }
             }
         }
     }
     print(&report)?;
     if problems > 0 {
-        eprintln!("{problems} problem{} found", if problems == 1 { "" } else { "s" });
+        errln!("{problems} problem{} found", if problems == 1 { "" } else { "s" });
         return Ok(64);
     }
     Ok(0)
@@ -484,7 +491,7 @@ async fn run_runbook(
         Ok(runbook) => Arc::new(runbook),
         Err(problems) => {
             for problem in &problems {
-                eprintln!("error: {problem}");
+                errln!("error: {problem}");
             }
             return Err(invalid(format!(
                 "{} problem{} in the runbook; nothing was run",
@@ -515,30 +522,26 @@ async fn run_runbook(
     // Live progress and the header go to stderr, for a person watching it.
     let live = args.format == Format::Human && std::io::stderr().is_terminal();
     if live {
-        eprint!("{}", runbook_header(&runbook.manifest));
+        output::eprint(&runbook_header(&runbook.manifest));
     }
+    // While a plan waits for approval, progress lines of parallel steps are held back
+    // and shown after the answer, so the approver reads the plan and only the plan.
+    let terminal = Arc::new(HeldLines::default());
+    let progress_terminal = terminal.clone();
     let progress: Arc<dyn Fn(Progress<'_>) + Send + Sync> = if live {
-        Arc::new(|event: Progress<'_>| match event {
-            Progress::Started(id) => eprintln!("  ▶ {id}"),
-            Progress::Finished(step) => {
-                let status = if step.skipped.is_some() {
-                    "SKIPPED"
-                } else {
-                    step.status.label()
-                };
-                eprintln!(
-                    "  {} {} {status}: {}",
-                    if step.skipped.is_some() {
-                        "·"
-                    } else if step.status == Status::Ok {
-                        "✓"
-                    } else {
-                        "✗"
-                    },
-                    step.id,
-                    step.summary
-                );
-            }
+        Arc::new(move |event: Progress<'_>| {
+            let line = match event {
+                Progress::Started(id) => format!("  ▶ {id}\n"),
+                Progress::Finished(step) => {
+                    let (mark, status) = match (&step.skipped, step.status) {
+                        (Some(_), _) => ("·", "SKIPPED"),
+                        (None, Status::Ok) => ("✓", "OK"),
+                        (None, status) => ("✗", status.label()),
+                    };
+                    format!("  {mark} {} {status}: {}\n", step.id, step.summary)
+                }
+            };
+            progress_terminal.show(line);
         })
     } else {
         Arc::new(|_: Progress<'_>| {})
@@ -547,10 +550,14 @@ async fn run_runbook(
         let lock = Arc::new(std::sync::Mutex::new(()));
         Some(Arc::new(move |id: &str, plan: &str| {
             let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-            eprintln!("\nStep `{id}` requires approval:\n{plan}");
-            eprint!("Apply it? [y/N] ");
+            terminal.hold();
+            errln!("\nStep `{id}` requires approval:\n{plan}");
+            output::eprint("Apply it? [y/N] ");
             let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+            let yes =
+                std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes" | "YES");
+            terminal.release();
+            yes
         }))
     } else {
         None
@@ -575,11 +582,36 @@ async fn run_runbook(
     signals.abort();
     let rendered = report::render(&result, args.format, verbose);
     match &args.output {
-        Some(path) => std::fs::write(path, rendered)
+        Some(path) => output::write_file(path, &rendered)
             .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display())))?,
         None => print(&rendered)?,
     }
     Ok(result.status.exit_code())
+}
+
+/// Progress lines for stderr, held back while an approval prompt is on the terminal.
+#[derive(Default)]
+struct HeldLines(std::sync::Mutex<Option<Vec<String>>>);
+
+impl HeldLines {
+    fn show(&self, line: String) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(lines) => lines.push(line),
+            None => output::eprint(&line),
+        }
+    }
+
+    fn hold(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default();
+    }
+
+    fn release(&self) {
+        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for line in lines.into_iter().flatten() {
+            output::eprint(&line);
+        }
+    }
 }
 
 async fn watch_signals(stop: Stop) {
@@ -596,12 +628,12 @@ async fn watch_signals(stop: Stop) {
         }
     };
     next(&mut interrupt, &mut terminate).await;
-    eprintln!(
+    errln!(
         "\nrunbox: stopping — no new steps; running checks are cancelled, running applies may finish (Ctrl-C again to abandon them)"
     );
     stop.stop(StopCause::Interrupted);
     next(&mut interrupt, &mut terminate).await;
-    eprintln!("\nrunbox: abandoning running applies (the audit log records it)");
+    errln!("\nrunbox: abandoning running applies (the audit log records it)");
     stop.abandon(StopCause::Interrupted);
 }
 
@@ -805,13 +837,7 @@ async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format
 }
 
 fn print(text: &str) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(()),
-        // A closed pipe (`| head`) is the reader's choice, not a failure.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(err) => Err(Error::Internal(format!("cannot write output: {err}"))),
-    }
+    output::print(text).map_err(|err| Error::Internal(format!("cannot write output: {err}")))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -5,6 +5,8 @@
 //! - [`config`]: plugin config from the command line, validated against the plugin's schema;
 //! - [`plugins`]: finding plugins by name, path or pinned URL ([`remote`]); [`trust`]: signatures;
 //! - [`result`] and [`report`]: results and their formats;
+//! - [`text`]: plugin text made inert, and every format's escaping; [`output`]: where
+//!   everything runbox writes leaves it, redacted;
 //! - [`cli`]: the `runbox` command.
 
 pub mod capabilities;
@@ -13,6 +15,7 @@ pub mod config;
 pub mod dirs;
 pub mod error;
 pub mod logging;
+pub mod output;
 pub mod plugins;
 pub mod remote;
 pub mod report;
@@ -20,4 +23,5 @@ pub mod result;
 pub mod runbook;
 pub mod runtime;
 pub mod scaffold;
+pub mod text;
 pub mod trust;

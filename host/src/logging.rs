@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr, human text or JSON lines, every line tagged with the
 //! run id (a span field). `-v` shows debug (every capability decision), `-vv` trace;
-//! `RUST_LOG` overrides both.
+//! `RUST_LOG` overrides both. Lines pass [`crate::output::LogWriter`]: secrets are
+//! redacted and control characters made visible in every line, whatever field carried
+//! them (colours are off for that reason: the writer cannot tell them from a plugin's).
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +25,8 @@ pub fn init(verbosity: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(false)
+        .with_writer(crate::output::LogWriter);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),

@@ -663,7 +663,7 @@ mod tests {
     fn bad_trusted_keys_lines_are_all_reported() {
         let alice = key_text(&key(1).verifying_key());
         let text = [
-            format!("{alice}"),
+            alice.to_string(),
             "ssh-ed25519 AAAAC3Nza key".to_string(),
             "ed25519 notbase64! name".to_string(),
             "ed25519 AAAA name".to_string(),

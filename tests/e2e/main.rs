@@ -8,6 +8,7 @@ mod livekit;
 
 mod check_redis;
 mod cli;
+mod hostile_output;
 mod loading;
 mod pg;
 mod runbooks;

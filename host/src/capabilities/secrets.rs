@@ -57,8 +57,15 @@ impl SecretGrant {
         })
     }
 
-    /// Reads the value now. The error names the secret and the source, never a value.
+    /// Reads the value now, and adds it to the values every output of this process is
+    /// redacted of ([`remember`]). The error names the secret and the source, never a value.
     pub fn resolve(&self) -> Result<String, String> {
+        let value = self.read()?;
+        remember(&value);
+        Ok(value)
+    }
+
+    fn read(&self) -> Result<String, String> {
         match &self.source {
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
                 format!(
@@ -78,13 +85,18 @@ impl SecretGrant {
     }
 }
 
-/// Replaces secret values with `[REDACTED]` in text.
+/// Replaces secret values with `[REDACTED]` in text: each value as it is, and as each
+/// transformation runbox applies to text would write it (case folding, JSON, Rust
+/// debug, XML, Markdown, Prometheus and Nagios escaping, [`crate::text::visible`]), so
+/// no output format re-creates a secret the redactor would no longer recognise.
+/// Matching ignores ASCII case: runbox lower-cases host names in grant suggestions.
 ///
 /// Values shorter than [`Redactor::MIN_LEN`] bytes are not redacted: replacing every
 /// occurrence of one or two characters would destroy the output and hide nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    values: Vec<String>,
+    matcher: Option<aho_corasick::AhoCorasick>,
+    longest: usize,
 }
 
 impl Redactor {
@@ -95,28 +107,94 @@ impl Redactor {
 
     /// A redactor for these values.
     pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
-        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= Self::MIN_LEN).collect();
-        // Longest first, so a secret containing another is removed whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        values.dedup();
-        Redactor { values }
+        let mut patterns: Vec<String> = values
+            .into_iter()
+            .filter(|value| value.len() >= Self::MIN_LEN)
+            .flat_map(|value| transformations(&value))
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Redactor::default();
+        }
+        let longest = patterns.iter().map(String::len).max().unwrap_or(0);
+        // Leftmost-longest: a secret containing another is removed whole.
+        let matcher = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .build(&patterns)
+            .expect("literal patterns always build");
+        Redactor {
+            matcher: Some(matcher),
+            longest,
+        }
     }
 
     /// True when there is nothing to redact.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.matcher.is_none()
+    }
+
+    /// Length in bytes of the longest form of a secret it recognises: text cut at a cap
+    /// must be redacted with at least this much beyond the cap still in hand.
+    pub fn longest(&self) -> usize {
+        self.longest
     }
 
     /// `text` with every secret value replaced.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for value in &self.values {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), Self::MARK);
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.matcher {
+            Some(matcher) if matcher.is_match(text) => {
+                std::borrow::Cow::Owned(matcher.replace_all(text, &vec![Self::MARK; matcher.patterns_len()]))
             }
+            _ => std::borrow::Cow::Borrowed(text),
         }
-        out
     }
+}
+
+/// Every form in which runbox itself may write `value`.
+fn transformations(value: &str) -> Vec<String> {
+    use crate::text;
+    let mut forms = vec![value.to_string(), text::visible(value).into_owned()];
+    for form in forms.clone() {
+        forms.extend([
+            text::json_string(&form),
+            text::debug_string(&form),
+            text::xml(&form),
+            text::markdown(&form),
+            text::prometheus_label(&form),
+            text::nagios_label(&form),
+            text::nagios_text(&form),
+            form.replace('\'', "''"),
+        ]);
+    }
+    forms.retain(|form| form.len() >= Redactor::MIN_LEN);
+    forms
+}
+
+/// Every secret value this process has read: everything runbox writes (reports, logs,
+/// the audit log, prompts) is redacted with all of them, whichever step they belong to.
+static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static CURRENT: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> = std::sync::RwLock::new(None);
+
+/// Adds `value` to the secrets every output is redacted of.
+pub fn remember(value: &str) {
+    let mut known = KNOWN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if value.len() < Redactor::MIN_LEN || known.iter().any(|known| known == value) {
+        return;
+    }
+    known.push(value.to_string());
+    let redactor = std::sync::Arc::new(Redactor::new(known.iter().cloned()));
+    *CURRENT.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(redactor);
+}
+
+/// The redactor for every secret read so far.
+pub fn redactor() -> std::sync::Arc<Redactor> {
+    CURRENT
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -165,5 +243,37 @@ mod tests {
             redactor.redact("pw=hunter2-extra or hunter2, ab"),
             "pw=[REDACTED] or [REDACTED], ab"
         );
+    }
+
+    #[test]
+    fn redacts_the_forms_runbox_writes_a_secret_in() {
+        let secret = "Pa\"ss'w=rd|\\x<y>&_*#\u{1b}Z";
+        let redactor = Redactor::new([secret.to_string()]);
+        let forms = [
+            secret.to_string(),
+            secret.to_ascii_lowercase(),
+            secret.to_ascii_uppercase(),
+            crate::text::visible(secret).into_owned(),
+            crate::text::json_string(secret),
+            crate::text::json_string(&crate::text::visible(secret)),
+            crate::text::debug_string(secret),
+            crate::text::xml(&crate::text::visible(secret)),
+            crate::text::markdown(secret),
+            crate::text::prometheus_label(&crate::text::visible(secret)),
+            crate::text::nagios_label(secret),
+            crate::text::nagios_text(secret),
+        ];
+        for form in forms {
+            let text = format!("before {form} after");
+            assert_eq!(redactor.redact(&text), "before [REDACTED] after", "form {form:?}");
+        }
+        assert!(redactor.longest() >= secret.len());
+    }
+
+    #[test]
+    fn an_empty_redactor_borrows() {
+        let redactor = Redactor::new(Vec::new());
+        assert!(redactor.is_empty());
+        assert!(matches!(redactor.redact("text"), std::borrow::Cow::Borrowed("text")));
     }
 }

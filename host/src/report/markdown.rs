@@ -1,8 +1,13 @@
 //! A Markdown incident timeline, ready to paste into the incident document: a header
 //! (runbook, severity, run id, start and end), one table row per step (start, end,
 //! step, result, summary), then what was applied and what was only planned.
+//!
+//! Headings, sections and list structure are runbox's alone: every piece of text from a
+//! plugin or a runbook goes through [`text::markdown`], so it renders as itself inside
+//! its cell or item (no line breaks, HTML, links, emphasis or block markers).
 
 use crate::result::{RunResult, StepResult};
+use crate::text;
 use std::fmt::Write;
 
 /// Renders `run` as Markdown.
@@ -10,7 +15,7 @@ pub fn render(run: &RunResult) -> String {
     let name = run.runbook.as_deref().unwrap_or("runbox check");
     let mut out = String::new();
     let severity = run.severity.as_ref().map(|s| format!(" ({s})")).unwrap_or_default();
-    let _ = writeln!(out, "### Runbook `{}`{severity}: {}\n", cell(name), run.status.label());
+    let _ = writeln!(out, "### Runbook {}{severity}: {}\n", code(name), run.status.label());
     let started = run.started_at.as_deref().unwrap_or("?");
     let ended = run.ended_at.as_deref().unwrap_or("?");
     let _ = writeln!(
@@ -24,7 +29,7 @@ pub fn render(run: &RunResult) -> String {
         let _ = writeln!(out, "- Run id: `{id}`");
     }
     if let Some(escalation) = &run.escalation {
-        let _ = writeln!(out, "- Escalation: {}", escalation.trim());
+        let _ = writeln!(out, "- Escalation: {}", cell(escalation));
     }
     out.push_str("\n| Started (UTC) | Ended (UTC) | Step | Result | Summary |\n|---|---|---|---|---|\n");
     let mut ordered: Vec<&StepResult> = run.steps.iter().collect();
@@ -37,10 +42,10 @@ pub fn render(run: &RunResult) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | `{}` ({}) | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} |",
             clock(&step.started_at),
             clock(&step.ended_at),
-            cell(&step.id),
+            code(&step.id),
             cell(&step.plugin),
             result,
             cell(&step.summary)
@@ -57,15 +62,15 @@ pub fn render(run: &RunResult) -> String {
             let plan = step.plan.as_ref().expect("applied steps have a plan");
             let _ = writeln!(
                 out,
-                "- {} `{}` ({}): {} → {}",
+                "- {} {} ({}): {} → {}",
                 clock(&step.ended_at),
-                step.id,
-                step.plugin,
-                plan.summary,
-                step.summary
+                code(&step.id),
+                cell(&step.plugin),
+                cell(&plan.summary),
+                cell(&step.summary)
             );
             for change in &step.details {
-                let _ = writeln!(out, "  - {change}");
+                let _ = writeln!(out, "  - {}", cell(change));
             }
         }
     }
@@ -73,9 +78,15 @@ pub fn render(run: &RunResult) -> String {
         out.push_str("\n#### Planned, not applied\n\n");
         for step in planned {
             let plan = step.plan.as_ref().expect("planned steps have a plan");
-            let _ = writeln!(out, "- `{}` ({}): {}", step.id, step.plugin, step.summary);
+            let _ = writeln!(
+                out,
+                "- {} ({}): {}",
+                code(&step.id),
+                cell(&step.plugin),
+                cell(&step.summary)
+            );
             for change in &plan.changes {
-                let _ = writeln!(out, "  - {change}");
+                let _ = writeln!(out, "  - {}", cell(change));
             }
         }
     }
@@ -90,7 +101,22 @@ fn clock(timestamp: &str) -> &str {
         .unwrap_or(timestamp)
 }
 
-/// Text safe inside a table cell.
+/// Text that stays inside its table cell or list item (several lines of runbook text
+/// are joined into one).
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    text::markdown(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// An identifier as inline code when it is a plain name (step ids and runbook names are),
+/// else as escaped text: backslash escapes do not work inside code spans.
+fn code(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        format!("`{text}`")
+    } else {
+        cell(text)
+    }
 }

@@ -13,6 +13,7 @@ mod markdown;
 mod prometheus;
 
 use crate::result::{MetricResult, RunResult, Status};
+use crate::text;
 use std::fmt::Write;
 
 /// Output formats of `runbox check`.
@@ -240,9 +241,9 @@ fn nagios(run: &RunResult) -> String {
         .collect();
     let mut out = format!(
         "{} {} - {}",
-        name.to_uppercase(),
+        text::nagios_text(&name.to_uppercase()),
         run.status.label(),
-        one_line(&summary)
+        text::nagios_text(&summary)
     );
     if !perfdata.is_empty() {
         let _ = write!(out, " | {}", perfdata.join(" "));
@@ -250,21 +251,35 @@ fn nagios(run: &RunResult) -> String {
     out.push('\n');
     for step in &run.steps {
         for line in step.details.iter().chain(step.denied.iter()) {
-            let _ = writeln!(out, "{}", one_line(line));
+            let _ = writeln!(out, "{}", text::nagios_text(line));
         }
     }
     out
 }
 
+/// One perfdata item, `'label'=value[UOM];[warn];[crit];[min];[max]`, as the Nagios
+/// plugin guidelines define it: the label cannot end itself or start another item, a
+/// value that is not a finite number is `U`, and thresholds that are not ranges are
+/// left out (results carry only valid ones; this is the last guard).
 fn perfdata(label: &str, metric: &MetricResult) -> String {
-    let optional = |value: Option<f64>| value.map(format_value).unwrap_or_default();
+    let optional = |value: Option<f64>| value.filter(|v| v.is_finite()).map(format_value).unwrap_or_default();
+    let range = |range: &Option<String>| {
+        range
+            .as_deref()
+            .filter(|r| text::is_nagios_range(r))
+            .unwrap_or("")
+            .to_string()
+    };
+    let value = if metric.value.is_finite() {
+        format!("{}{}", format_value(metric.value), nagios_unit(&metric.unit))
+    } else {
+        "U".to_string()
+    };
     let text = format!(
-        "'{}'={}{};{};{};{};{}",
-        label.replace('\'', "''"),
-        format_value(metric.value),
-        nagios_unit(&metric.unit),
-        metric.warn.as_deref().unwrap_or(""),
-        metric.crit.as_deref().unwrap_or(""),
+        "'{}'={value};{};{};{};{}",
+        text::nagios_label(label),
+        range(&metric.warn),
+        range(&metric.crit),
         optional(metric.min),
         optional(metric.max),
     );
@@ -277,11 +292,6 @@ fn nagios_unit(unit: &str) -> &str {
         "s" | "ms" | "us" | "%" | "B" | "KB" | "MB" | "GB" | "TB" | "c" => unit,
         _ => "",
     }
-}
-
-/// Nagios reserves `|` and newlines in the text part.
-fn one_line(text: &str) -> String {
-    text.replace('|', "/").replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]
@@ -338,7 +348,7 @@ mod tests {
         let text = render(&run(Status::Warning, vec![latency()]), Format::Nagios, false);
         assert_eq!(
             text,
-            "REDIS-PING WARNING - PONG / fine really | 'latency_ms'=0.25ms;50;200;0\nrole: master\n"
+            "REDIS-PING WARNING - PONG / fine\\nreally | 'latency_ms'=0.25ms;50;200;0\nrole: master\n"
         );
     }
 
@@ -353,7 +363,43 @@ mod tests {
             min: None,
             max: None,
         };
-        assert_eq!(perfdata("it's", &metric), "'it''s'=3");
+        assert_eq!(perfdata("it's", &metric), "'it_s'=3");
+    }
+
+    #[test]
+    fn perfdata_cannot_be_forged() {
+        let metric = |name: &str, value: f64, warn: &str| MetricResult {
+            name: name.into(),
+            value,
+            unit: "ms".into(),
+            warn: Some(warn.into()),
+            crit: Some("~:5".into()),
+            min: Some(f64::NAN),
+            max: Some(f64::INFINITY),
+        };
+        assert_eq!(perfdata("a'=1 'b", &metric("x", 1.0, "10")), "'a__1 _b'=1ms;10;~:5");
+        assert_eq!(perfdata("x", &metric("x", f64::NAN, "1;2;3 'y'=9")), "'x'=U;;~:5");
+        assert_eq!(perfdata("x", &metric("x", f64::NEG_INFINITY, "10")), "'x'=U;10;~:5");
+        assert_eq!(
+            perfdata("x\nCRITICAL", &metric("x", 2.0, "10")),
+            "'x\\nCRITICAL'=2ms;10;~:5"
+        );
+    }
+
+    #[test]
+    fn the_nagios_status_line_is_runboxs_alone() {
+        let mut forged = run(Status::Critical, vec![latency()]);
+        forged.steps[0].summary = "fine\nREDIS-PING OK - all good | 'x'=1".into();
+        forged.steps[0].details = vec!["OK\r\x1b[1A".into()];
+        forged.steps[0].metrics[0].name = "n\nOK - ".into();
+        let text = render(&forged, Format::Nagios, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("REDIS-PING CRITICAL - fine\\nREDIS-PING OK - all good / 'x'=1 | "),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
     }
 
     #[test]

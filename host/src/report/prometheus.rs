@@ -102,7 +102,7 @@ fn family(out: &mut String, name: &str, help: &str) {
 
 /// Label values escape backslash, double quote and newline.
 fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    crate::text::prometheus_label(text)
 }
 
 fn number(value: f64) -> String {

@@ -47,7 +47,10 @@ impl AuditLog {
 
     /// Appends `entry` as one line and waits until it is on disk.
     pub fn record(&self, entry: &Value) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        // Redacted like everything runbox writes (the plan and outcome are plugin text).
+        let mut line = crate::output::scrub(&serde_json::to_string(entry)?)
+            .into_owned()
+            .into_bytes();
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.

@@ -339,10 +339,13 @@ impl Runtime {
             serde_json::from_str(&info.config_schema).map_err(|err| format!("its config schema is not JSON: {err}"))?;
         let validator = jsonschema::validator_for(&schema)
             .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
+        check_plugin_name(&info.name)?;
+        // Shown by `plugins list`/`inspect` and in every report: inert and short.
+        let shown = |text: &str, max: usize| crate::text::truncate(&crate::text::visible(text), max).into_owned();
         let info = PluginInfo {
             name: info.name,
-            version: info.version,
-            description: info.description,
+            version: shown(&info.version, 64),
+            description: shown(&info.description, 256),
             config_schema: schema,
         };
         Ok((info, validator))
@@ -514,10 +517,26 @@ impl Runtime {
         }
         let (stdout, stdout_dropped) = host.stdout.contents();
         for (stream, text, dropped) in [("stdout", stdout, stdout_dropped), ("stderr", stderr, stderr_dropped)] {
-            if !text.is_empty() {
+            // Captured with room past the cap for the longest secret: redacted first,
+            // then cut, so the cap never splits a secret in two.
+            let redacted = redactor.redact(&text);
+            let mut end = redacted.len().min(limits.output.stdio_bytes);
+            while !redacted.is_char_boundary(end) {
+                end -= 1;
+            }
+            let dropped = dropped + (redacted.len() - end);
+            let mut lines = redacted[..end].trim_end().lines();
+            for line in lines.by_ref().take(caps::STDIO_LINES) {
                 logs.push(LogLine {
                     level: "info",
-                    message: redactor.redact(&format!("{stream}: {}", text.trim_end())),
+                    message: format!("{stream}: {line}"),
+                });
+            }
+            let more = lines.count();
+            if more > 0 {
+                logs.push(LogLine {
+                    level: "warn",
+                    message: format!("{stream}: {more} further lines not kept (cap is {})", caps::STDIO_LINES),
                 });
             }
             if dropped > 0 {
@@ -541,8 +560,27 @@ impl Runtime {
             duration: started.elapsed(),
         };
         outcome.apply_denials();
-        outcome.cap_and_redact(&redactor);
+        outcome.seal(&redactor);
         (outcome, answer)
+    }
+}
+
+/// A plugin's name (from its `info()`) names its steps in every report, the Nagios
+/// service line and Prometheus labels: 1 to 64 ASCII letters, digits, `-`, `_` or `.`,
+/// starting with a letter or digit. Anything else is refused at load.
+fn check_plugin_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "its name `{}` is not a plugin name: use 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+            crate::text::truncate(&crate::text::visible(name), 64)
+        ))
     }
 }
 
@@ -748,6 +786,12 @@ mod caps {
     pub const DETAIL_BYTES: usize = 1024;
     pub const METRICS: usize = 64;
     pub const METRIC_NAME_BYTES: usize = 64;
+    pub const METRIC_UNIT_BYTES: usize = 16;
+    pub const RANGE_BYTES: usize = 64;
+    pub const DENIAL_BYTES: usize = 1024;
+    pub const LOG_LINE_BYTES: usize = 4096;
+    /// Lines of captured stdout (and of stderr) kept as log lines.
+    pub const STDIO_LINES: usize = 200;
 }
 
 impl CheckOutcome {
@@ -776,12 +820,22 @@ impl CheckOutcome {
         self.status = Status::Unknown;
     }
 
-    fn cap_and_redact(&mut self, redactor: &Redactor) {
-        self.summary = truncate(&redactor.redact(&self.summary), caps::SUMMARY_BYTES);
+    /// Makes everything the plugin said safe to keep and show, in this order for each
+    /// string: secrets redacted (before any cut, so a cap cannot split a secret and
+    /// leave half of it), active characters made visible ([`crate::text::visible`]: no
+    /// escape sequence, control character or line break reaches a terminal or a
+    /// report), then cut to its cap. Thresholds that are not Nagios ranges are dropped
+    /// with a note. This is the one door plugin text passes into results.
+    fn seal(&mut self, redactor: &Redactor) {
+        let clean = |text: &str, max: usize| -> String {
+            let redacted = redactor.redact(text);
+            crate::text::truncate(&crate::text::visible(&redacted), max).into_owned()
+        };
+        self.summary = clean(&self.summary, caps::SUMMARY_BYTES);
         let extra_lines = self.details.len().saturating_sub(caps::DETAIL_LINES);
         self.details.truncate(caps::DETAIL_LINES);
         for line in &mut self.details {
-            *line = truncate(&redactor.redact(line), caps::DETAIL_BYTES);
+            *line = clean(line, caps::DETAIL_BYTES);
         }
         if extra_lines > 0 {
             self.details.push(format!(
@@ -791,33 +845,109 @@ impl CheckOutcome {
         }
         let extra_metrics = self.metrics.len().saturating_sub(caps::METRICS);
         self.metrics.truncate(caps::METRICS);
+        let mut notes = Vec::new();
         for metric in &mut self.metrics {
-            metric.name = truncate(&redactor.redact(&metric.name), caps::METRIC_NAME_BYTES);
-            metric.unit = truncate(&redactor.redact(&metric.unit), 16);
-            for range in [&mut metric.warn, &mut metric.crit].into_iter().flatten() {
-                *range = truncate(&redactor.redact(range), 64);
+            metric.name = clean(&metric.name, caps::METRIC_NAME_BYTES);
+            metric.unit = clean(&metric.unit, caps::METRIC_UNIT_BYTES);
+            for (which, range) in [("warn", &mut metric.warn), ("crit", &mut metric.crit)] {
+                if let Some(text) = range.take() {
+                    let text = clean(text.trim(), caps::RANGE_BYTES);
+                    if crate::text::is_nagios_range(&text) {
+                        *range = Some(text);
+                    } else {
+                        notes.push(format!(
+                            "metric `{}`: {which} `{text}` is not a Nagios range (e.g. 10, 10:20, @~:5); dropped",
+                            metric.name
+                        ));
+                    }
+                }
             }
+            metric.min = metric.min.filter(|v| v.is_finite());
+            metric.max = metric.max.filter(|v| v.is_finite());
         }
+        self.details.extend(notes);
         if extra_metrics > 0 {
             self.details.push(format!(
                 "… {extra_metrics} more metrics dropped (cap is {})",
                 caps::METRICS
             ));
         }
+        for denial in &mut self.denied {
+            *denial = clean(denial, caps::DENIAL_BYTES);
+        }
         for line in &mut self.logs {
-            line.message = redactor.redact(&line.message);
+            line.message = clean(&line.message, caps::LOG_LINE_BYTES);
         }
     }
 }
 
-/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_are_plain() {
+        for good in ["redis-ping", "rq_failed_jobs", "a", "v1.2", &"x".repeat(64)] {
+            assert!(check_plugin_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "ok'=1",
+            "x\u{1b}[2J",
+            "x\nOK",
+            "a|b",
+            "é",
+            &"x".repeat(65),
+        ] {
+            let err = check_plugin_name(bad).unwrap_err();
+            assert!(!err.contains('\u{1b}') && !err.contains('\n'), "{err}");
+        }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+
+    #[test]
+    fn sealing_redacts_before_it_cuts_and_leaves_nothing_active() {
+        let secret = "Zq7Kp2WmXv9rTb4N";
+        let redactor = Redactor::new([secret.to_string()]);
+        let mut outcome = CheckOutcome::fault(Status::Ok, format!("{}{secret}", "x".repeat(1020)), Instant::now());
+        outcome.details = vec![format!("a\x1b[2J{}", secret.to_ascii_lowercase())];
+        outcome.denied = vec![format!("name lookup of `{secret}.example` denied")];
+        outcome.metrics = vec![MetricResult {
+            name: "m\nx".into(),
+            value: f64::NAN,
+            unit: "ms".into(),
+            warn: Some("1;2 'a'=3".into()),
+            crit: Some(" 10:20 ".into()),
+            min: Some(f64::NEG_INFINITY),
+            max: Some(5.0),
+        }];
+        outcome.seal(&redactor);
+        let everything = format!("{outcome:?}");
+        assert!(
+            !everything
+                .to_ascii_lowercase()
+                .contains(&secret[..8].to_ascii_lowercase()),
+            "{everything}"
+        );
+        assert!(
+            outcome.summary.starts_with(&"x".repeat(1020)) && outcome.summary.contains("[RED"),
+            "{}",
+            outcome.summary
+        );
+        assert_eq!(outcome.details[0], "a\\x1b[2J[REDACTED]");
+        assert_eq!(outcome.denied[0], "name lookup of `[REDACTED].example` denied");
+        let metric = &outcome.metrics[0];
+        assert_eq!(
+            (metric.name.as_str(), metric.warn.as_deref(), metric.crit.as_deref()),
+            ("m\\nx", None, Some("10:20"))
+        );
+        assert_eq!((metric.min, metric.max), (None, Some(5.0)));
+        assert!(
+            outcome.details[1].contains("warn `1;2 'a'=3` is not a Nagios range"),
+            "{:?}",
+            outcome.details
+        );
     }
-    format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
 }

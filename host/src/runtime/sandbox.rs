@@ -108,8 +108,10 @@ impl Sandbox {
             grants.network.clone(),
             grants.allow_metadata,
         ));
-        let stdout = CapturedOutput::new(caps.stdio_bytes);
-        let stderr = CapturedOutput::new(caps.stdio_bytes);
+        // Room past the cap for the longest form of a secret: the invocation redacts
+        // what was captured before it cuts it to the cap.
+        let stdout = CapturedOutput::new(caps.stdio_bytes + redactor.longest());
+        let stderr = CapturedOutput::new(caps.stdio_bytes + redactor.longest());
 
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
@@ -236,7 +238,7 @@ impl host::Host for HostState {
             return Ok(());
         }
         self.log_bytes += message.len();
-        let message = self.redactor.redact(&message);
+        let message = crate::text::visible(&self.redactor.redact(&message)).into_owned();
         tracing::debug!(plugin = %self.plugin, level, message = %message, "plugin log");
         self.logs.push(LogLine { level, message });
         Ok(())

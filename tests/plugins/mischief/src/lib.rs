@@ -9,6 +9,8 @@ use serde::Deserialize;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
+mod forge;
+
 #[derive(Deserialize)]
 struct Config {
     mode: String,
@@ -31,8 +33,10 @@ impl Guest for Mischief {
     }
 
     fn run(config: String) -> Result<Report, String> {
-        let config: Config = config::parse(&config)?;
+        let raw = config;
+        let config: Config = config::parse(&raw)?;
         let outcome = match config.mode.as_str() {
+            "forge" | "leak" => return forge::run(&config.mode, &raw),
             "loop" => busy_loop(),
             "alloc" => allocate_forever(),
             "panic" => panic!("mischief panicked on purpose"),
