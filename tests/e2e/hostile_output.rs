@@ -399,3 +399,40 @@ fn openpty() -> (std::fs::File, OwnedFd) {
     assert!(master.as_raw_fd() >= 0);
     (master, slave)
 }
+
+/// An applied plan that carries a granted secret in its summary, changes and outcome:
+/// the audit log, written before and after the apply, holds `[REDACTED]`, never the value.
+#[test]
+fn the_audit_log_never_holds_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Au7dItSeCrEt99";
+    let file = runbook(
+        dir.path(),
+        &format!(
+            "name: audit\nsteps:\n  - id: act\n    uses: {}\n    with: {{\"secret\": \"api_token\", \"summary\": \"rotate {{secret}}\", \"changes\": [\"set {{secret}}\"]}}\n    secrets:\n      api_token: env:LEAKY\n",
+            plugin("mischief_plan").display()
+        ),
+    );
+    let audit = dir.path().join("audit.jsonl");
+    let run = runbox_env(
+        &[
+            "run",
+            &file,
+            "--apply",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[("LEAKY", secret)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(
+        log.contains("rotate [REDACTED]") && log.contains("applied [REDACTED]"),
+        "{log}"
+    );
+    assert_absent("audit log", &log, secret);
+    assert_absent("report", &run.stdout, secret);
+}

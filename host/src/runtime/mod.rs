@@ -477,7 +477,10 @@ impl Runtime {
         };
         let result = run_with_deadline(call, limits.deadline, &activity).await;
         let host = &mut store.data_mut().host;
-        let (stderr, stderr_dropped) = host.stderr.contents();
+        // Captured with room past the cap for the longest secret: redacted first, then
+        // cut, so the cap never splits a secret in two (stderr also feeds panic messages).
+        let (stdout, stdout_dropped) = redacted_within(host.stdout.contents(), &redactor, limits.output.stdio_bytes);
+        let (stderr, stderr_dropped) = redacted_within(host.stderr.contents(), &redactor, limits.output.stdio_bytes);
         let mut answer = None;
         let (status, summary, details, metrics) = match result {
             Ok(Ok(Answer::Report(report))) => (
@@ -515,17 +518,8 @@ impl Runtime {
                 message: format!("{} further log lines dropped (log cap reached)", host.logs_dropped),
             });
         }
-        let (stdout, stdout_dropped) = host.stdout.contents();
         for (stream, text, dropped) in [("stdout", stdout, stdout_dropped), ("stderr", stderr, stderr_dropped)] {
-            // Captured with room past the cap for the longest secret: redacted first,
-            // then cut, so the cap never splits a secret in two.
-            let redacted = redactor.redact(&text);
-            let mut end = redacted.len().min(limits.output.stdio_bytes);
-            while !redacted.is_char_boundary(end) {
-                end -= 1;
-            }
-            let dropped = dropped + (redacted.len() - end);
-            let mut lines = redacted[..end].trim_end().lines();
+            let mut lines = text.trim_end().lines();
             for line in lines.by_ref().take(caps::STDIO_LINES) {
                 logs.push(LogLine {
                     level: "info",
@@ -582,6 +576,18 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
             crate::text::truncate(&crate::text::visible(name), 64)
         ))
     }
+}
+
+/// Captured output (text, bytes dropped) with secrets redacted, then cut to `cap` bytes.
+fn redacted_within((text, dropped): (String, usize), redactor: &Redactor, cap: usize) -> (String, usize) {
+    let mut text = redactor.redact(&text).into_owned();
+    let mut end = text.len().min(cap);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    (text, dropped + cut)
 }
 
 /// Which export an invocation calls.
