@@ -211,7 +211,8 @@ fn python_reads_the_rq_failed_registry_through_wasi_sockets() {
     let all = args(&[]);
     let mut all: Vec<&str> = all.iter().map(String::as_str).collect();
     all.extend(["--allow", &grant]);
-    let run = runbox_env(&all, &[("RQ_PASSWORD", "wrong")]);
+    // (Not a word the server's answer contains: redaction ignores case.)
+    let run = runbox_env(&all, &[("RQ_PASSWORD", "not-the-password")]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stdout.contains("WRONGPASS"), "{}", run.stdout);
 
