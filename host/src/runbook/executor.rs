@@ -391,6 +391,7 @@ async fn run_step(
             summary: outcome.summary.clone(),
             changes: outcome.details.clone(),
             destructive: plan.destructive,
+            notes: step.grants.read_only_notes(true),
         };
         outcome.summary = format!(
             "plan: {}{}",
@@ -410,6 +411,7 @@ async fn run_step(
                     .changes
                     .iter()
                     .map(|c| format!("  - {c}"))
+                    .chain(record.notes.iter().map(|note| format!("  note: {note}")))
                     .collect::<Vec<_>>()
                     .join("\n")
             );

@@ -5,7 +5,7 @@
 //! violate their plugin's schema. Each problem carries the file, the line and the step.
 
 use super::condition::{self, Expr};
-use super::manifest::{Approval, Manifest, OnFailure, Step};
+use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, Step};
 use super::template::{self, Reference};
 use super::yaml;
 use crate::capabilities::network::Grant;
@@ -243,19 +243,31 @@ pub async fn prepare(
             }
         }
         let mut network = Vec::new();
-        for (g, text) in step.allow.iter().enumerate() {
-            match template::render(text, &resolver) {
-                Ok(Value::String(rendered)) => match rendered.parse::<Grant>() {
-                    Ok(grant) => network.push(grant),
-                    Err(err) => cx.problem(&at(&format!("allow[{g}]")), Some(id), err.to_string()),
-                },
-                Ok(other) => cx.problem(
-                    &at(&format!("allow[{g}]")),
-                    Some(id),
-                    format!("grant `{other}` is not a string"),
-                ),
-                Err(message) if mode == Mode::Validate && message.starts_with("input `") => {}
-                Err(message) => cx.problem(&at(&format!("allow[{g}]")), Some(id), message),
+        for (g, entry) in step.allow.iter().enumerate() {
+            let path = at(&format!("allow[{g}]"));
+            let render = |text: &str| match template::render(text, &resolver) {
+                Ok(Value::String(rendered)) => Ok(Some(rendered)),
+                Ok(other) => Err(format!("grant `{other}` is not a string")),
+                Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
+                Err(message) => Err(message),
+            };
+            let grant = match entry {
+                AllowEntry::Text(text) => render(text).map(|text| text.map(|text| text.parse::<Grant>())),
+                AllowEntry::Mapping { url, methods } => (|| {
+                    let Some(url) = render(url)? else { return Ok(None) };
+                    let mut rendered = Vec::new();
+                    for method in methods {
+                        let Some(method) = render(method)? else { return Ok(None) };
+                        rendered.push(method);
+                    }
+                    Ok(Some(Grant::with_methods(&url, &rendered)))
+                })(),
+            };
+            match grant {
+                Ok(Some(Ok(grant))) => network.push(grant),
+                Ok(Some(Err(err))) => cx.problem(&path, Some(id), err.to_string()),
+                Ok(None) => {}
+                Err(message) => cx.problem(&path, Some(id), message),
             }
         }
         let mut secrets = Vec::new();
