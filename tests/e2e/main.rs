@@ -8,6 +8,7 @@ mod livekit;
 
 mod check_redis;
 mod cli;
+mod http_grants;
 mod loading;
 mod pg;
 mod runbooks;
