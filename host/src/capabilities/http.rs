@@ -7,7 +7,7 @@
 //! clamped to the invocation's deadline, and the response body is capped. A redirect is a
 //! new request from the plugin and is checked again.
 
-use super::network::{HttpRefusal, NetworkPolicy};
+use super::network::{Denial, HttpRefusal, NetworkPolicy};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -97,8 +97,8 @@ impl WasiHttpHooks for HttpHooks {
         };
         Box::new(async move {
             let (head, body) = request.into_parts();
-            let addrs = match policy.check_http(&head).await {
-                Ok(addrs) => addrs,
+            let permit = match policy.check_http(&head).await {
+                Ok(permit) => permit,
                 Err(HttpRefusal::Denied(_)) => return Err(Error::HttpRequestDenied),
                 Err(HttpRefusal::NoHost) => return Err(Error::HttpRequestUriInvalid),
                 Err(HttpRefusal::Lookup(err)) => {
@@ -110,7 +110,17 @@ impl WasiHttpHooks for HttpHooks {
             };
             let host = head.uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
             let use_tls = head.uri.scheme_str().is_none_or(|scheme| scheme.eq_ignore_ascii_case("https"));
-            let stream = connect(&addrs, &host, use_tls.then_some(&tls), timeouts.connect).await?;
+            let stream = connect(&permit.addrs, &host, use_tls.then_some(&tls), timeouts.connect).await?;
+            let body = match (permit.data_denial, permit.trailers_denial) {
+                (None, None) => body,
+                (data_denial, trailers_denial) => GuardedBody {
+                    inner: body,
+                    policy,
+                    data_denial,
+                    trailers_denial,
+                }
+                .boxed_unsync(),
+            };
             let (response, io) = send(http::Request::from_parts(head, body), stream, timeouts).await?;
             let response = response.map(|body| {
                 CappedBody {
@@ -282,6 +292,48 @@ impl Body for IncomingBody {
     }
 }
 
+/// A request body held to what the policy allowed: no data (a read-only GET, HEAD or
+/// OPTIONS) or no trailers (any read-only request). A refused frame is recorded as a
+/// denial and fails the request before it is written: hyper then closes the connection,
+/// so the server never sees the data.
+struct GuardedBody {
+    inner: WasiBody,
+    policy: Arc<NetworkPolicy>,
+    data_denial: Option<Denial>,
+    trailers_denial: Option<Denial>,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            let refused = if frame.data_ref().is_some_and(|data| !data.is_empty()) {
+                self.data_denial.clone()
+            } else if frame.is_trailers() {
+                self.trailers_denial.clone()
+            } else {
+                None
+            };
+            if let Some(denial) = refused {
+                self.policy.deny(denial.attempt, denial.remedy);
+                return Poll::Ready(Some(Err(Error::HttpRequestDenied)));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body that fails once it exceeds its cap.
 struct CappedBody {
     inner: WasiBody,
@@ -439,6 +491,65 @@ mod tests {
         let denials = hooks.policy.denials();
         assert_eq!(denials.len(), 1, "{denials:?}");
         assert!(denials[0].remedy.contains("resolves to a cloud metadata address"), "{}", denials[0]);
+    }
+
+    /// A body of unknown length on a read-only OPTIONS (hyper sends it chunked; for GET
+    /// and HEAD it sends none): the host refuses its first byte, so a second request
+    /// hidden in it (request smuggling against a server that ignores such bodies) never
+    /// reaches the server.
+    #[tokio::test]
+    async fn a_read_only_request_cannot_smuggle_a_request_in_its_body() {
+        struct Hidden(Option<Bytes>);
+        impl Body for Hidden {
+            type Data = Bytes;
+            type Error = Error;
+            fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+                Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+            }
+        }
+        for method in ["OPTIONS", "GET"] {
+            let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Everything that arrives within half a second, then an answer.
+            let received = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut bytes = Vec::new();
+                let mut buf = [0u8; 4096];
+                let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout_at(until, tokio::io::AsyncReadExt::read(&mut socket, &mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    bytes.extend_from_slice(&buf[..n]);
+                }
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                String::from_utf8_lossy(&bytes).into_owned()
+            });
+            let grants = vec![format!("http://127.0.0.3:{}", addr.port()).parse::<Grant>().unwrap()];
+            let policy = Arc::new(NetworkPolicy::new("test", grants, false));
+            let mut hooks = HttpHooks::new(policy.clone(), Instant::now() + Duration::from_secs(10));
+            let smuggled = Bytes::from_static(b"DELETE /everything HTTP/1.1\r\nhost: x\r\n\r\n");
+            let request = http::Request::builder()
+                .method(method)
+                .uri(format!("http://127.0.0.3:{}/", addr.port()))
+                .body(Hidden(Some(smuggled)).boxed_unsync())
+                .unwrap();
+            let _ = Pin::from(hooks.send_request(request, None, Box::new(async { Ok(()) }))).await;
+            let received = received.await.unwrap();
+            assert!(!received.contains("DELETE"), "{method}: {received}");
+            if method == "GET" {
+                assert!(received.starts_with("GET / HTTP/1.1\r\n"), "{received}");
+            } else {
+                let denials = policy.denials();
+                assert_eq!(denials.len(), 1, "{denials:?}");
+                assert!(denials[0].to_string().starts_with(&format!(
+                    "HTTP OPTIONS to http://127.0.0.3:{} with a body denied: a check or plan may send OPTIONS only without a body",
+                    addr.port()
+                )));
+            }
+        }
     }
 
     /// `https` is TLS to the checked address with the request's host as the server name,

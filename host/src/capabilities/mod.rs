@@ -41,11 +41,8 @@ impl Grants {
         let mut notes: Vec<String> = self
             .network
             .iter()
-            .filter_map(|grant| {
-                let methods: Vec<&str> = grant.write_methods().collect();
-                (!methods.is_empty())
-                    .then(|| format!("may send {} to {} while {phase}", methods.join(", "), grant.url()))
-            })
+            .filter(|grant| !grant.methods.is_empty())
+            .map(|grant| format!("may send {} to {} while {phase}", grant.methods.join(", "), grant.url()))
             .collect();
         let raw: Vec<&str> = self
             .network

@@ -137,9 +137,9 @@ pub struct Grant {
     pub host: HostPattern,
     /// Ports covered.
     pub port: PortPattern,
-    /// HTTP methods allowed beyond GET, HEAD and OPTIONS while a step only reads
-    /// (upper-case RFC 9110 tokens, in the order written, without repeats). Only
-    /// `http`/`https` grants have any.
+    /// HTTP methods allowed while a step only reads, beyond GET, HEAD and OPTIONS
+    /// without a body (upper-case RFC 9110 tokens, in the order written, without
+    /// repeats; listing GET lets a GET carry a body). Only `http`/`https` grants have any.
     pub methods: Vec<String>,
     /// The `scheme://host[:port]` part as written.
     url: String,
@@ -196,14 +196,6 @@ impl Grant {
     /// Whether this is an `http`/`https` grant (for the HTTP capability, not sockets).
     pub fn is_http(&self) -> bool {
         self.scheme == "http" || self.scheme == "https"
-    }
-
-    /// The methods this grant allows beyond GET, HEAD and OPTIONS.
-    pub fn write_methods(&self) -> impl Iterator<Item = &str> {
-        self.methods
-            .iter()
-            .map(String::as_str)
-            .filter(|method| !SAFE_METHODS.contains(method))
     }
 }
 
@@ -402,6 +394,21 @@ pub enum Access {
     Apply,
 }
 
+/// An HTTP request [`NetworkPolicy::check_http`] allowed: where to connect, and what its
+/// body may not carry.
+#[derive(Debug)]
+pub struct HttpPermit {
+    /// The addresses to connect to, in order: exactly those checked.
+    pub addrs: Vec<SocketAddr>,
+    /// Set when the body must stay empty (a GET, HEAD or OPTIONS while the step only
+    /// reads: a server that ignores such a body could read it as a second request);
+    /// record it with [`NetworkPolicy::deny`] if data comes.
+    pub data_denial: Option<Denial>,
+    /// Set when the request may carry no trailers (while the step only reads: a server
+    /// could take a method override from them).
+    pub trailers_denial: Option<Denial>,
+}
+
 /// Why [`NetworkPolicy::check_http`] gives no addresses to connect to.
 #[derive(Debug)]
 pub enum HttpRefusal {
@@ -415,10 +422,12 @@ pub enum HttpRefusal {
 
 pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
 
+type LookupFn = dyn Fn(&str) -> LookupFuture + Send + Sync;
+
 /// How the host resolves names for its own decisions: the system resolver, or (in
 /// tests) an injected function, to prove a connection uses the address that was checked.
 #[derive(Clone)]
-struct Resolver(Option<Arc<dyn Fn(&str) -> LookupFuture + Send + Sync>>);
+struct Resolver(Option<Arc<LookupFn>>);
 
 impl Resolver {
     async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
@@ -641,7 +650,7 @@ impl NetworkPolicy {
     /// resolved here, once; it is refused if any of its addresses is a cloud-metadata
     /// address (unless `--allow-metadata`), and the connection goes to exactly the
     /// addresses returned, never to a second lookup's answer.
-    pub async fn check_http(&self, request: &http::request::Parts) -> Result<Vec<SocketAddr>, HttpRefusal> {
+    pub async fn check_http(&self, request: &http::request::Parts) -> Result<HttpPermit, HttpRefusal> {
         let uri = &request.uri;
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
         let host = uri.host().ok_or(HttpRefusal::NoHost)?;
@@ -665,17 +674,23 @@ impl NetworkPolicy {
                 None => grant.host.covers_name(&name),
             })
             .collect();
-        let decision = self.decide_http(request, &destination, &covering, ip, &name);
-        let decision = match decision {
+        let decision = match self.decide_http(request, &destination, &covering, ip, &name) {
             Err(denial) => Err(HttpRefusal::Denied(denial)),
-            Ok(()) => match ip {
-                Some(ip) => Ok(vec![SocketAddr::new(ip, port)]),
-                None => self.resolve_for_http(&name, port, &destination).await,
-            },
+            Ok((data_denial, trailers_denial)) => {
+                let addrs = match ip {
+                    Some(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+                    None => self.resolve_for_http(&name, port, &destination).await,
+                };
+                addrs.map(|addrs| HttpPermit {
+                    addrs,
+                    data_denial,
+                    trailers_denial,
+                })
+            }
         };
         match &decision {
-            Ok(addrs) => {
-                let addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+            Ok(permit) => {
+                let addrs: Vec<String> = permit.addrs.iter().map(SocketAddr::to_string).collect();
                 tracing::debug!(plugin = %self.plugin, operation = "HTTP request to", target, addresses = %addrs.join(", "), decision = "allowed", "capability decision");
             }
             Err(HttpRefusal::Denied(denial)) => {
@@ -686,7 +701,8 @@ impl NetworkPolicy {
         decision
     }
 
-    /// The decision on a request before any lookup: grant, method, metadata address or name.
+    /// The decision on a request before any lookup (grant, method, body, metadata
+    /// address or name), with the denials its body and trailers would earn.
     fn decide_http(
         &self,
         request: &http::request::Parts,
@@ -694,7 +710,7 @@ impl NetworkPolicy {
         covering: &[&Grant],
         ip: Option<IpAddr>,
         name: &str,
-    ) -> Result<(), Denial> {
+    ) -> Result<(Option<Denial>, Option<Denial>), Denial> {
         let method = request.method.as_str();
         let read_only = self.access == Access::ReadOnly;
         if covering.is_empty() {
@@ -709,6 +725,7 @@ impl NetworkPolicy {
                 format!("no grant covers it — add `{prefix}{destination}` to the grants (--allow)"),
             ));
         }
+        let mut body_denials = (None, None);
         if read_only {
             let granted = |method: &str| covering.iter().any(|grant| grant.methods.iter().any(|m| m == method));
             // The request line: methods are case-sensitive, so only the exact upper-case
@@ -736,17 +753,36 @@ impl NetworkPolicy {
                 };
                 return Err(self.deny(format!("HTTP {method} to {destination} with {source}"), remedy));
             }
+            // A GET, HEAD or OPTIONS goes without a body: a server that ignores one would
+            // read it as the next request on the connection (request smuggling), which
+            // could be any method. A grant that lists the method lets it carry one.
+            if !granted(method) {
+                let attempt = format!("HTTP {method} to {destination} with a body");
+                let remedy = format!(
+                    "a check or plan may send {method} only without a body (a server may read a body as a second request) — add `{method} {destination}` to the grants (--allow) to let it carry one"
+                );
+                let length = request.headers.get(http::header::CONTENT_LENGTH);
+                if length.is_some_and(|length| length.as_bytes() != b"0") {
+                    return Err(self.deny(attempt, remedy));
+                }
+                body_denials.0 = Some(Denial { attempt, remedy });
+            }
+            body_denials.1 = Some(Denial {
+                attempt: format!("HTTP {method} to {destination} with trailers"),
+                remedy: "a check or plan may not send request trailers (a server may read a method override from them)"
+                    .into(),
+            });
         }
         let metadata =
             |what: &str| format!("{what}; only the operator can allow that (--allow-metadata)");
         if self.allow_metadata {
-            Ok(())
+            Ok(body_denials)
         } else if ip.is_some_and(is_metadata_address) {
             Err(self.deny(format!("HTTP request to {destination}"), metadata("it is a cloud metadata address")))
         } else if ip.is_none() && METADATA_NAMES.contains(&name) {
             Err(self.deny(format!("HTTP request to {destination}"), metadata("it names a cloud metadata service")))
         } else {
-            Ok(())
+            Ok(body_denials)
         }
     }
 
@@ -811,7 +847,7 @@ impl NetworkPolicy {
     /// Records a denial. A repeated denial is kept once, and at most
     /// [`MAX_DENIALS_KEPT`] are kept: a plugin retrying a denied operation in a loop
     /// must not grow the host's memory.
-    fn deny(&self, attempt: String, reason: String) -> Denial {
+    pub(crate) fn deny(&self, attempt: String, reason: String) -> Denial {
         let denial = Denial {
             attempt,
             remedy: reason,
@@ -1286,8 +1322,6 @@ mod tests {
         // The YAML mapping form makes the same grant.
         let mapped = Grant::with_methods("https://hooks.internal", &["post".into()]).unwrap();
         assert_eq!(mapped, "POST https://hooks.internal".parse().unwrap());
-        let grant: Grant = "GET,POST,OPTIONS https://a".parse().unwrap();
-        assert_eq!(grant.write_methods().collect::<Vec<_>>(), ["POST"]);
     }
 
     #[test]
@@ -1400,6 +1434,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_only_get_carries_no_body_and_no_request_trailers() {
+        let grants = ["http://127.0.0.1:8080", "GET,POST http://127.0.0.1:9000"];
+        let read_only = http_policy(&grants, Access::ReadOnly);
+        // A declared body on a GET is refused at once (a server ignoring it would read it
+        // as a second request); an empty one is fine.
+        for (method, length, allowed) in [
+            ("GET", "12", false),
+            ("HEAD", "1", false),
+            ("OPTIONS", "00", false),
+            ("GET", "0", true),
+        ] {
+            let head = request(method, "http://127.0.0.1:8080/", &[("content-length", length)]);
+            let result = read_only.check_http(&head).await;
+            assert_eq!(result.is_ok(), allowed, "{method} with content-length {length}: {result:?}");
+        }
+        let Err(HttpRefusal::Denied(denial)) = read_only
+            .check_http(&request("GET", "http://127.0.0.1:8080/", &[("content-length", "5")]))
+            .await
+        else {
+            panic!("denied")
+        };
+        assert_eq!(
+            denial.to_string(),
+            "HTTP GET to http://127.0.0.1:8080 with a body denied: a check or plan may send GET only without a body (a server may read a body as a second request) — add `GET http://127.0.0.1:8080` to the grants (--allow) to let it carry one"
+        );
+        // A body of unknown length (chunked) is stopped by the send path on its first byte.
+        let permit = read_only.check_http(&request("GET", "http://127.0.0.1:8080/", &[])).await.unwrap();
+        assert!(permit.data_denial.is_some() && permit.trailers_denial.is_some());
+        // A grant listing the method lets it carry a body; trailers stay refused while reading.
+        for method in ["GET", "POST"] {
+            let head = request(method, "http://127.0.0.1:9000/", &[("content-length", "5")]);
+            let permit = read_only.check_http(&head).await.unwrap();
+            assert!(permit.data_denial.is_none() && permit.trailers_denial.is_some(), "{method}");
+        }
+        // An apply may send bodies and trailers.
+        let apply = http_policy(&grants, Access::Apply);
+        let head = request("GET", "http://127.0.0.1:8080/", &[("content-length", "5")]);
+        let permit = apply.check_http(&head).await.unwrap();
+        assert!(permit.data_denial.is_none() && permit.trailers_denial.is_none());
+    }
+
+    #[tokio::test]
     async fn http_names_are_resolved_once_and_the_checked_addresses_returned() {
         let (dns, lookups) = fake_dns(&[
             ("svc.internal", &["127.0.0.5", "::1", "127.0.0.5"]),
@@ -1416,14 +1492,14 @@ mod tests {
             .check_http(&request("GET", "http://svc.internal:8080/health", &[]))
             .await
             .unwrap();
-        assert_eq!(addrs, [addr("127.0.0.5:8080"), addr("[::1]:8080")], "in order, without repeats");
+        assert_eq!(addrs.addrs, [addr("127.0.0.5:8080"), addr("[::1]:8080")], "in order, without repeats");
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
         // An address literal needs no lookup.
         let addrs = policy
             .check_http(&request("GET", "https://127.0.0.9/", &[]))
             .await
             .unwrap();
-        assert_eq!(addrs, [addr("127.0.0.9:443")]);
+        assert_eq!(addrs.addrs, [addr("127.0.0.9:443")]);
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
         // A granted name with a metadata address among its answers: refused, nothing returned.
         for name in ["sneaky.internal", "mapped.internal"] {
@@ -1455,7 +1531,7 @@ mod tests {
             .check_http(&request("GET", "http://sneaky.internal:8080/", &[]))
             .await
             .unwrap();
-        assert_eq!(addrs, [addr("169.254.169.254:8080")]);
+        assert_eq!(addrs.addrs, [addr("169.254.169.254:8080")]);
     }
 
     #[tokio::test]
@@ -1474,7 +1550,7 @@ mod tests {
         let grants = crate::capabilities::Grants {
             network: [
                 "https://a.internal",
-                "GET,POST,PURGE https://hooks.internal",
+                "POST,PURGE https://hooks.internal",
                 "redis://127.0.0.1:6379",
                 "tcp://10.0.0.0/8:5432",
             ]
