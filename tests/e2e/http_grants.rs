@@ -70,14 +70,28 @@ async fn a_check_reads_over_http_and_writes_only_with_a_method_grant() {
         ("GET", "/", vec!["X-Method-Override: PATCH"], "", &plain, false),
         ("GET", "/?_method=DELETE", vec![], "", &plain, false),
         // A body on a read: a server ignoring it would take it for a second request.
-        ("GET", "/", vec![], "DELETE / HTTP/1.1\r\nhost: x\r\n\r\n", &plain, false),
+        (
+            "GET",
+            "/",
+            vec![],
+            "DELETE / HTTP/1.1\r\nhost: x\r\n\r\n",
+            &plain,
+            false,
+        ),
         ("OPTIONS", "/", vec![], "{}", &plain, false),
         ("GET", "/", vec![], "{\"query\": 1}", &get_body, true),
         ("POST", "/", vec![], "{}", &writes, true),
         ("PURGE", "/", vec![], "", &writes, true),
         ("purge", "/", vec![], "", &writes, false),
         ("DELETE", "/", vec![], "", &writes, false),
-        ("POST", "/", vec!["X-HTTP-Method-Override: DELETE"], "{}", &writes, false),
+        (
+            "POST",
+            "/",
+            vec!["X-HTTP-Method-Override: DELETE"],
+            "{}",
+            &writes,
+            false,
+        ),
     ];
     for (method, path, headers, body, grants, reaches) in cases {
         let before = server.received().len();
@@ -122,16 +136,23 @@ async fn a_plan_only_reads_and_the_apply_writes() {
     let (outcome, plan) = runtime.plan(&sneaky, &config, &plain, &limits()).await;
     assert!(plan.is_some(), "{outcome:?}");
     assert!(
-        outcome.summary.starts_with(&format!("while planning: POST {url}/purge-everything: ")),
+        outcome
+            .summary
+            .starts_with(&format!("while planning: POST {url}/purge-everything: ")),
         "{outcome:?}"
     );
     assert_eq!(outcome.denied.len(), 1, "{outcome:?}");
-    assert!(outcome.denied[0].contains(&format!("add `POST {url}` to the grants")), "{outcome:?}");
+    assert!(
+        outcome.denied[0].contains(&format!("add `POST {url}` to the grants")),
+        "{outcome:?}"
+    );
     assert!(server.received().is_empty(), "the plan wrote");
 
     for method in ["POST", "DELETE"] {
         let config = json!({"url": format!("{url}/purge-everything"), "method": method});
-        let outcome = runtime.apply(&sneaky, &config, &plain, &limits(), &plan.clone().unwrap()).await;
+        let outcome = runtime
+            .apply(&sneaky, &config, &plain, &limits(), &plan.clone().unwrap())
+            .await;
         assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
         assert!(outcome.denied.is_empty(), "{outcome:?}");
     }
@@ -168,7 +189,14 @@ fn a_dry_run_that_posts_is_refused_and_not_applied() {
     let book = sneaky_book(dir.path(), &url, &url);
     let audit = dir.path().join("audit.jsonl");
     for extra in [vec![], vec!["--apply", "--approve", "purge"]] {
-        let mut args = vec!["run", book.to_str().unwrap(), "--format", "json", "--audit-log", audit.to_str().unwrap()];
+        let mut args = vec![
+            "run",
+            book.to_str().unwrap(),
+            "--format",
+            "json",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ];
         args.extend(extra);
         let run = runbox(&args);
         assert_eq!(run.code, 3, "{run:#?}");
@@ -210,11 +238,15 @@ async fn a_granted_write_in_a_plan_is_shown_in_validate_the_plan_and_the_prompt(
     let run = runbox(&["run", book.to_str().unwrap(), "--format", "json"]);
     assert_eq!(run.code, 0, "{run:#?}");
     let step = &run.json()["steps"][0];
-    assert_eq!(step["plan"]["notes"], json!([format!("may send POST to {url} while planning")]));
+    assert_eq!(
+        step["plan"]["notes"],
+        json!([format!("may send POST to {url} while planning")])
+    );
     assert_eq!(server.received().len(), 1, "the granted POST went out");
     let run = runbox(&["run", book.to_str().unwrap()]);
     assert!(
-        run.stdout.contains(&format!("    note: may send POST to {url} while planning\n")),
+        run.stdout
+            .contains(&format!("    note: may send POST to {url} while planning\n")),
         "{}",
         run.stdout
     );
@@ -307,7 +339,9 @@ fn validate_shows_what_a_read_only_phase_may_change() {
     let run = runbox(&["validate", book.to_str().unwrap()]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
-        run.stderr.contains("an `allow` mapping is {url: scheme://host[:port], methods: [POST, ...]}: unknown field `method`"),
+        run.stderr.contains(
+            "an `allow` mapping is {url: scheme://host[:port], methods: [POST, ...]}: unknown field `method`"
+        ),
         "{}",
         run.stderr
     );
@@ -321,7 +355,16 @@ fn http_to_a_granted_name_connects_to_the_checked_address() {
     let port = server.addr.port();
     let url = format!("url=http://localhost:{port}/health");
     let grant = format!("http://localhost:{port}");
-    let run = runbox(&["check", "http-health", "--with", &url, "--allow", &grant, "--format", "json"]);
+    let run = runbox(&[
+        "check",
+        "http-health",
+        "--with",
+        &url,
+        "--allow",
+        &grant,
+        "--format",
+        "json",
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
     let received = server.received();
     assert_eq!(received.len(), 1);

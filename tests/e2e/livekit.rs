@@ -135,7 +135,12 @@ fn a_wrong_secret_or_an_expired_token_is_credentials_rejected() {
         "credentials rejected by LiveKit (401 unauthenticated: invalid token: token is expired)"
     );
     // …and a token valid long enough is accepted by the same server.
-    let run = check(&ahead.url(), Some(&post(&ahead.url())), API_SECRET, &["ttl_seconds=7200"]);
+    let run = check(
+        &ahead.url(),
+        Some(&post(&ahead.url())),
+        API_SECRET,
+        &["ttl_seconds=7200"],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
 }
 

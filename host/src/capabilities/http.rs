@@ -109,7 +109,10 @@ impl WasiHttpHooks for HttpHooks {
                 }
             };
             let host = head.uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
-            let use_tls = head.uri.scheme_str().is_none_or(|scheme| scheme.eq_ignore_ascii_case("https"));
+            let use_tls = head
+                .uri
+                .scheme_str()
+                .is_none_or(|scheme| scheme.eq_ignore_ascii_case("https"));
             let stream = connect(&permit.addrs, &host, use_tls.then_some(&tls), timeouts.connect).await?;
             let body = match (permit.data_denial, permit.trailers_denial) {
                 (None, None) => body,
@@ -395,7 +398,10 @@ mod tests {
                 head.push_str(&line);
             }
             let body = "checked";
-            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             reader.get_mut().write_all(reply.as_bytes()).await.unwrap();
             head
         });
@@ -406,7 +412,10 @@ mod tests {
     /// that), like a rebinding DNS server, and counts its lookups.
     fn rebinding_dns(
         answers: Vec<Vec<IpAddr>>,
-    ) -> (impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static, Arc<AtomicUsize>) {
+    ) -> (
+        impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static,
+        Arc<AtomicUsize>,
+    ) {
         let lookups = Arc::new(AtomicUsize::new(0));
         let counter = lookups.clone();
         let resolve = move |_: &str| -> super::super::network::LookupFuture {
@@ -438,7 +447,10 @@ mod tests {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    fn hooks(grant: &str, dns: impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static) -> HttpHooks {
+    fn hooks(
+        grant: &str,
+        dns: impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static,
+    ) -> HttpHooks {
         let grants = vec![grant.parse::<Grant>().unwrap()];
         let policy = NetworkPolicy::new("test", grants, false).with_resolver(dns);
         HttpHooks::new(Arc::new(policy), Instant::now() + Duration::from_secs(10))
@@ -461,7 +473,8 @@ mod tests {
         let head = served.await.unwrap();
         assert!(head.starts_with("GET /health HTTP/1.1\r\n"), "{head}");
         assert!(
-            head.to_ascii_lowercase().contains(&format!("host: localhost:{}\r\n", addr.port())),
+            head.to_ascii_lowercase()
+                .contains(&format!("host: localhost:{}\r\n", addr.port())),
             "{head}"
         );
     }
@@ -490,7 +503,11 @@ mod tests {
         assert_eq!(lookups.load(Ordering::SeqCst), 1);
         let denials = hooks.policy.denials();
         assert_eq!(denials.len(), 1, "{denials:?}");
-        assert!(denials[0].remedy.contains("resolves to a cloud metadata address"), "{}", denials[0]);
+        assert!(
+            denials[0].remedy.contains("resolves to a cloud metadata address"),
+            "{}",
+            denials[0]
+        );
     }
 
     /// A body of unknown length on a read-only OPTIONS (hyper sends it chunked; for GET
@@ -567,15 +584,16 @@ mod tests {
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
-        let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
+        let server_config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![leaf.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+                )
+                .unwrap();
         let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
@@ -602,7 +620,9 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let mut stream = connect(&[addr], "svc.test", Some(&trusting), timeout).await.unwrap();
         let mut hello = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut hello).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut hello)
+            .await
+            .unwrap();
         assert_eq!(hello, "hello");
         // Another name than the certificate's: refused.
         let other = connect(&[addr], "other.test", Some(&trusting), timeout).await;

@@ -433,14 +433,21 @@ impl Resolver {
     async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
         match &self.0 {
             Some(resolve) => resolve(name).await,
-            None => Ok(tokio::net::lookup_host((name, 0)).await?.map(|addr| addr.ip()).collect()),
+            None => Ok(tokio::net::lookup_host((name, 0))
+                .await?
+                .map(|addr| addr.ip())
+                .collect()),
         }
     }
 }
 
 impl fmt::Debug for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Resolver(injected)" } else { "Resolver(system)" })
+        f.write_str(if self.0.is_some() {
+            "Resolver(injected)"
+        } else {
+            "Resolver(system)"
+        })
     }
 }
 
@@ -773,14 +780,19 @@ impl NetworkPolicy {
                     .into(),
             });
         }
-        let metadata =
-            |what: &str| format!("{what}; only the operator can allow that (--allow-metadata)");
+        let metadata = |what: &str| format!("{what}; only the operator can allow that (--allow-metadata)");
         if self.allow_metadata {
             Ok(body_denials)
         } else if ip.is_some_and(is_metadata_address) {
-            Err(self.deny(format!("HTTP request to {destination}"), metadata("it is a cloud metadata address")))
+            Err(self.deny(
+                format!("HTTP request to {destination}"),
+                metadata("it is a cloud metadata address"),
+            ))
         } else if ip.is_none() && METADATA_NAMES.contains(&name) {
-            Err(self.deny(format!("HTTP request to {destination}"), metadata("it names a cloud metadata service")))
+            Err(self.deny(
+                format!("HTTP request to {destination}"),
+                metadata("it names a cloud metadata service"),
+            ))
         } else {
             Ok(body_denials)
         }
@@ -1252,10 +1264,7 @@ mod tests {
     }
 
     fn http_policy(grants: &[&str], access: Access) -> NetworkPolicy {
-        let (dns, _) = fake_dns(&[
-            ("api.example.com", &["127.0.0.7"]),
-            ("hooks.internal", &["127.0.0.8"]),
-        ]);
+        let (dns, _) = fake_dns(&[("api.example.com", &["127.0.0.7"]), ("hooks.internal", &["127.0.0.8"])]);
         policy(grants).with_access(access).with_resolver(dns)
     }
 
@@ -1304,20 +1313,59 @@ mod tests {
     #[test]
     fn parses_methods_on_http_grants() {
         let cases: &[(&str, &[&str], &str, &str)] = &[
-            ("https://hooks.internal", &[], "https://hooks.internal", "https://hooks.internal"),
-            ("POST https://hooks.internal", &["POST"], "https://hooks.internal", "POST https://hooks.internal"),
-            ("post,Put  http://127.0.0.1:8443", &["POST", "PUT"], "http://127.0.0.1:8443", "POST,PUT http://127.0.0.1:8443"),
-            ("POST, PUT https://h", &["POST", "PUT"], "https://h", "POST,PUT https://h"),
-            ("PURGE,POST,PURGE https://*.cdn.internal", &["PURGE", "POST"], "https://*.cdn.internal", "PURGE,POST https://*.cdn.internal"),
-            ("M-SEARCH\thttp://[::1]:*", &["M-SEARCH"], "http://[::1]:*", "M-SEARCH http://[::1]:*"),
-            ("GET https://a.internal", &["GET"], "https://a.internal", "GET https://a.internal"),
+            (
+                "https://hooks.internal",
+                &[],
+                "https://hooks.internal",
+                "https://hooks.internal",
+            ),
+            (
+                "POST https://hooks.internal",
+                &["POST"],
+                "https://hooks.internal",
+                "POST https://hooks.internal",
+            ),
+            (
+                "post,Put  http://127.0.0.1:8443",
+                &["POST", "PUT"],
+                "http://127.0.0.1:8443",
+                "POST,PUT http://127.0.0.1:8443",
+            ),
+            (
+                "POST, PUT https://h",
+                &["POST", "PUT"],
+                "https://h",
+                "POST,PUT https://h",
+            ),
+            (
+                "PURGE,POST,PURGE https://*.cdn.internal",
+                &["PURGE", "POST"],
+                "https://*.cdn.internal",
+                "PURGE,POST https://*.cdn.internal",
+            ),
+            (
+                "M-SEARCH\thttp://[::1]:*",
+                &["M-SEARCH"],
+                "http://[::1]:*",
+                "M-SEARCH http://[::1]:*",
+            ),
+            (
+                "GET https://a.internal",
+                &["GET"],
+                "https://a.internal",
+                "GET https://a.internal",
+            ),
         ];
         for (text, methods, url, shown) in cases {
             let grant: Grant = text.parse().unwrap_or_else(|err| panic!("{text}: {err}"));
             assert_eq!(grant.methods, *methods, "{text}");
             assert_eq!(grant.url(), *url, "{text}");
             assert_eq!(grant.to_string(), *shown, "{text}");
-            assert_eq!(grant.to_string().parse::<Grant>().as_ref(), Ok(&grant), "{text} round-trips");
+            assert_eq!(
+                grant.to_string().parse::<Grant>().as_ref(),
+                Ok(&grant),
+                "{text} round-trips"
+            );
         }
         // The YAML mapping form makes the same grant.
         let mapped = Grant::with_methods("https://hooks.internal", &["post".into()]).unwrap();
@@ -1327,7 +1375,10 @@ mod tests {
     #[test]
     fn rejects_bad_methods_naming_the_grant() {
         let cases: &[(&str, &str)] = &[
-            ("POST redis://cache.internal", "methods (POST) apply only to http and https grants"),
+            (
+                "POST redis://cache.internal",
+                "methods (POST) apply only to http and https grants",
+            ),
             ("PUT tcp://10.0.0.1:80", "apply only to http and https grants"),
             ("POST,,PUT https://h", "an empty HTTP method"),
             (",POST https://h", "an empty HTTP method"),
@@ -1344,7 +1395,9 @@ mod tests {
             assert!(err.contains(expected), "{text}: {err}");
             assert!(err.starts_with(&format!("grant `{text}`")), "{text}: {err}");
         }
-        let err = Grant::with_methods("redis://h", &["DEL".into()]).unwrap_err().to_string();
+        let err = Grant::with_methods("redis://h", &["DEL".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("grant `DEL redis://h`: methods (DEL)"), "{err}");
     }
 
@@ -1380,26 +1433,88 @@ mod tests {
             ("DELETE", "http://127.0.0.1:9000/", &[], true, true),
             ("POST", "http://127.0.0.1:9000/", &[], false, true),
             // Methods a server may run instead of the request line's.
-            ("GET", "http://127.0.0.1:8080/", &[("X-HTTP-Method-Override", "DELETE")], false, true),
-            ("GET", "http://127.0.0.1:8080/", &[("x-http-method", "put")], false, true),
-            ("GET", "http://127.0.0.1:8080/", &[("X-Method-Override", " PATCH ")], false, true),
-            ("GET", "http://127.0.0.1:8080/", &[("x-http-method-override", "GET")], true, true),
-            ("GET", "http://127.0.0.1:8080/", &[("x-http-method-override", "head")], true, true),
-            ("GET", "http://127.0.0.1:8080/", &[("x-http-method-override", "DELETE, GET")], false, true),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("X-HTTP-Method-Override", "DELETE")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method", "put")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("X-Method-Override", " PATCH ")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "GET")],
+                true,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "head")],
+                true,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "DELETE, GET")],
+                false,
+                true,
+            ),
             ("GET", "http://127.0.0.1:8080/?_method=DELETE", &[], false, true),
             ("GET", "http://127.0.0.1:8080/?a=1&_METHOD=%44ELETE", &[], false, true),
-            ("GET", "http://127.0.0.1:8080/?_method=GET&method=DELETE", &[], true, true),
-            ("POST", "https://hooks.internal/", &[("x-http-method-override", "DELETE")], false, true),
-            ("GET", "http://127.0.0.1:9000/", &[("x-http-method-override", "purge")], true, true),
+            (
+                "GET",
+                "http://127.0.0.1:8080/?_method=GET&method=DELETE",
+                &[],
+                true,
+                true,
+            ),
+            (
+                "POST",
+                "https://hooks.internal/",
+                &[("x-http-method-override", "DELETE")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:9000/",
+                &[("x-http-method-override", "purge")],
+                true,
+                true,
+            ),
             // Apply may send anything, but only to granted destinations.
             ("DELETE", "http://127.0.0.1:8081/", &[], false, false),
         ];
         for (method, url, headers, reading, applying) in table {
             let head = request(method, url, headers);
             let result = read_only.check_http(&head).await;
-            assert_eq!(result.is_ok(), *reading, "reading: {method} {url} {headers:?}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                *reading,
+                "reading: {method} {url} {headers:?}: {result:?}"
+            );
             let result = apply.check_http(&head).await;
-            assert_eq!(result.is_ok(), *applying, "applying: {method} {url} {headers:?}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                *applying,
+                "applying: {method} {url} {headers:?}: {result:?}"
+            );
         }
         let denial = |method: &str, url: &str, headers: &[(&str, &str)]| {
             let policy = http_policy(&grants, Access::ReadOnly);
@@ -1429,8 +1544,16 @@ mod tests {
                 .starts_with("HTTP GET to http://127.0.0.1:8080 with `_method=DEL\\nETE` denied: a check or plan may only read (GET, HEAD, OPTIONS); remove it"),
         );
         // The suggested grant allows the request.
-        let fixed = http_policy(&["http://127.0.0.1:8080", "POST http://127.0.0.1:8080"], Access::ReadOnly);
-        assert!(fixed.check_http(&request("POST", "http://127.0.0.1:8080/jobs", &[])).await.is_ok());
+        let fixed = http_policy(
+            &["http://127.0.0.1:8080", "POST http://127.0.0.1:8080"],
+            Access::ReadOnly,
+        );
+        assert!(
+            fixed
+                .check_http(&request("POST", "http://127.0.0.1:8080/jobs", &[]))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -1447,7 +1570,11 @@ mod tests {
         ] {
             let head = request(method, "http://127.0.0.1:8080/", &[("content-length", length)]);
             let result = read_only.check_http(&head).await;
-            assert_eq!(result.is_ok(), allowed, "{method} with content-length {length}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                allowed,
+                "{method} with content-length {length}: {result:?}"
+            );
         }
         let Err(HttpRefusal::Denied(denial)) = read_only
             .check_http(&request("GET", "http://127.0.0.1:8080/", &[("content-length", "5")]))
@@ -1460,13 +1587,19 @@ mod tests {
             "HTTP GET to http://127.0.0.1:8080 with a body denied: a check or plan may send GET only without a body (a server may read a body as a second request) — add `GET http://127.0.0.1:8080` to the grants (--allow) to let it carry one"
         );
         // A body of unknown length (chunked) is stopped by the send path on its first byte.
-        let permit = read_only.check_http(&request("GET", "http://127.0.0.1:8080/", &[])).await.unwrap();
+        let permit = read_only
+            .check_http(&request("GET", "http://127.0.0.1:8080/", &[]))
+            .await
+            .unwrap();
         assert!(permit.data_denial.is_some() && permit.trailers_denial.is_some());
         // A grant listing the method lets it carry a body; trailers stay refused while reading.
         for method in ["GET", "POST"] {
             let head = request(method, "http://127.0.0.1:9000/", &[("content-length", "5")]);
             let permit = read_only.check_http(&head).await.unwrap();
-            assert!(permit.data_denial.is_none() && permit.trailers_denial.is_some(), "{method}");
+            assert!(
+                permit.data_denial.is_none() && permit.trailers_denial.is_some(),
+                "{method}"
+            );
         }
         // An apply may send bodies and trailers.
         let apply = http_policy(&grants, Access::Apply);
@@ -1492,7 +1625,11 @@ mod tests {
             .check_http(&request("GET", "http://svc.internal:8080/health", &[]))
             .await
             .unwrap();
-        assert_eq!(addrs.addrs, [addr("127.0.0.5:8080"), addr("[::1]:8080")], "in order, without repeats");
+        assert_eq!(
+            addrs.addrs,
+            [addr("127.0.0.5:8080"), addr("[::1]:8080")],
+            "in order, without repeats"
+        );
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
         // An address literal needs no lookup.
         let addrs = policy
@@ -1503,10 +1640,16 @@ mod tests {
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
         // A granted name with a metadata address among its answers: refused, nothing returned.
         for name in ["sneaky.internal", "mapped.internal"] {
-            match policy.check_http(&request("GET", &format!("http://{name}:8080/"), &[])).await {
+            match policy
+                .check_http(&request("GET", &format!("http://{name}:8080/"), &[]))
+                .await
+            {
                 Err(HttpRefusal::Denied(denial)) => {
                     assert_eq!(denial.attempt, format!("HTTP request to http://{name}:8080"));
-                    assert!(denial.remedy.contains("resolves to a cloud metadata address"), "{denial}");
+                    assert!(
+                        denial.remedy.contains("resolves to a cloud metadata address"),
+                        "{denial}"
+                    );
                     assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
                 }
                 other => panic!("{name}: {other:?}"),
@@ -1514,14 +1657,20 @@ mod tests {
         }
         // A name that does not resolve: a lookup failure, not a denial.
         for name in ["empty.internal", "nxdomain.internal"] {
-            let result = policy.check_http(&request("GET", &format!("http://{name}:8080/"), &[])).await;
+            let result = policy
+                .check_http(&request("GET", &format!("http://{name}:8080/"), &[]))
+                .await;
             assert!(matches!(result, Err(HttpRefusal::Lookup(_))), "{name}: {result:?}");
         }
         // A denied request is not looked up at all.
         let before = lookups.load(std::sync::atomic::Ordering::SeqCst);
-        let result = policy.check_http(&request("GET", "http://svc.internal:8081/", &[])).await;
+        let result = policy
+            .check_http(&request("GET", "http://svc.internal:8081/", &[]))
+            .await;
         assert!(matches!(result, Err(HttpRefusal::Denied(_))), "{result:?}");
-        let result = policy.check_http(&request("POST", "http://svc.internal:8080/", &[])).await;
+        let result = policy
+            .check_http(&request("POST", "http://svc.internal:8080/", &[]))
+            .await;
         assert!(matches!(result, Err(HttpRefusal::Denied(_))), "{result:?}");
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), before);
         // The operator's --allow-metadata lets the metadata answer through, as an address.
@@ -1536,8 +1685,15 @@ mod tests {
 
     #[tokio::test]
     async fn http_to_metadata_needs_the_operator() {
-        let metadata = http_policy(&["http://169.254.169.254", "http://metadata.google.internal"], Access::Apply);
-        for url in ["http://169.254.169.254/", "http://metadata.google.internal/", "http://METADATA.google.internal./"] {
+        let metadata = http_policy(
+            &["http://169.254.169.254", "http://metadata.google.internal"],
+            Access::Apply,
+        );
+        for url in [
+            "http://169.254.169.254/",
+            "http://metadata.google.internal/",
+            "http://METADATA.google.internal./",
+        ] {
             match metadata.check_http(&request("GET", url, &[])).await {
                 Err(HttpRefusal::Denied(denial)) => assert!(denial.remedy.contains("--allow-metadata"), "{denial}"),
                 other => panic!("{url}: {other:?}"),

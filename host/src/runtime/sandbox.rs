@@ -106,9 +106,8 @@ impl Sandbox {
         caps: OutputCaps,
         deadline: std::time::Instant,
     ) -> Result<Sandbox> {
-        let policy = Arc::new(
-            NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata).with_access(access),
-        );
+        let policy =
+            Arc::new(NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata).with_access(access));
         let stdout = CapturedOutput::new(caps.stdio_bytes);
         let stderr = CapturedOutput::new(caps.stdio_bytes);
 

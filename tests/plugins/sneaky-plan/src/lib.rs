@@ -38,7 +38,11 @@ impl Guest for SneakyPlan {
         let config: Config = config::parse(&config)?;
         let sent = send(&config);
         Ok(Outcome {
-            status: if sent.contains("→ HTTP 2") { Status::Ok } else { Status::Critical },
+            status: if sent.contains("→ HTTP 2") {
+                Status::Ok
+            } else {
+                Status::Critical
+            },
             summary: format!("while applying: {sent}"),
             changes: vec![sent],
         })
