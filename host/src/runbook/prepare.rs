@@ -251,21 +251,8 @@ pub async fn prepare(
                 Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
                 Err(message) => Err(message),
             };
-            let grant = match entry {
-                AllowEntry::Text(text) => render(text).map(|text| text.map(|text| text.parse::<Grant>())),
-                AllowEntry::Mapping { url, methods } => (|| {
-                    let Some(url) = render(url)? else { return Ok(None) };
-                    let mut rendered = Vec::new();
-                    for method in methods {
-                        let Some(method) = render(method)? else { return Ok(None) };
-                        rendered.push(method);
-                    }
-                    Ok(Some(Grant::with_methods(&url, &rendered)))
-                })(),
-            };
-            match grant {
-                Ok(Some(Ok(grant))) => network.push(grant),
-                Ok(Some(Err(err))) => cx.problem(&path, Some(id), err.to_string()),
+            match render_grant(entry, render) {
+                Ok(Some(grant)) => network.push(grant),
                 Ok(None) => {}
                 Err(message) => cx.problem(&path, Some(id), message),
             }
@@ -367,6 +354,30 @@ pub async fn prepare(
         steps,
         timeout: run_timeout,
     })
+}
+
+/// An `allow:` entry, its templates rendered by `render`, parsed into a grant. `None`
+/// when `render` has no value yet (an input without a default, in `validate`).
+fn render_grant(
+    entry: &AllowEntry,
+    render: impl Fn(&str) -> Result<Option<String>, String>,
+) -> Result<Option<Grant>, String> {
+    let (url, methods) = match entry {
+        AllowEntry::Text(text) => {
+            let Some(text) = render(text)? else { return Ok(None) };
+            return text.parse::<Grant>().map(Some).map_err(|err| err.to_string());
+        }
+        AllowEntry::Mapping { url, methods } => (url, methods),
+    };
+    let Some(url) = render(url)? else { return Ok(None) };
+    let mut rendered = Vec::new();
+    for method in methods {
+        let Some(method) = render(method)? else { return Ok(None) };
+        rendered.push(method);
+    }
+    Grant::with_methods(&url, &rendered)
+        .map(Some)
+        .map_err(|err| err.to_string())
 }
 
 /// A `timeout:` value: a duration above zero. `None` when absent, or when invalid (the
