@@ -1,5 +1,5 @@
 //! The grant parsers: each line of the input is tried as a network grant
-//! (`scheme://host[:port]`), a directory grant (`HOST_DIR[:GUEST_PATH]`), an environment
+//! (`[METHODS ]scheme://host[:port]`), a directory grant (`HOST_DIR[:GUEST_PATH]`), an environment
 //! grant (`NAME=VALUE`) and a secret grant (`NAME=env:VAR` / `NAME=file:PATH`).
 //!
 //! Asserts, for what parses: the invariants the types document (lower-case scheme and
@@ -43,6 +43,12 @@ fuzz_target!(|data: &[u8]| {
 fn check_network_grant(grant: &Grant) {
     assert_eq!(grant.scheme, grant.scheme.to_ascii_lowercase());
     assert_eq!(grant.to_string().parse::<Grant>().as_ref(), Ok(grant));
+    // Methods: only on HTTP grants, upper-case, non-empty, no repeats.
+    assert!(grant.methods.is_empty() || grant.is_http(), "{grant}");
+    for (i, method) in grant.methods.iter().enumerate() {
+        assert!(!method.is_empty() && *method == method.to_ascii_uppercase(), "{grant}");
+        assert!(!grant.methods[..i].contains(method), "{grant}");
+    }
     match &grant.host {
         HostPattern::Name(name) => {
             assert!(!name.is_empty() && !name.ends_with('.') && *name == name.to_ascii_lowercase());

@@ -456,13 +456,21 @@ async fn validate(
     let mut report = String::new();
     for file in runbooks {
         match prepare(runtime, plugin_path, file, &sets, Mode::Validate).await {
-            Ok(runbook) => report.push_str(&format!(
-                "ok: {} ({}, {} step{})\n",
-                file.display(),
-                runbook.manifest.name,
-                runbook.steps.len(),
-                if runbook.steps.len() == 1 { "" } else { "s" }
-            )),
+            Ok(runbook) => {
+                report.push_str(&format!(
+                    "ok: {} ({}, {} step{})\n",
+                    file.display(),
+                    runbook.manifest.name,
+                    runbook.steps.len(),
+                    if runbook.steps.len() == 1 { "" } else { "s" }
+                ));
+                // What a step may do beyond reading before anyone approves anything.
+                for step in &runbook.steps {
+                    for note in step.grants.read_only_notes(step.plugin.kind == Kind::Mitigation) {
+                        report.push_str(&format!("  step `{}`: {note}\n", step.id));
+                    }
+                }
+            }
             Err(found) => {
                 problems += found.len();
                 for problem in found {

@@ -147,6 +147,10 @@ pub struct PlanRecord {
     pub changes: Vec<String>,
     /// Whether applying cannot be undone.
     pub destructive: bool,
+    /// What the step's grants let the plan do beyond reading (HTTP methods a grant
+    /// lists, raw TCP grants), so whoever approves knows what the dry run could change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The result of a run (a runbook, or a single check).

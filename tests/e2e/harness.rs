@@ -30,6 +30,7 @@ pub fn plugin_dir() -> &'static Path {
             "plugin/redis_ping",
             "plugin/webhook-reachable",
             "test-plugin/mischief",
+            "test-plugin/sneaky_plan",
             "test-plugin/noop_check",
             "test-plugin/not-a-check",
         ] {

@@ -3,7 +3,8 @@
 use crate::harness::{HttpServer, Redis, Reply, free_port, runbox, runbox_env};
 
 /// `webhook-reachable` is JavaScript (componentize-js): its `fetch()` goes through the
-/// host's wasi:http capability, grant-checked like everything else.
+/// host's wasi:http capability, grant-checked like everything else. It POSTs, and a check
+/// only reads unless its grant lists the method: `POST http://…`.
 #[test]
 fn javascript_fetch_goes_through_the_http_capability() {
     let server = HttpServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
@@ -11,13 +12,14 @@ fn javascript_fetch_goes_through_the_http_capability() {
         _ => Reply::new(404, "{\"error\": \"no such hook\"}"),
     });
     let url = format!("url={}/hooks/livekit", server.url());
+    let post = format!("POST {}", server.url());
     let run = runbox(&[
         "check",
         "webhook-reachable",
         "--with",
         &url,
         "--allow",
-        &server.url(),
+        &post,
         "--format",
         "json",
     ]);
@@ -34,7 +36,7 @@ fn javascript_fetch_goes_through_the_http_capability() {
     assert_eq!((received.len(), received[0].body.as_str()), (1, "{}"));
 
     let wrong = format!("url={}/hooks/other", server.url());
-    let run = runbox(&["check", "webhook-reachable", "--with", &wrong, "--allow", &server.url()]);
+    let run = runbox(&["check", "webhook-reachable", "--with", &wrong, "--allow", &post]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         run.stdout.contains("→ 404 in") && run.stdout.contains("expected 200 or 204"),
@@ -53,6 +55,34 @@ fn javascript_fetch_goes_through_the_http_capability() {
         run.stdout
     );
     assert_eq!(server.received().len(), before);
+
+    // Granted the host but not the method: the POST is refused, naming the grant to add;
+    // a GET needs no method grant.
+    let run = runbox(&["check", "webhook-reachable", "--with", &url, "--allow", &server.url()]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "sandbox: HTTP POST to http://{addr} denied: a check or plan may only read (GET, HEAD, OPTIONS) — add `POST http://{addr}` to the grants (--allow)",
+            addr = server.addr
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.received().len(), before);
+    let run = runbox(&[
+        "check",
+        "webhook-reachable",
+        "--with",
+        &url,
+        "--with",
+        "method=GET",
+        "--with",
+        "expect_status=[404]",
+        "--allow",
+        &server.url(),
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(server.received().len(), before + 1);
 }
 
 /// A redirect is a new request: the host checks it against the grants again (the Rust

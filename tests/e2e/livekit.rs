@@ -66,6 +66,12 @@ fn stand_in(clock_offset: i64) -> HttpServer {
     })
 }
 
+/// The grant ListRooms needs: Twirp calls are POSTs, and a check may send one only to a
+/// grant that lists the method.
+fn post(url: &str) -> String {
+    format!("POST {url}")
+}
+
 fn check(server_url: &str, allow: Option<&str>, secret: &str, extra: &[&str]) -> Run {
     let url = format!("url={server_url}");
     let key = format!("api_key={API_KEY}");
@@ -97,7 +103,7 @@ fn summary(run: &Run) -> String {
 #[test]
 fn the_api_accepts_a_token_minted_with_the_right_secret() {
     let server = stand_in(0);
-    let run = check(&server.url(), Some(&server.url()), API_SECRET, &[]);
+    let run = check(&server.url(), Some(&post(&server.url())), API_SECRET, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
         summary(&run).starts_with("ListRooms accepted the token in ") && summary(&run).ends_with(" ms: 2 rooms"),
@@ -113,7 +119,7 @@ fn the_api_accepts_a_token_minted_with_the_right_secret() {
 #[test]
 fn a_wrong_secret_or_an_expired_token_is_credentials_rejected() {
     let server = stand_in(0);
-    let run = check(&server.url(), Some(&server.url()), "not-the-secret-at-all", &[]);
+    let run = check(&server.url(), Some(&post(&server.url())), "not-the-secret-at-all", &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(
         summary(&run),
@@ -122,21 +128,26 @@ fn a_wrong_secret_or_an_expired_token_is_credentials_rejected() {
 
     // The server's clock is an hour ahead: a 5-minute token has expired for it.
     let ahead = stand_in(3600);
-    let run = check(&ahead.url(), Some(&ahead.url()), API_SECRET, &[]);
+    let run = check(&ahead.url(), Some(&post(&ahead.url())), API_SECRET, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(
         summary(&run),
         "credentials rejected by LiveKit (401 unauthenticated: invalid token: token is expired)"
     );
     // …and a token valid long enough is accepted by the same server.
-    let run = check(&ahead.url(), Some(&ahead.url()), API_SECRET, &["ttl_seconds=7200"]);
+    let run = check(
+        &ahead.url(),
+        Some(&post(&ahead.url())),
+        API_SECRET,
+        &["ttl_seconds=7200"],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
 }
 
 #[test]
 fn a_server_that_is_down_or_failing_is_critical_and_an_ungranted_url_is_denied() {
     let down = format!("http://127.0.0.1:{}", free_port());
-    let run = check(&down, Some(&down), API_SECRET, &[]);
+    let run = check(&down, Some(&post(&down)), API_SECRET, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         summary(&run).starts_with("LiveKit API unreachable:") && summary(&run).ends_with("connection refused"),
@@ -145,7 +156,7 @@ fn a_server_that_is_down_or_failing_is_critical_and_an_ungranted_url_is_denied()
     );
 
     let failing = HttpServer::start(|_, _| Reply::new(503, r#"{"code":"unavailable","msg":"node draining"}"#));
-    let run = check(&failing.url(), Some(&failing.url()), API_SECRET, &[]);
+    let run = check(&failing.url(), Some(&post(&failing.url())), API_SECRET, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(summary(&run), "LiveKit API error (503 unavailable: node draining)");
 
@@ -154,6 +165,19 @@ fn a_server_that_is_down_or_failing_is_critical_and_an_ungranted_url_is_denied()
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
         summary(&run).starts_with(&format!("sandbox: HTTP request to http://{} denied", server.addr)),
+        "{}",
+        summary(&run)
+    );
+    assert!(server.received().is_empty());
+
+    // The host granted without the method: ListRooms is refused before it is sent.
+    let run = check(&server.url(), Some(&server.url()), API_SECRET, &[]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        summary(&run).starts_with(&format!(
+            "sandbox: HTTP POST to http://{addr} denied: a check or plan may only read (GET, HEAD, OPTIONS) — add `POST http://{addr}` to the grants (--allow)",
+            addr = server.addr
+        )),
         "{}",
         summary(&run)
     );

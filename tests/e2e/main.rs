@@ -9,6 +9,7 @@ mod livekit;
 mod check_redis;
 mod cli;
 mod hostile_output;
+mod http_grants;
 mod loading;
 mod pg;
 mod runbooks;

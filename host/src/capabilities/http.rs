@@ -1,16 +1,25 @@
-//! Outgoing HTTP (`wasi:http/outgoing-handler`): every request passes
-//! [`NetworkPolicy::check_http`] before the host connects, its timeouts are clamped to
-//! the invocation's deadline, and its response body is capped. A redirect is a new
-//! request from the plugin and is checked again.
+//! Outgoing HTTP (`wasi:http/outgoing-handler`). Every request passes
+//! [`NetworkPolicy::check_http`], which decides it (destination, method, metadata),
+//! resolves its host once and returns the addresses to use. [`connect`] then connects to
+//! exactly those addresses, so a DNS answer that changes after the check (rebinding) is
+//! never used, and secures the connection with TLS for `https`. The request goes out over
+//! HTTP/1.1 as wasmtime-wasi-http's `default_send_request` sends it, with its timeouts
+//! clamped to the invocation's deadline, and the response body is capped. A redirect is a
+//! new request from the plugin and is checked again.
 
-use super::network::NetworkPolicy;
+use super::network::{Denial, HttpRefusal, NetworkPolicy};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use rustls::pki_types::ServerName;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Default cap on one response body.
@@ -21,17 +30,42 @@ pub struct HttpHooks {
     policy: Arc<NetworkPolicy>,
     deadline: Instant,
     max_response_bytes: u64,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl HttpHooks {
-    /// Hooks deciding with `policy`, ending every request by `deadline`.
+    /// Hooks deciding with `policy`, ending every request by `deadline`, trusting the
+    /// servers [`default_tls`] trusts.
     pub fn new(policy: Arc<NetworkPolicy>, deadline: Instant) -> HttpHooks {
         HttpHooks {
             policy,
             deadline,
             max_response_bytes: MAX_RESPONSE_BYTES,
+            tls: default_tls(),
         }
     }
+}
+
+/// The TLS client configuration of every `https` request: the Mozilla root certificates
+/// of `webpki-roots` and no client certificate, with ring, TLS 1.2 and 1.3 — the trust of
+/// wasmtime-wasi-http's `default_send_request`, which runbox used before it connected
+/// itself. The system's trust store and `SSL_CERT_FILE` are not consulted.
+pub fn default_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
 }
 
 type SendResult = Result<
@@ -51,37 +85,255 @@ impl WasiHttpHooks for HttpHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
         let policy = self.policy.clone();
+        let tls = self.tls.clone();
         let left = self.deadline.saturating_duration_since(Instant::now());
         let max = self.max_response_bytes;
-        let clamp = |timeout: Option<Duration>| Some(timeout.map_or(left, |t| t.min(left)));
+        let clamp = |timeout: Option<Duration>| timeout.map_or(left, |t| t.min(left));
         let options = options.unwrap_or_default();
-        let options = RequestOptions {
-            connect_timeout: clamp(options.connect_timeout),
-            first_byte_timeout: clamp(options.first_byte_timeout),
-            between_bytes_timeout: clamp(options.between_bytes_timeout),
+        let timeouts = Timeouts {
+            connect: clamp(options.connect_timeout),
+            first_byte: clamp(options.first_byte_timeout),
+            between_bytes: clamp(options.between_bytes_timeout),
         };
         Box::new(async move {
-            let uri = request.uri();
-            let scheme = uri.scheme_str().unwrap_or("https").to_string();
-            let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
-            let port = uri.port_u16();
-            if policy.check_http(&scheme, &host, port).await.is_err() {
-                return Err(Error::HttpRequestDenied);
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (head, body) = request.into_parts();
+            let permit = match policy.check_http(&head).await {
+                Ok(permit) => permit,
+                Err(HttpRefusal::Denied(_)) => return Err(Error::HttpRequestDenied),
+                Err(HttpRefusal::NoHost) => return Err(Error::HttpRequestUriInvalid),
+                Err(HttpRefusal::Lookup(err)) => {
+                    return Err(Error::DnsError {
+                        rcode: Some(err.to_string()),
+                        info_code: None,
+                    });
+                }
+            };
+            let host = head.uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
+            let use_tls = head
+                .uri
+                .scheme_str()
+                .is_none_or(|scheme| scheme.eq_ignore_ascii_case("https"));
+            let stream = connect(&permit.addrs, &host, use_tls.then_some(&tls), timeouts.connect).await?;
+            let body = match (permit.data_denial, permit.trailers_denial) {
+                (None, None) => body,
+                (data_denial, trailers_denial) => GuardedBody {
+                    inner: body,
+                    policy,
+                    data_denial,
+                    trailers_denial,
+                }
+                .boxed_unsync(),
+            };
+            let (response, io) = send(http::Request::from_parts(head, body), stream, timeouts).await?;
             let response = response.map(|body| {
                 CappedBody {
-                    inner: body.boxed_unsync(),
+                    inner: body,
                     left: max,
                     max,
                 }
                 .boxed_unsync()
             });
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            Ok((response, io))
         })
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
+
+/// Connects to the first of `addrs` that accepts, in order, within `timeout` (one budget
+/// for the TCP attempts and the TLS handshake), and nowhere else: no name is resolved
+/// here. With `tls`, the connection is secured for the server name `host` (a name, or an
+/// address in `[::1]` or `127.0.0.1` form).
+pub async fn connect(
+    addrs: &[SocketAddr],
+    host: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Box<dyn Stream>, Error> {
+    let until = tokio::time::Instant::now() + timeout;
+    let tcp = async {
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => {
+                    tracing::debug!(%addr, error = %err, "HTTP connect failed");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to")))
+    };
+    let tcp = tokio::time::timeout_at(until, tcp)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    let Some(config) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = match bare.parse::<IpAddr>() {
+        Ok(ip) => ServerName::from(ip),
+        Err(_) => ServerName::try_from(bare.to_string())?,
+    };
+    let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp);
+    let stream = tokio::time::timeout_at(until, handshake)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Tls)?;
+    Ok(Box::new(stream))
+}
+
+/// Clamped timeouts of one request.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+/// Sends `request` over `stream` as one HTTP/1.1 exchange, as wasmtime-wasi-http's
+/// `default_send_request` does: the request line carries only the path and query, the
+/// response head must arrive within `first_byte` and each body frame within
+/// `between_bytes`. The returned future drives the connection to its end.
+async fn send(mut request: http::Request<WasiBody>, stream: Box<dyn Stream>, timeouts: Timeouts) -> SendResult {
+    let (mut sender, conn) = tokio::time::timeout(
+        timeouts.connect,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+
+    // The URI carries the scheme and authority, which belong in the request line only
+    // when talking to a proxy.
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .expect("comes from a valid request");
+
+    let send = async move {
+        let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)??;
+        // Tokio panics on a zero interval.
+        let between = timeouts.between_bytes.max(Duration::from_nanos(1));
+        let mut timeout = tokio::time::interval(between);
+        timeout.reset();
+        Ok::<_, Error>(response.map(|incoming| IncomingBody { incoming, timeout }))
+    };
+    let mut send = pin!(send);
+    let mut conn = Some(conn);
+    // Wait for the response while driving the connection's I/O.
+    let response = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(result),
+        Poll::Pending => {
+            let Some(driver) = conn.as_mut() else {
+                return Poll::Pending;
+            };
+            let done = ready!(Pin::new(driver).poll(cx));
+            conn = None;
+            match done {
+                Ok(()) => send.as_mut().poll(cx),
+                Err(err) => Poll::Ready(Err(Error::from(err))),
+            }
+        }
+    })
+    .await?;
+    let io = async move {
+        let Some(conn) = conn else {
+            return Ok(());
+        };
+        conn.await.map_err(|err| {
+            if err.is_timeout() {
+                Error::HttpResponseTimeout
+            } else {
+                Error::from(err)
+            }
+        })
+    };
+    Ok((
+        response.map(BodyExt::boxed_unsync),
+        Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ))
+}
+
+/// A response body that fails when the next frame takes longer than its interval.
+struct IncomingBody {
+    incoming: hyper::body::Incoming,
+    timeout: tokio::time::Interval,
+}
+
+impl Body for IncomingBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) if err.is_timeout() => Poll::Ready(Some(Err(Error::HttpResponseTimeout))),
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Error::from(err)))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timeout.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                ready!(self.timeout.poll_tick(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+/// A request body held to what the policy allowed: no data (a read-only GET, HEAD or
+/// OPTIONS) or no trailers (any read-only request). A refused frame is recorded as a
+/// denial and fails the request before it is written: hyper then closes the connection,
+/// so the server never sees the data.
+struct GuardedBody {
+    inner: WasiBody,
+    policy: Arc<NetworkPolicy>,
+    data_denial: Option<Denial>,
+    trailers_denial: Option<Denial>,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            let refused = if frame.data_ref().is_some_and(|data| !data.is_empty()) {
+                self.data_denial.clone()
+            } else if frame.is_trailers() {
+                self.trailers_denial.clone()
+            } else {
+                None
+            };
+            if let Some(denial) = refused {
+                self.policy.deny(denial.attempt, denial.remedy);
+                return Poll::Ready(Some(Err(Error::HttpRequestDenied)));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -97,7 +349,7 @@ impl Body for CappedBody {
     type Error = Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {
@@ -117,5 +369,266 @@ impl Body for CappedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::network::Grant;
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP/1.1 server on `ip`: answers the first request with 200 "checked"
+    /// and returns the request head it read.
+    async fn server(ip: &str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut reader = BufReader::new(socket);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let body = "checked";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            reader.get_mut().write_all(reply.as_bytes()).await.unwrap();
+            head
+        });
+        (addr, task)
+    }
+
+    /// A resolver that answers `answers[n]` to its n-th lookup (the last one after
+    /// that), like a rebinding DNS server, and counts its lookups.
+    fn rebinding_dns(
+        answers: Vec<Vec<IpAddr>>,
+    ) -> (
+        impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static,
+        Arc<AtomicUsize>,
+    ) {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counter = lookups.clone();
+        let resolve = move |_: &str| -> super::super::network::LookupFuture {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answers[n.min(answers.len() - 1)].clone();
+            Box::pin(std::future::ready(Ok(answer)))
+        };
+        (resolve, lookups)
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|ip| ip.parse().unwrap()).collect()
+    }
+
+    async fn get(hooks: &mut HttpHooks, url: &str) -> Result<(u16, String), Error> {
+        let empty = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::builder()
+            .method("GET")
+            .uri(url)
+            .header("host", url.split('/').nth(2).unwrap())
+            .body(empty)
+            .unwrap();
+        let (response, io) = Pin::from(hooks.send_request(request, None, Box::new(async { Ok(()) }))).await?;
+        tokio::spawn(Pin::from(io));
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    fn hooks(
+        grant: &str,
+        dns: impl Fn(&str) -> super::super::network::LookupFuture + Send + Sync + 'static,
+    ) -> HttpHooks {
+        let grants = vec![grant.parse::<Grant>().unwrap()];
+        let policy = NetworkPolicy::new("test", grants, false).with_resolver(dns);
+        HttpHooks::new(Arc::new(policy), Instant::now() + Duration::from_secs(10))
+    }
+
+    /// The name is resolved once, by the policy; the connection goes to the address it
+    /// checked, even though a second lookup would answer differently (DNS rebinding).
+    /// `localhost` resolves to 127.0.0.1 or ::1 on this machine, never to 127.0.0.3, so a
+    /// connection that resolved the name again would not reach the server.
+    #[tokio::test]
+    async fn http_connects_to_the_address_the_policy_checked() {
+        let (addr, served) = server("127.0.0.3").await;
+        let (dns, lookups) = rebinding_dns(vec![ips(&["127.0.0.3"]), ips(&["127.0.0.4"])]);
+        let mut hooks = hooks(&format!("http://localhost:{}", addr.port()), dns);
+        let (status, body) = get(&mut hooks, &format!("http://localhost:{}/health", addr.port()))
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "checked"));
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "one lookup: the policy's");
+        let head = served.await.unwrap();
+        assert!(head.starts_with("GET /health HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("host: localhost:{}\r\n", addr.port())),
+            "{head}"
+        );
+    }
+
+    /// The addresses are tried in order: one that refuses the connection is skipped.
+    #[tokio::test]
+    async fn http_tries_the_checked_addresses_in_order() {
+        let (addr, served) = server("127.0.0.3").await;
+        let (dns, _) = rebinding_dns(vec![ips(&["127.0.0.4", "127.0.0.3"])]);
+        let mut hooks = hooks(&format!("http://localhost:{}", addr.port()), dns);
+        let (status, _) = get(&mut hooks, &format!("http://localhost:{}/", addr.port()))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        served.await.unwrap();
+    }
+
+    /// A granted name whose lookup returns a metadata address is refused before any
+    /// connection; the error the plugin sees is a denial.
+    #[tokio::test]
+    async fn http_to_a_name_resolving_to_metadata_is_denied_without_connecting() {
+        let (dns, lookups) = rebinding_dns(vec![ips(&["127.0.0.3", "169.254.169.254"])]);
+        let mut hooks = hooks("http://localhost:8080", dns);
+        let result = get(&mut hooks, "http://localhost:8080/latest/meta-data/").await;
+        assert!(matches!(result, Err(Error::HttpRequestDenied)), "{result:?}");
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+        let denials = hooks.policy.denials();
+        assert_eq!(denials.len(), 1, "{denials:?}");
+        assert!(
+            denials[0].remedy.contains("resolves to a cloud metadata address"),
+            "{}",
+            denials[0]
+        );
+    }
+
+    /// A body of unknown length on a read-only OPTIONS (hyper sends it chunked; for GET
+    /// and HEAD it sends none): the host refuses its first byte, so a second request
+    /// hidden in it (request smuggling against a server that ignores such bodies) never
+    /// reaches the server.
+    #[tokio::test]
+    async fn a_read_only_request_cannot_smuggle_a_request_in_its_body() {
+        struct Hidden(Option<Bytes>);
+        impl Body for Hidden {
+            type Data = Bytes;
+            type Error = Error;
+            fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+                Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+            }
+        }
+        for method in ["OPTIONS", "GET"] {
+            let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Everything that arrives within half a second, then an answer.
+            let received = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut bytes = Vec::new();
+                let mut buf = [0u8; 4096];
+                let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout_at(until, tokio::io::AsyncReadExt::read(&mut socket, &mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    bytes.extend_from_slice(&buf[..n]);
+                }
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                String::from_utf8_lossy(&bytes).into_owned()
+            });
+            let grants = vec![format!("http://127.0.0.3:{}", addr.port()).parse::<Grant>().unwrap()];
+            let policy = Arc::new(NetworkPolicy::new("test", grants, false));
+            let mut hooks = HttpHooks::new(policy.clone(), Instant::now() + Duration::from_secs(10));
+            let smuggled = Bytes::from_static(b"DELETE /everything HTTP/1.1\r\nhost: x\r\n\r\n");
+            let request = http::Request::builder()
+                .method(method)
+                .uri(format!("http://127.0.0.3:{}/", addr.port()))
+                .body(Hidden(Some(smuggled)).boxed_unsync())
+                .unwrap();
+            let _ = Pin::from(hooks.send_request(request, None, Box::new(async { Ok(()) }))).await;
+            let received = received.await.unwrap();
+            assert!(!received.contains("DELETE"), "{method}: {received}");
+            if method == "GET" {
+                assert!(received.starts_with("GET / HTTP/1.1\r\n"), "{received}");
+            } else {
+                let denials = policy.denials();
+                assert_eq!(denials.len(), 1, "{denials:?}");
+                assert!(denials[0].to_string().starts_with(&format!(
+                    "HTTP OPTIONS to http://127.0.0.3:{} with a body denied: a check or plan may send OPTIONS only without a body",
+                    addr.port()
+                )));
+            }
+        }
+    }
+
+    /// `https` is TLS to the checked address with the request's host as the server name,
+    /// trusting exactly the given roots: the default (webpki roots) refuses a test CA.
+    #[tokio::test]
+    async fn https_verifies_the_host_name_against_the_given_roots() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["svc.test".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let server_config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![leaf.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+                )
+                .unwrap();
+        let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(socket).await {
+                        let _ = tls.write_all(b"hello").await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let trusting = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let timeout = Duration::from_secs(5);
+        let mut stream = connect(&[addr], "svc.test", Some(&trusting), timeout).await.unwrap();
+        let mut hello = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut hello)
+            .await
+            .unwrap();
+        assert_eq!(hello, "hello");
+        // Another name than the certificate's: refused.
+        let other = connect(&[addr], "other.test", Some(&trusting), timeout).await;
+        assert!(matches!(other, Err(Error::Tls(_))), "{:?}", other.err());
+        // The default trust is the webpki roots, which do not include the test CA.
+        let default = connect(&[addr], "svc.test", Some(&default_tls()), timeout).await;
+        assert!(matches!(default, Err(Error::Tls(_))), "{:?}", default.err());
     }
 }

@@ -1,7 +1,8 @@
 //! Capabilities a step can grant a plugin. Each module denies by default and has one
 //! enforcement point that every path (sockets, name lookups, later HTTP) goes through:
 //!
-//! - [`network`]: `scheme://host[:port]` grants; decides name lookups, connects and binds.
+//! - [`network`]: `[METHODS ]scheme://host[:port]` grants; decides name lookups, connects,
+//!   binds and HTTP requests (with [`http`], which connects to the addresses it checked).
 //! - [`secrets`]: `NAME=env:VAR` / `NAME=file:PATH` mappings, and the [`secrets::Redactor`]
 //!   that removes their values from everything the host prints or writes.
 //! - environment variables and directories: listed in [`Grants`], applied by the sandbox
@@ -27,6 +28,36 @@ pub struct Grants {
     /// Whether cloud-metadata addresses may be reached. Only the operator sets this
     /// (`--allow-metadata`); no runbook can.
     pub allow_metadata: bool,
+}
+
+impl Grants {
+    /// What these grants let a step do beyond reading while it only reads (a check's run
+    /// or, for a `mitigation`, its plan), one note per line for `validate`, the plan and
+    /// the approval prompt: HTTP methods a grant lists, and, for a mitigation, raw TCP
+    /// grants (runbox cannot tell a read from a write on a raw socket). Empty when the
+    /// read-only phase can only read over HTTP.
+    pub fn read_only_notes(&self, mitigation: bool) -> Vec<String> {
+        let phase = if mitigation { "planning" } else { "checking" };
+        let mut notes: Vec<String> = self
+            .network
+            .iter()
+            .filter(|grant| !grant.methods.is_empty())
+            .map(|grant| format!("may send {} to {} while {phase}", grant.methods.join(", "), grant.url()))
+            .collect();
+        let raw: Vec<&str> = self
+            .network
+            .iter()
+            .filter(|grant| !grant.is_http())
+            .map(|grant| grant.url())
+            .collect();
+        if mitigation && !raw.is_empty() {
+            notes.push(format!(
+                "plans with raw TCP grants ({}): runbox cannot stop a plan from writing over a raw socket",
+                raw.join(", ")
+            ));
+        }
+        notes
+    }
 }
 
 /// A host directory the plugin may read.

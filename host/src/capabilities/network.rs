@@ -20,14 +20,24 @@
 //! - cloud-metadata addresses are denied whatever the grants say unless the operator
 //!   opted in ([`super::Grants::allow_metadata`]).
 //!
-//! `http`/`https` grants are for the HTTP capability; raw sockets use the others.
+//! `http`/`https` grants are for the HTTP capability; raw sockets use the others. An HTTP
+//! grant may start with the methods it allows beyond reading, like a request line:
+//! `POST https://hooks.internal`, `POST,PUT https://api.internal:8443`. While a step only
+//! reads ([`Access::ReadOnly`]: a check's `run`, a mitigation's `plan`) it may send GET,
+//! HEAD and OPTIONS, plus the methods a grant covering the destination lists; a
+//! mitigation's `apply` ([`Access::Apply`]) may send any method to its granted
+//! destinations. [`NetworkPolicy::check_http`] decides every request, resolves its host
+//! once and returns the addresses the connection must use, so a DNS answer cannot change
+//! between the check and the connect.
 
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Schemes a grant may use, with their default ports (`None`: the port is required).
 const SCHEMES: &[(&str, Option<u16>)] = &[
@@ -114,6 +124,10 @@ impl PortPattern {
     }
 }
 
+/// HTTP methods every granted `http`/`https` destination allows, in any phase. Exact
+/// (methods are case-sensitive): `get` is not `GET`.
+pub const SAFE_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+
 /// One parsed network grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -123,13 +137,83 @@ pub struct Grant {
     pub host: HostPattern,
     /// Ports covered.
     pub port: PortPattern,
-    text: String,
+    /// HTTP methods allowed while a step only reads, beyond GET, HEAD and OPTIONS
+    /// without a body (upper-case RFC 9110 tokens, in the order written, without
+    /// repeats; listing GET lets a GET carry a body). Only `http`/`https` grants have any.
+    pub methods: Vec<String>,
+    /// The `scheme://host[:port]` part as written.
+    url: String,
+}
+
+impl Grant {
+    /// Parses `url` (`scheme://host[:port]`) with `methods` (the YAML mapping form
+    /// `{url: …, methods: [POST]}`); the same grant as `"POST url"`.
+    pub fn with_methods(url: &str, methods: &[String]) -> Result<Grant, GrantError> {
+        let text = match methods {
+            [] => url.to_string(),
+            _ => format!("{} {url}", methods.join(",")),
+        };
+        let fail = |reason: String| GrantError {
+            text: text.clone(),
+            reason,
+        };
+        let mut grant = parse_url(url).map_err(fail)?;
+        for method in methods {
+            let upper = method.trim().to_ascii_uppercase();
+            if upper.is_empty() {
+                return Err(fail("an empty HTTP method (write `POST,PUT https://host`)".into()));
+            }
+            if upper == "*" {
+                return Err(fail(
+                    "`*` is not a method: list the methods the step needs (e.g. `POST,PUT https://host`)".into(),
+                ));
+            }
+            if !is_token(&upper) {
+                return Err(fail(format!(
+                    "`{}` is not an HTTP method (a method is a token such as POST or PURGE; separate methods with `,`)",
+                    method.trim()
+                )));
+            }
+            if !grant.methods.contains(&upper) {
+                grant.methods.push(upper);
+            }
+        }
+        if !grant.methods.is_empty() && grant.scheme != "http" && grant.scheme != "https" {
+            return Err(fail(format!(
+                "methods ({}) apply only to http and https grants; `{}` grants a raw socket, which runbox cannot tell reads from writes on",
+                grant.methods.join(","),
+                grant.scheme
+            )));
+        }
+        Ok(grant)
+    }
+
+    /// The `scheme://host[:port]` part, as written.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this is an `http`/`https` grant (for the HTTP capability, not sockets).
+    pub fn is_http(&self) -> bool {
+        self.scheme == "http" || self.scheme == "https"
+    }
 }
 
 impl fmt::Display for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        if !self.methods.is_empty() {
+            write!(f, "{} ", self.methods.join(","))?;
+        }
+        f.write_str(&self.url)
     }
+}
+
+/// An RFC 9110 token (`tchar`s), the syntax of an HTTP method.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A grant that does not parse, with the reason.
@@ -147,61 +231,75 @@ pub struct GrantError {
 impl FromStr for Grant {
     type Err = GrantError;
 
+    /// `scheme://host[:port]`, optionally after a comma-separated method list and a space:
+    /// `POST,PUT https://api.internal:8443`.
     fn from_str(text: &str) -> Result<Grant, GrantError> {
-        let fail = |reason: String| GrantError {
-            text: text.to_string(),
-            reason,
-        };
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| fail("missing `scheme://`".into()))?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = SCHEMES
-            .iter()
-            .find(|(known, _)| *known == scheme)
-            .map(|(_, port)| *port)
-            .ok_or_else(|| {
-                let known: Vec<&str> = SCHEMES.iter().map(|(name, _)| *name).collect();
-                fail(format!("unknown scheme `{scheme}` (known: {})", known.join(", ")))
-            })?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed.split_once(']').ok_or_else(|| fail("unclosed `[`".into()))?;
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| fail(format!("unexpected `{after}` after `]`")))?,
-                ),
-            };
-            (host, port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
+        match text.rsplit_once(|c: char| c.is_ascii_whitespace()) {
+            // A space inside the URL (`redis://host name`) is the URL's problem.
+            Some((methods, url)) if !methods.contains("://") => {
+                let methods: Vec<String> = methods.split(',').map(String::from).collect();
+                Grant::with_methods(url, &methods).map_err(|err| GrantError {
+                    text: text.to_string(),
+                    ..err
+                })
             }
-        };
-        let port = match port {
-            Some("*") => PortPattern::Any,
-            Some(port) => PortPattern::Port(
-                port.parse::<u16>()
-                    .ok()
-                    .filter(|port| *port != 0)
-                    .ok_or_else(|| fail(format!("port `{port}` is not a number from 1 to 65535 or `*`")))?,
-            ),
-            None => PortPattern::Port(
-                default_port
-                    .ok_or_else(|| fail(format!("scheme `{scheme}` has no default port; add `:PORT` or `:*`")))?,
-            ),
-        };
-        Ok(Grant {
-            scheme,
-            host: parse_host_pattern(host).map_err(fail)?,
-            port,
-            text: text.to_string(),
-        })
+            _ => parse_url(text).map_err(|reason| GrantError {
+                text: text.to_string(),
+                reason,
+            }),
+        }
     }
+}
+
+/// Parses `scheme://host[:port]`; the error is the reason.
+fn parse_url(text: &str) -> Result<Grant, String> {
+    let (scheme, rest) = text.split_once("://").ok_or("missing `scheme://`")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = SCHEMES
+        .iter()
+        .find(|(known, _)| *known == scheme)
+        .map(|(_, port)| *port)
+        .ok_or_else(|| {
+            let known: Vec<&str> = SCHEMES.iter().map(|(name, _)| *name).collect();
+            format!("unknown scheme `{scheme}` (known: {})", known.join(", "))
+        })?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').ok_or("unclosed `[`")?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected `{after}` after `]`"))?,
+            ),
+        };
+        (host, port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let port = match port {
+        Some("*") => PortPattern::Any,
+        Some(port) => PortPattern::Port(
+            port.parse::<u16>()
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| format!("port `{port}` is not a number from 1 to 65535 or `*`"))?,
+        ),
+        None => PortPattern::Port(
+            default_port.ok_or_else(|| format!("scheme `{scheme}` has no default port; add `:PORT` or `:*`"))?,
+        ),
+    };
+    Ok(Grant {
+        scheme,
+        host: parse_host_pattern(host)?,
+        port,
+        methods: Vec::new(),
+        url: text.to_string(),
+    })
 }
 
 fn parse_host_pattern(host: &str) -> Result<HostPattern, String> {
@@ -285,6 +383,81 @@ pub const MAX_SOCKETS_PER_INVOCATION: usize = 64;
 /// Distinct denials kept per invocation (reports show them all).
 pub const MAX_DENIALS_KEPT: usize = 32;
 
+/// What an invocation may do over HTTP to its granted destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// A check's `run` or a mitigation's `plan`: GET, HEAD and OPTIONS, plus the methods
+    /// a grant covering the destination lists (the default: deny what is not granted).
+    #[default]
+    ReadOnly,
+    /// A mitigation's `apply`: any method.
+    Apply,
+}
+
+/// An HTTP request [`NetworkPolicy::check_http`] allowed: where to connect, and what its
+/// body may not carry.
+#[derive(Debug)]
+pub struct HttpPermit {
+    /// The addresses to connect to, in order: exactly those checked.
+    pub addrs: Vec<SocketAddr>,
+    /// Set when the body must stay empty (a GET, HEAD or OPTIONS while the step only
+    /// reads: a server that ignores such a body could read it as a second request);
+    /// record it with [`NetworkPolicy::deny`] if data comes.
+    pub data_denial: Option<Denial>,
+    /// Set when the request may carry no trailers (while the step only reads: a server
+    /// could take a method override from them).
+    pub trailers_denial: Option<Denial>,
+}
+
+/// Why [`NetworkPolicy::check_http`] gives no addresses to connect to.
+#[derive(Debug)]
+pub enum HttpRefusal {
+    /// The policy refused the request (recorded, with the grant that would allow it).
+    Denied(Denial),
+    /// The request names no host.
+    NoHost,
+    /// The host's name did not resolve.
+    Lookup(std::io::Error),
+}
+
+pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+type LookupFn = dyn Fn(&str) -> LookupFuture + Send + Sync;
+
+/// How the host resolves names for its own decisions: the system resolver, or (in
+/// tests) an injected function, to prove a connection uses the address that was checked.
+#[derive(Clone)]
+struct Resolver(Option<Arc<LookupFn>>);
+
+impl Resolver {
+    async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
+        match &self.0 {
+            Some(resolve) => resolve(name).await,
+            None => Ok(tokio::net::lookup_host((name, 0))
+                .await?
+                .map(|addr| addr.ip())
+                .collect()),
+        }
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Resolver(injected)"
+        } else {
+            "Resolver(system)"
+        })
+    }
+}
+
+/// Request headers some servers read as the method (Rails, Express's method-override,
+/// Google APIs, ...): a check could send a GET that such a server runs as a DELETE.
+const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The query parameter some frameworks read as the method (`?_method=DELETE`).
+const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
 /// The network policy of one sandbox: its grants plus what it has learned during the
 /// invocation (which addresses granted names resolved to) and every denial.
 #[derive(Debug)]
@@ -292,6 +465,8 @@ pub struct NetworkPolicy {
     plugin: String,
     grants: Vec<Grant>,
     allow_metadata: bool,
+    access: Access,
+    resolver: Resolver,
     state: Mutex<PolicyState>,
 }
 
@@ -309,13 +484,32 @@ struct PolicyState {
 
 impl NetworkPolicy {
     /// A policy for `plugin` holding `grants`. No grants: nothing is allowed.
+    /// It only reads ([`Access::ReadOnly`]) unless [`NetworkPolicy::with_access`] says otherwise.
     pub fn new(plugin: &str, grants: Vec<Grant>, allow_metadata: bool) -> NetworkPolicy {
         NetworkPolicy {
             plugin: plugin.to_string(),
             grants,
             allow_metadata,
+            access: Access::ReadOnly,
+            resolver: Resolver(None),
             state: Mutex::default(),
         }
+    }
+
+    /// The same policy for an invocation with `access` (a mitigation's apply: [`Access::Apply`]).
+    pub fn with_access(mut self, access: Access) -> NetworkPolicy {
+        self.access = access;
+        self
+    }
+
+    /// The same policy resolving names with `resolve` instead of the system resolver.
+    #[cfg(test)]
+    pub(crate) fn with_resolver(
+        mut self,
+        resolve: impl Fn(&str) -> LookupFuture + Send + Sync + 'static,
+    ) -> NetworkPolicy {
+        self.resolver = Resolver(Some(Arc::new(resolve)));
+        self
     }
 
     /// Decides whether the plugin may create another TCP socket: at most
@@ -346,9 +540,7 @@ impl NetworkPolicy {
     }
 
     fn socket_grants(&self) -> impl Iterator<Item = &Grant> {
-        self.grants
-            .iter()
-            .filter(|grant| grant.scheme != "http" && grant.scheme != "https")
+        self.grants.iter().filter(|grant| !grant.is_http())
     }
 
     /// Decides whether the plugin may resolve `name`.
@@ -411,12 +603,12 @@ impl NetworkPolicy {
         }
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         for name in self.unresolved_names(addr.port()) {
-            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await;
+            let resolved = self.resolver.lookup(&name).await;
             let mut state = self.state.lock().unwrap();
             for found in resolved.into_iter().flatten() {
                 state
                     .resolved
-                    .entry(found.ip().to_canonical())
+                    .entry(found.to_canonical())
                     .or_insert_with(|| name.clone());
             }
             state.host_resolved.insert(name);
@@ -457,12 +649,19 @@ impl NetworkPolicy {
         )))
     }
 
-    /// Decides an HTTP request to `scheme://host[:port]` (the host performs it, so the
-    /// grant is matched by name or address as written). A name is then resolved and
-    /// refused if it points at a cloud-metadata address.
-    pub async fn check_http(&self, scheme: &str, host: &str, port: Option<u16>) -> Result<(), Denial> {
-        let scheme = scheme.to_ascii_lowercase();
-        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    /// Decides an HTTP request (the host performs it, so the grant is matched by name or
+    /// address as written) and returns the addresses the connection must use, trying
+    /// them in order. The method (and the headers and `_method` parameter some servers
+    /// read as the method) must be GET, HEAD or OPTIONS, or listed by a grant covering
+    /// the destination, unless the invocation applies ([`Access::Apply`]). A name is
+    /// resolved here, once; it is refused if any of its addresses is a cloud-metadata
+    /// address (unless `--allow-metadata`), and the connection goes to exactly the
+    /// addresses returned, never to a second lookup's answer.
+    pub async fn check_http(&self, request: &http::request::Parts) -> Result<HttpPermit, HttpRefusal> {
+        let uri = &request.uri;
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().ok_or(HttpRefusal::NoHost)?;
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let name = bare.strip_suffix('.').unwrap_or(bare).to_ascii_lowercase();
         let ip = IpAddr::from_str(&name).ok().map(|ip| ip.to_canonical());
@@ -470,39 +669,160 @@ impl NetworkPolicy {
             Some(IpAddr::V6(v6)) => format!("[{v6}]"),
             _ => name.clone(),
         };
-        let attempt = format!("HTTP request to {scheme}://{shown_host}:{port}");
-        let covered = self
+        let destination = format!("{scheme}://{shown_host}:{port}");
+        let method = request.method.as_str();
+        let target = format!("{method} {destination}");
+        let covering: Vec<&Grant> = self
             .grants
             .iter()
             .filter(|grant| grant.scheme == scheme && grant.port.covers(port))
-            .any(|grant| match ip {
+            .filter(|grant| match ip {
                 Some(ip) => grant.host.covers_ip(ip),
                 None => grant.host.covers_name(&name),
-            });
-        let metadata = |what: &str| {
-            format!("{what} a cloud metadata address; only the operator can allow that (--allow-metadata)")
+            })
+            .collect();
+        let decision = match self.decide_http(request, &destination, &covering, ip, &name) {
+            Err(denial) => Err(HttpRefusal::Denied(denial)),
+            Ok((data_denial, trailers_denial)) => {
+                let addrs = match ip {
+                    Some(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+                    None => self.resolve_for_http(&name, port, &destination).await,
+                };
+                addrs.map(|addrs| HttpPermit {
+                    addrs,
+                    data_denial,
+                    trailers_denial,
+                })
+            }
         };
-        let decision = if !covered {
-            Err(self.deny(
-                attempt.clone(),
-                format!("no grant covers it — add `{scheme}://{shown_host}:{port}` to the grants (--allow)"),
-            ))
-        } else if self.allow_metadata {
-            Ok(())
-        } else if ip.is_some_and(is_metadata_address) {
-            Err(self.deny(attempt.clone(), metadata("it is")))
-        } else if ip.is_none()
-            && (METADATA_NAMES.contains(&name.as_str())
-                || tokio::net::lookup_host((name.as_str(), port))
-                    .await
-                    .is_ok_and(|mut addrs| addrs.any(|addr| is_metadata_address(addr.ip()))))
-        {
-            Err(self.deny(attempt.clone(), metadata("the name resolves to")))
-        } else {
-            Ok(())
-        };
-        self.log_decision("HTTP request to", &format!("{scheme}://{shown_host}:{port}"), &decision);
+        match &decision {
+            Ok(permit) => {
+                let addrs: Vec<String> = permit.addrs.iter().map(SocketAddr::to_string).collect();
+                tracing::debug!(plugin = %self.plugin, operation = "HTTP request to", target, addresses = %addrs.join(", "), decision = "allowed", "capability decision");
+            }
+            Err(HttpRefusal::Denied(denial)) => {
+                tracing::debug!(plugin = %self.plugin, operation = "HTTP request to", target, decision = "denied", reason = %denial.remedy, "capability decision");
+            }
+            Err(HttpRefusal::NoHost | HttpRefusal::Lookup(_)) => {}
+        }
         decision
+    }
+
+    /// The decision on a request before any lookup (grant, method, body, metadata
+    /// address or name), with the denials its body and trailers would earn.
+    fn decide_http(
+        &self,
+        request: &http::request::Parts,
+        destination: &str,
+        covering: &[&Grant],
+        ip: Option<IpAddr>,
+        name: &str,
+    ) -> Result<(Option<Denial>, Option<Denial>), Denial> {
+        let method = request.method.as_str();
+        let read_only = self.access == Access::ReadOnly;
+        if covering.is_empty() {
+            // Suggest the grant that allows the whole request, method included.
+            let prefix = if read_only && !SAFE_METHODS.contains(&method) && method == method.to_ascii_uppercase() {
+                format!("{method} ")
+            } else {
+                String::new()
+            };
+            return Err(self.deny(
+                format!("HTTP request to {destination}"),
+                format!("no grant covers it — add `{prefix}{destination}` to the grants (--allow)"),
+            ));
+        }
+        let mut body_denials = (None, None);
+        if read_only {
+            let granted = |method: &str| covering.iter().any(|grant| grant.methods.iter().any(|m| m == method));
+            // The request line: methods are case-sensitive, so only the exact upper-case
+            // names count (`get` or `Post` may mean anything to the server).
+            if !SAFE_METHODS.contains(&method) && !granted(method) {
+                let remedy = if method != method.to_ascii_uppercase() {
+                    format!(
+                        "a check or plan may only read (GET, HEAD, OPTIONS) or send the upper-case methods its grants list; `{method}` is not upper-case"
+                    )
+                } else {
+                    read_only_remedy(method, destination)
+                };
+                return Err(self.deny(format!("HTTP {method} to {destination}"), remedy));
+            }
+            // What a server may run instead of the request line's method.
+            for (source, value) in method_overrides(request) {
+                let upper = value.trim().to_ascii_uppercase();
+                if SAFE_METHODS.contains(&upper.as_str()) || (is_token(&upper) && granted(&upper)) {
+                    continue;
+                }
+                let remedy = if is_token(&upper) {
+                    read_only_remedy(&upper, destination)
+                } else {
+                    "a check or plan may only read (GET, HEAD, OPTIONS); remove it".to_string()
+                };
+                return Err(self.deny(format!("HTTP {method} to {destination} with {source}"), remedy));
+            }
+            // A GET, HEAD or OPTIONS goes without a body: a server that ignores one would
+            // read it as the next request on the connection (request smuggling), which
+            // could be any method. A grant that lists the method lets it carry one.
+            if !granted(method) {
+                let attempt = format!("HTTP {method} to {destination} with a body");
+                let remedy = format!(
+                    "a check or plan may send {method} only without a body (a server may read a body as a second request) — add `{method} {destination}` to the grants (--allow) to let it carry one"
+                );
+                let length = request.headers.get(http::header::CONTENT_LENGTH);
+                if length.is_some_and(|length| length.as_bytes() != b"0") {
+                    return Err(self.deny(attempt, remedy));
+                }
+                body_denials.0 = Some(Denial { attempt, remedy });
+            }
+            body_denials.1 = Some(Denial {
+                attempt: format!("HTTP {method} to {destination} with trailers"),
+                remedy: "a check or plan may not send request trailers (a server may read a method override from them)"
+                    .into(),
+            });
+        }
+        let metadata = |what: &str| format!("{what}; only the operator can allow that (--allow-metadata)");
+        if self.allow_metadata {
+            Ok(body_denials)
+        } else if ip.is_some_and(is_metadata_address) {
+            Err(self.deny(
+                format!("HTTP request to {destination}"),
+                metadata("it is a cloud metadata address"),
+            ))
+        } else if ip.is_none() && METADATA_NAMES.contains(&name) {
+            Err(self.deny(
+                format!("HTTP request to {destination}"),
+                metadata("it names a cloud metadata service"),
+            ))
+        } else {
+            Ok(body_denials)
+        }
+    }
+
+    /// Resolves an allowed request's host name once, refusing it if any address is a
+    /// cloud-metadata address (unless the operator allowed those).
+    async fn resolve_for_http(&self, name: &str, port: u16, destination: &str) -> Result<Vec<SocketAddr>, HttpRefusal> {
+        let ips = self.resolver.lookup(name).await.map_err(HttpRefusal::Lookup)?;
+        if !self.allow_metadata && ips.iter().any(|ip| is_metadata_address(*ip)) {
+            return Err(HttpRefusal::Denied(self.deny(
+                format!("HTTP request to {destination}"),
+                "the name resolves to a cloud metadata address; only the operator can allow that (--allow-metadata)"
+                    .into(),
+            )));
+        }
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(ip, port);
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        if addrs.is_empty() {
+            return Err(HttpRefusal::Lookup(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("`{name}` has no address"),
+            )));
+        }
+        Ok(addrs)
     }
 
     fn unresolved_names(&self, port: u16) -> Vec<String> {
@@ -539,7 +859,7 @@ impl NetworkPolicy {
     /// Records a denial. A repeated denial is kept once, and at most
     /// [`MAX_DENIALS_KEPT`] are kept: a plugin retrying a denied operation in a loop
     /// must not grow the host's memory.
-    fn deny(&self, attempt: String, reason: String) -> Denial {
+    pub(crate) fn deny(&self, attempt: String, reason: String) -> Denial {
         let denial = Denial {
             attempt,
             remedy: reason,
@@ -577,6 +897,35 @@ fn suggest(host: &str, port: Option<(Option<String>, u16)>) -> String {
         }
         None => format!("`tcp://{host}:PORT` to the grants (--allow)"),
     }
+}
+
+/// How to allow `method` to `destination` during a check or plan.
+fn read_only_remedy(method: &str, destination: &str) -> String {
+    format!(
+        "a check or plan may only read (GET, HEAD, OPTIONS) — add `{method} {destination}` to the grants (--allow), or make this step a mitigation that sends {method} in apply"
+    )
+}
+
+/// Methods a request names besides its request line (the method-override headers and the
+/// `_method` query parameter): where each came from, shown as written (escaped, cut to
+/// 64 characters), and the value.
+fn method_overrides(request: &http::request::Parts) -> Vec<(String, String)> {
+    let shown = |text: &str| text.chars().take(64).flat_map(char::escape_debug).collect::<String>();
+    let mut found = Vec::new();
+    for header in METHOD_OVERRIDE_HEADERS {
+        for value in request.headers.get_all(*header) {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            found.push((format!("`{header}: {}`", shown(value.trim())), value));
+        }
+    }
+    if let Some(query) = request.uri.query() {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER) {
+                found.push((format!("`{}={}`", shown(&key), shown(&value)), value.into_owned()));
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -880,46 +1229,504 @@ mod tests {
         );
     }
 
+    /// A request head as wasmtime-wasi-http hands it to the host.
+    fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    /// A resolver answering from `table` (name → addresses), counting its lookups; no
+    /// query leaves the process.
+    fn fake_dns(
+        table: &[(&str, &[&str])],
+    ) -> (
+        impl Fn(&str) -> LookupFuture + Send + Sync + 'static,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let table: HashMap<String, Vec<IpAddr>> = table
+            .iter()
+            .map(|(name, ips)| (name.to_string(), ips.iter().map(|ip| ip.parse().unwrap()).collect()))
+            .collect();
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = lookups.clone();
+        let resolve = move |name: &str| -> LookupFuture {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = table
+                .get(name)
+                .cloned()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name}: no such name")));
+            Box::pin(std::future::ready(answer))
+        };
+        (resolve, lookups)
+    }
+
+    fn http_policy(grants: &[&str], access: Access) -> NetworkPolicy {
+        let (dns, _) = fake_dns(&[("api.example.com", &["127.0.0.7"]), ("hooks.internal", &["127.0.0.8"])]);
+        policy(grants).with_access(access).with_resolver(dns)
+    }
+
     #[tokio::test]
     async fn http_requests_match_scheme_host_and_port() {
-        let policy = policy(&[
-            "http://127.0.0.1:8080",
-            "https://*.example.com",
-            "http://[::1]:*",
-            "redis://127.0.0.1:6379",
-        ]);
-        let table: &[(&str, &str, Option<u16>, bool)] = &[
-            ("http", "127.0.0.1", Some(8080), true),
-            ("http", "127.0.0.1", Some(8081), false),
-            ("https", "127.0.0.1", Some(8080), false),
-            ("https", "api.example.com", None, true),
-            ("https", "API.Example.com.", Some(443), true),
-            ("http", "api.example.com", None, false),
-            ("https", "example.com", None, false),
-            ("http", "[::1]", Some(9), true),
-            ("http", "127.0.0.1", Some(6379), false), // a redis grant is not an HTTP grant
+        let policy = http_policy(
+            &[
+                "http://127.0.0.1:8080",
+                "https://*.example.com",
+                "http://[::1]:*",
+                "redis://127.0.0.1:6379",
+            ],
+            Access::ReadOnly,
+        );
+        let table: &[(&str, bool)] = &[
+            ("http://127.0.0.1:8080/x", true),
+            ("http://127.0.0.1:8081/", false),
+            ("https://127.0.0.1:8080/", false),
+            ("https://api.example.com/", true),
+            ("https://API.Example.com.:443/", true),
+            ("http://api.example.com/", false),
+            ("https://example.com/", false),
+            ("http://[::1]:9/", true),
+            ("http://127.0.0.1:6379/", false), // a redis grant is not an HTTP grant
         ];
-        for (scheme, host, port, allowed) in table {
-            let result = policy.check_http(scheme, host, *port).await;
-            assert_eq!(result.is_ok(), *allowed, "{scheme}://{host}:{port:?}: {result:?}");
+        for (url, allowed) in table {
+            let result = policy.check_http(&request("GET", url, &[])).await;
+            assert_eq!(result.is_ok(), *allowed, "{url}: {result:?}");
         }
-        let denial = policy.check_http("http", "127.0.0.1", Some(8081)).await.unwrap_err();
+        let Err(HttpRefusal::Denied(denial)) = policy.check_http(&request("GET", "http://127.0.0.1:8081/", &[])).await
+        else {
+            panic!("denied")
+        };
         assert_eq!(
             denial.to_string(),
             "HTTP request to http://127.0.0.1:8081 denied: no grant covers it — add `http://127.0.0.1:8081` to the grants (--allow)"
         );
-        let metadata = policy_with_metadata_grant();
-        let denial = metadata.check_http("http", "169.254.169.254", None).await.unwrap_err();
-        assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
-        let denial = metadata
-            .check_http("http", "metadata.google.internal", None)
-            .await
-            .unwrap_err();
-        assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
+        // A write to an ungranted destination during a check: the suggestion allows both.
+        let Err(HttpRefusal::Denied(denial)) = policy.check_http(&request("POST", "http://127.0.0.1:8081/", &[])).await
+        else {
+            panic!("denied")
+        };
+        assert!(denial.remedy.contains("add `POST http://127.0.0.1:8081`"), "{denial}");
     }
 
-    fn policy_with_metadata_grant() -> NetworkPolicy {
-        policy(&["http://169.254.169.254", "http://metadata.google.internal"])
+    #[test]
+    fn parses_methods_on_http_grants() {
+        let cases: &[(&str, &[&str], &str, &str)] = &[
+            (
+                "https://hooks.internal",
+                &[],
+                "https://hooks.internal",
+                "https://hooks.internal",
+            ),
+            (
+                "POST https://hooks.internal",
+                &["POST"],
+                "https://hooks.internal",
+                "POST https://hooks.internal",
+            ),
+            (
+                "post,Put  http://127.0.0.1:8443",
+                &["POST", "PUT"],
+                "http://127.0.0.1:8443",
+                "POST,PUT http://127.0.0.1:8443",
+            ),
+            (
+                "POST, PUT https://h",
+                &["POST", "PUT"],
+                "https://h",
+                "POST,PUT https://h",
+            ),
+            (
+                "PURGE,POST,PURGE https://*.cdn.internal",
+                &["PURGE", "POST"],
+                "https://*.cdn.internal",
+                "PURGE,POST https://*.cdn.internal",
+            ),
+            (
+                "M-SEARCH\thttp://[::1]:*",
+                &["M-SEARCH"],
+                "http://[::1]:*",
+                "M-SEARCH http://[::1]:*",
+            ),
+            (
+                "GET https://a.internal",
+                &["GET"],
+                "https://a.internal",
+                "GET https://a.internal",
+            ),
+        ];
+        for (text, methods, url, shown) in cases {
+            let grant: Grant = text.parse().unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(grant.methods, *methods, "{text}");
+            assert_eq!(grant.url(), *url, "{text}");
+            assert_eq!(grant.to_string(), *shown, "{text}");
+            assert_eq!(
+                grant.to_string().parse::<Grant>().as_ref(),
+                Ok(&grant),
+                "{text} round-trips"
+            );
+        }
+        // The YAML mapping form makes the same grant.
+        let mapped = Grant::with_methods("https://hooks.internal", &["post".into()]).unwrap();
+        assert_eq!(mapped, "POST https://hooks.internal".parse().unwrap());
+    }
+
+    #[test]
+    fn rejects_bad_methods_naming_the_grant() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "POST redis://cache.internal",
+                "methods (POST) apply only to http and https grants",
+            ),
+            ("PUT tcp://10.0.0.1:80", "apply only to http and https grants"),
+            ("POST,,PUT https://h", "an empty HTTP method"),
+            (",POST https://h", "an empty HTTP method"),
+            ("POST PUT https://h", "`POST PUT` is not an HTTP method"),
+            ("* https://h", "`*` is not a method"),
+            ("PO(ST https://h", "`PO(ST` is not an HTTP method"),
+            ("POST\u{e9} https://h", "is not an HTTP method"),
+            ("POST", "missing `scheme://`"),
+            ("POST https://", "missing host"),
+            ("redis://host name", "not a host name"),
+        ];
+        for (text, expected) in cases {
+            let err = text.parse::<Grant>().unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.starts_with(&format!("grant `{text}`")), "{text}: {err}");
+        }
+        let err = Grant::with_methods("redis://h", &["DEL".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("grant `DEL redis://h`: methods (DEL)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn checks_and_plans_only_read_unless_a_grant_lists_the_method() {
+        let grants = [
+            "http://127.0.0.1:8080",
+            "POST https://hooks.internal",
+            "PURGE,DELETE http://127.0.0.1:9000",
+        ];
+        let read_only = http_policy(&grants, Access::ReadOnly);
+        let apply = http_policy(&grants, Access::Apply);
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool, bool);
+        // (method, url, headers, allowed while reading, allowed in apply)
+        let table: &[Case] = &[
+            ("GET", "http://127.0.0.1:8080/", &[], true, true),
+            ("HEAD", "http://127.0.0.1:8080/", &[], true, true),
+            ("OPTIONS", "http://127.0.0.1:8080/", &[], true, true),
+            ("POST", "http://127.0.0.1:8080/", &[], false, true),
+            ("PUT", "http://127.0.0.1:8080/", &[], false, true),
+            ("DELETE", "http://127.0.0.1:8080/", &[], false, true),
+            ("PATCH", "http://127.0.0.1:8080/", &[], false, true),
+            ("CONNECT", "http://127.0.0.1:8080/", &[], false, true),
+            ("TRACE", "http://127.0.0.1:8080/", &[], false, true),
+            ("PURGE", "http://127.0.0.1:8080/", &[], false, true),
+            // Methods are case-sensitive: only the exact upper-case names are safe or granted.
+            ("get", "http://127.0.0.1:8080/", &[], false, true),
+            ("Get", "http://127.0.0.1:8080/", &[], false, true),
+            ("post", "https://hooks.internal/", &[], false, true),
+            ("POST", "https://hooks.internal/", &[], true, true),
+            ("PUT", "https://hooks.internal/", &[], false, true),
+            ("PURGE", "http://127.0.0.1:9000/", &[], true, true),
+            ("DELETE", "http://127.0.0.1:9000/", &[], true, true),
+            ("POST", "http://127.0.0.1:9000/", &[], false, true),
+            // Methods a server may run instead of the request line's.
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("X-HTTP-Method-Override", "DELETE")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method", "put")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("X-Method-Override", " PATCH ")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "GET")],
+                true,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "head")],
+                true,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:8080/",
+                &[("x-http-method-override", "DELETE, GET")],
+                false,
+                true,
+            ),
+            ("GET", "http://127.0.0.1:8080/?_method=DELETE", &[], false, true),
+            ("GET", "http://127.0.0.1:8080/?a=1&_METHOD=%44ELETE", &[], false, true),
+            (
+                "GET",
+                "http://127.0.0.1:8080/?_method=GET&method=DELETE",
+                &[],
+                true,
+                true,
+            ),
+            (
+                "POST",
+                "https://hooks.internal/",
+                &[("x-http-method-override", "DELETE")],
+                false,
+                true,
+            ),
+            (
+                "GET",
+                "http://127.0.0.1:9000/",
+                &[("x-http-method-override", "purge")],
+                true,
+                true,
+            ),
+            // Apply may send anything, but only to granted destinations.
+            ("DELETE", "http://127.0.0.1:8081/", &[], false, false),
+        ];
+        for (method, url, headers, reading, applying) in table {
+            let head = request(method, url, headers);
+            let result = read_only.check_http(&head).await;
+            assert_eq!(
+                result.is_ok(),
+                *reading,
+                "reading: {method} {url} {headers:?}: {result:?}"
+            );
+            let result = apply.check_http(&head).await;
+            assert_eq!(
+                result.is_ok(),
+                *applying,
+                "applying: {method} {url} {headers:?}: {result:?}"
+            );
+        }
+        let denial = |method: &str, url: &str, headers: &[(&str, &str)]| {
+            let policy = http_policy(&grants, Access::ReadOnly);
+            let head = request(method, url, headers);
+            async move {
+                match policy.check_http(&head).await {
+                    Err(HttpRefusal::Denied(denial)) => denial.to_string(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(
+            denial("POST", "http://127.0.0.1:8080/jobs", &[]).await,
+            "HTTP POST to http://127.0.0.1:8080 denied: a check or plan may only read (GET, HEAD, OPTIONS) — add `POST http://127.0.0.1:8080` to the grants (--allow), or make this step a mitigation that sends POST in apply"
+        );
+        assert_eq!(
+            denial("get", "http://127.0.0.1:8080/", &[]).await,
+            "HTTP get to http://127.0.0.1:8080 denied: a check or plan may only read (GET, HEAD, OPTIONS) or send the upper-case methods its grants list; `get` is not upper-case"
+        );
+        assert_eq!(
+            denial("GET", "http://127.0.0.1:8080/", &[("x-http-method-override", "DELETE")]).await,
+            "HTTP GET to http://127.0.0.1:8080 with `x-http-method-override: DELETE` denied: a check or plan may only read (GET, HEAD, OPTIONS) — add `DELETE http://127.0.0.1:8080` to the grants (--allow), or make this step a mitigation that sends DELETE in apply"
+        );
+        assert!(
+            denial("GET", "http://127.0.0.1:8080/?_method=DEL%0aETE", &[])
+                .await
+                .starts_with("HTTP GET to http://127.0.0.1:8080 with `_method=DEL\\nETE` denied: a check or plan may only read (GET, HEAD, OPTIONS); remove it"),
+        );
+        // The suggested grant allows the request.
+        let fixed = http_policy(
+            &["http://127.0.0.1:8080", "POST http://127.0.0.1:8080"],
+            Access::ReadOnly,
+        );
+        assert!(
+            fixed
+                .check_http(&request("POST", "http://127.0.0.1:8080/jobs", &[]))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_only_get_carries_no_body_and_no_request_trailers() {
+        let grants = ["http://127.0.0.1:8080", "GET,POST http://127.0.0.1:9000"];
+        let read_only = http_policy(&grants, Access::ReadOnly);
+        // A declared body on a GET is refused at once (a server ignoring it would read it
+        // as a second request); an empty one is fine.
+        for (method, length, allowed) in [
+            ("GET", "12", false),
+            ("HEAD", "1", false),
+            ("OPTIONS", "00", false),
+            ("GET", "0", true),
+        ] {
+            let head = request(method, "http://127.0.0.1:8080/", &[("content-length", length)]);
+            let result = read_only.check_http(&head).await;
+            assert_eq!(
+                result.is_ok(),
+                allowed,
+                "{method} with content-length {length}: {result:?}"
+            );
+        }
+        let Err(HttpRefusal::Denied(denial)) = read_only
+            .check_http(&request("GET", "http://127.0.0.1:8080/", &[("content-length", "5")]))
+            .await
+        else {
+            panic!("denied")
+        };
+        assert_eq!(
+            denial.to_string(),
+            "HTTP GET to http://127.0.0.1:8080 with a body denied: a check or plan may send GET only without a body (a server may read a body as a second request) — add `GET http://127.0.0.1:8080` to the grants (--allow) to let it carry one"
+        );
+        // A body of unknown length (chunked) is stopped by the send path on its first byte.
+        let permit = read_only
+            .check_http(&request("GET", "http://127.0.0.1:8080/", &[]))
+            .await
+            .unwrap();
+        assert!(permit.data_denial.is_some() && permit.trailers_denial.is_some());
+        // A grant listing the method lets it carry a body; trailers stay refused while reading.
+        for method in ["GET", "POST"] {
+            let head = request(method, "http://127.0.0.1:9000/", &[("content-length", "5")]);
+            let permit = read_only.check_http(&head).await.unwrap();
+            assert!(
+                permit.data_denial.is_none() && permit.trailers_denial.is_some(),
+                "{method}"
+            );
+        }
+        // An apply may send bodies and trailers.
+        let apply = http_policy(&grants, Access::Apply);
+        let head = request("GET", "http://127.0.0.1:8080/", &[("content-length", "5")]);
+        let permit = apply.check_http(&head).await.unwrap();
+        assert!(permit.data_denial.is_none() && permit.trailers_denial.is_none());
+    }
+
+    #[tokio::test]
+    async fn http_names_are_resolved_once_and_the_checked_addresses_returned() {
+        let (dns, lookups) = fake_dns(&[
+            ("svc.internal", &["127.0.0.5", "::1", "127.0.0.5"]),
+            ("sneaky.internal", &["127.0.0.6", "169.254.169.254"]),
+            ("mapped.internal", &["::ffff:169.254.169.254"]),
+            ("empty.internal", &[]),
+        ]);
+        let grants: Vec<Grant> = ["http://*.internal:8080", "https://127.0.0.9"]
+            .iter()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        let policy = NetworkPolicy::new("test", grants.clone(), false).with_resolver(dns);
+        let addrs = policy
+            .check_http(&request("GET", "http://svc.internal:8080/health", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            addrs.addrs,
+            [addr("127.0.0.5:8080"), addr("[::1]:8080")],
+            "in order, without repeats"
+        );
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // An address literal needs no lookup.
+        let addrs = policy
+            .check_http(&request("GET", "https://127.0.0.9/", &[]))
+            .await
+            .unwrap();
+        assert_eq!(addrs.addrs, [addr("127.0.0.9:443")]);
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A granted name with a metadata address among its answers: refused, nothing returned.
+        for name in ["sneaky.internal", "mapped.internal"] {
+            match policy
+                .check_http(&request("GET", &format!("http://{name}:8080/"), &[]))
+                .await
+            {
+                Err(HttpRefusal::Denied(denial)) => {
+                    assert_eq!(denial.attempt, format!("HTTP request to http://{name}:8080"));
+                    assert!(
+                        denial.remedy.contains("resolves to a cloud metadata address"),
+                        "{denial}"
+                    );
+                    assert!(denial.remedy.contains("--allow-metadata"), "{denial}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // A name that does not resolve: a lookup failure, not a denial.
+        for name in ["empty.internal", "nxdomain.internal"] {
+            let result = policy
+                .check_http(&request("GET", &format!("http://{name}:8080/"), &[]))
+                .await;
+            assert!(matches!(result, Err(HttpRefusal::Lookup(_))), "{name}: {result:?}");
+        }
+        // A denied request is not looked up at all.
+        let before = lookups.load(std::sync::atomic::Ordering::SeqCst);
+        let result = policy
+            .check_http(&request("GET", "http://svc.internal:8081/", &[]))
+            .await;
+        assert!(matches!(result, Err(HttpRefusal::Denied(_))), "{result:?}");
+        let result = policy
+            .check_http(&request("POST", "http://svc.internal:8080/", &[]))
+            .await;
+        assert!(matches!(result, Err(HttpRefusal::Denied(_))), "{result:?}");
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), before);
+        // The operator's --allow-metadata lets the metadata answer through, as an address.
+        let (dns, _) = fake_dns(&[("sneaky.internal", &["169.254.169.254"])]);
+        let operator = NetworkPolicy::new("test", grants, true).with_resolver(dns);
+        let addrs = operator
+            .check_http(&request("GET", "http://sneaky.internal:8080/", &[]))
+            .await
+            .unwrap();
+        assert_eq!(addrs.addrs, [addr("169.254.169.254:8080")]);
+    }
+
+    #[tokio::test]
+    async fn http_to_metadata_needs_the_operator() {
+        let metadata = http_policy(
+            &["http://169.254.169.254", "http://metadata.google.internal"],
+            Access::Apply,
+        );
+        for url in [
+            "http://169.254.169.254/",
+            "http://metadata.google.internal/",
+            "http://METADATA.google.internal./",
+        ] {
+            match metadata.check_http(&request("GET", url, &[])).await {
+                Err(HttpRefusal::Denied(denial)) => assert!(denial.remedy.contains("--allow-metadata"), "{denial}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn notes_say_what_a_read_only_phase_may_change() {
+        let grants = crate::capabilities::Grants {
+            network: [
+                "https://a.internal",
+                "POST,PURGE https://hooks.internal",
+                "redis://127.0.0.1:6379",
+                "tcp://10.0.0.0/8:5432",
+            ]
+            .iter()
+            .map(|g| g.parse().unwrap())
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            grants.read_only_notes(false),
+            ["may send POST, PURGE to https://hooks.internal while checking"]
+        );
+        assert_eq!(
+            grants.read_only_notes(true),
+            [
+                "may send POST, PURGE to https://hooks.internal while planning",
+                "plans with raw TCP grants (redis://127.0.0.1:6379, tcp://10.0.0.0/8:5432): runbox cannot stop a plan from writing over a raw socket",
+            ]
+        );
+        assert!(crate::capabilities::Grants::default().read_only_notes(true).is_empty());
     }
 
     #[tokio::test]

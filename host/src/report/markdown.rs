@@ -88,6 +88,9 @@ pub fn render(run: &RunResult) -> String {
             for change in &plan.changes {
                 let _ = writeln!(out, "  - {}", cell(change));
             }
+            for note in &plan.notes {
+                let _ = writeln!(out, "  - _note:_ {}", cell(note));
+            }
         }
     }
     out

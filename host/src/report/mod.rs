@@ -137,6 +137,9 @@ fn human_runbook(run: &RunResult, verbose: bool) -> String {
             for change in &plan.changes {
                 let _ = writeln!(out, "    - {change}");
             }
+            for note in &plan.notes {
+                let _ = writeln!(out, "    note: {note}");
+            }
         } else {
             for line in &step.details {
                 let _ = writeln!(out, "  {line}");

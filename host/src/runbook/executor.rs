@@ -13,6 +13,8 @@
 //! - Mitigations always plan. They apply only with `--apply`, and, with
 //!   `approval: required`, only with `--approve ID` or a yes at the prompt. Every apply
 //!   is audited before and after; if the audit log cannot be written, nothing is applied.
+//!   A plan the sandbox denied anything (a write while planning) is UNKNOWN and is not
+//!   applied.
 //! - A run can be stopped early ([`Stop`]): by its deadline or by Ctrl-C. No further
 //!   step starts; running checks and plans are cancelled at once and reported UNKNOWN;
 //!   a running apply finishes (within its own timeout, itself cut to the run's
@@ -391,6 +393,7 @@ async fn run_step(
             summary: outcome.summary.clone(),
             changes: outcome.details.clone(),
             destructive: plan.destructive,
+            notes: step.grants.read_only_notes(true),
         };
         outcome.summary = format!(
             "plan: {}{}",
@@ -400,6 +403,10 @@ async fn run_step(
         applied = Some(false);
         let decision = if let Some(cause) = options.stop.cause() {
             Err((Status::Unknown, format!("not applied: {cause}")))
+        } else if let Some(denial) = outcome.denied.first() {
+            // The plan tried something its grants do not allow (a write while planning,
+            // an ungranted host): it is not the plan to approve, dry run or not.
+            Err((Status::Unknown, format!("not applied: the plan was denied: {denial}")))
         } else if !options.apply {
             Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))
         } else if step.approval_required && !options.approve.contains(&step.id) {
@@ -410,6 +417,7 @@ async fn run_step(
                     .changes
                     .iter()
                     .map(|c| format!("  - {c}"))
+                    .chain(record.notes.iter().map(|note| format!("  note: {note}")))
                     .collect::<Vec<_>>()
                     .join("\n")
             );

@@ -94,9 +94,9 @@ pub struct Step {
     /// Config for the plugin; strings may use `${{ inputs.X }}` and `${{ env.X }}`.
     #[serde(default)]
     pub with: Map<String, Value>,
-    /// Network grants (`scheme://host[:port]`), templated.
+    /// Network grants (`[METHODS ]scheme://host[:port]`, or `{url, methods}`), templated.
     #[serde(default)]
-    pub allow: Vec<String>,
+    pub allow: Vec<AllowEntry>,
     /// Secrets: `NAME: env:VAR` or `NAME: file:PATH`.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
@@ -121,6 +121,47 @@ pub struct Step {
     /// `required`: a mitigation applies only with `--approve ID` or a yes at the prompt.
     #[serde(default)]
     pub approval: Option<Approval>,
+}
+
+/// One `allow:` entry: a grant as text (`POST https://hooks.internal`), or the mapping
+/// `{url: https://hooks.internal, methods: [POST]}`. Both make the same grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    /// `[METHOD[,METHOD]] scheme://host[:port]`.
+    Text(String),
+    /// `{url: scheme://host[:port], methods: [METHOD, ...]}`.
+    Mapping {
+        /// `scheme://host[:port]`.
+        url: String,
+        /// HTTP methods allowed beyond GET, HEAD and OPTIONS while the step only reads.
+        methods: Vec<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for AllowEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AllowEntry, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Mapping {
+            url: String,
+            #[serde(default, deserialize_with = "one_or_many")]
+            methods: Vec<String>,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::String(text) => Ok(AllowEntry::Text(text)),
+            mapping @ Value::Object(_) => {
+                let Mapping { url, methods } = Mapping::deserialize(mapping).map_err(|err| {
+                    serde::de::Error::custom(format!(
+                        "an `allow` mapping is {{url: scheme://host[:port], methods: [POST, ...]}}: {err}"
+                    ))
+                })?;
+                Ok(AllowEntry::Mapping { url, methods })
+            }
+            _ => Err(serde::de::Error::custom(
+                "an `allow` entry is a grant (`https://host`, `POST https://host`) or {url: https://host, methods: [POST]}",
+            )),
+        }
+    }
 }
 
 /// Retry policy.

@@ -5,7 +5,7 @@
 //! violate their plugin's schema. Each problem carries the file, the line and the step.
 
 use super::condition::{self, Expr};
-use super::manifest::{Approval, Manifest, OnFailure, Step};
+use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, Step};
 use super::template::{self, Reference};
 use super::yaml;
 use crate::capabilities::network::Grant;
@@ -243,19 +243,18 @@ pub async fn prepare(
             }
         }
         let mut network = Vec::new();
-        for (g, text) in step.allow.iter().enumerate() {
-            match template::render(text, &resolver) {
-                Ok(Value::String(rendered)) => match rendered.parse::<Grant>() {
-                    Ok(grant) => network.push(grant),
-                    Err(err) => cx.problem(&at(&format!("allow[{g}]")), Some(id), err.to_string()),
-                },
-                Ok(other) => cx.problem(
-                    &at(&format!("allow[{g}]")),
-                    Some(id),
-                    format!("grant `{other}` is not a string"),
-                ),
-                Err(message) if mode == Mode::Validate && message.starts_with("input `") => {}
-                Err(message) => cx.problem(&at(&format!("allow[{g}]")), Some(id), message),
+        for (g, entry) in step.allow.iter().enumerate() {
+            let path = at(&format!("allow[{g}]"));
+            let render = |text: &str| match template::render(text, &resolver) {
+                Ok(Value::String(rendered)) => Ok(Some(rendered)),
+                Ok(other) => Err(format!("grant `{other}` is not a string")),
+                Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
+                Err(message) => Err(message),
+            };
+            match render_grant(entry, render) {
+                Ok(Some(grant)) => network.push(grant),
+                Ok(None) => {}
+                Err(message) => cx.problem(&path, Some(id), message),
             }
         }
         let mut secrets = Vec::new();
@@ -355,6 +354,30 @@ pub async fn prepare(
         steps,
         timeout: run_timeout,
     })
+}
+
+/// An `allow:` entry, its templates rendered by `render`, parsed into a grant. `None`
+/// when `render` has no value yet (an input without a default, in `validate`).
+fn render_grant(
+    entry: &AllowEntry,
+    render: impl Fn(&str) -> Result<Option<String>, String>,
+) -> Result<Option<Grant>, String> {
+    let (url, methods) = match entry {
+        AllowEntry::Text(text) => {
+            let Some(text) = render(text)? else { return Ok(None) };
+            return text.parse::<Grant>().map(Some).map_err(|err| err.to_string());
+        }
+        AllowEntry::Mapping { url, methods } => (url, methods),
+    };
+    let Some(url) = render(url)? else { return Ok(None) };
+    let mut rendered = Vec::new();
+    for method in methods {
+        let Some(method) = render(method)? else { return Ok(None) };
+        rendered.push(method);
+    }
+    Grant::with_methods(&url, &rendered)
+        .map(Some)
+        .map_err(|err| err.to_string())
 }
 
 /// A `timeout:` value: a duration above zero. `None` when absent, or when invalid (the

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod sandbox;
 
 use crate::capabilities::Grants;
+use crate::capabilities::network::Access;
 use crate::capabilities::secrets::Redactor;
 use crate::result::{Kind, MetricResult, Status};
 use bindings::Plan;
@@ -318,6 +319,7 @@ impl Runtime {
         let sandbox = Sandbox::new(
             &path.display().to_string(),
             &Grants::default(),
+            Access::ReadOnly,
             HashMap::new(),
             Arc::default(),
             limits.memory_bytes,
@@ -435,9 +437,16 @@ impl Runtime {
             }
         }
         let redactor = Arc::new(Redactor::new(secrets.values().cloned()));
+        // Checks and plans only read: HTTP methods beyond GET, HEAD and OPTIONS need a
+        // grant that lists them. An apply may send any method to its destinations.
+        let access = match call {
+            Call::Apply(_) => Access::Apply,
+            Call::Run | Call::Plan => Access::ReadOnly,
+        };
         let sandbox = match Sandbox::new(
             &plugin.info.name,
             grants,
+            access,
             secrets,
             redactor.clone(),
             limits.memory_bytes,

@@ -10,7 +10,7 @@
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
 use crate::capabilities::http::HttpHooks;
-use crate::capabilities::network::{NetworkPolicy, SocketUse};
+use crate::capabilities::network::{Access, NetworkPolicy, SocketUse};
 use crate::capabilities::secrets::Redactor;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -92,22 +92,22 @@ pub(crate) struct HostState {
 }
 
 impl Sandbox {
-    /// Builds the sandbox for `plugin` with exactly `grants`. `secrets` are the resolved
-    /// values of `grants.secrets`.
+    /// Builds the sandbox for `plugin` with exactly `grants`, for an invocation that only
+    /// reads or that applies (`access`: which HTTP methods the grants allow). `secrets`
+    /// are the resolved values of `grants.secrets`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         plugin: &str,
         grants: &Grants,
+        access: Access,
         secrets: HashMap<String, String>,
         redactor: Arc<Redactor>,
         memory_limit: usize,
         caps: OutputCaps,
         deadline: std::time::Instant,
     ) -> Result<Sandbox> {
-        let policy = Arc::new(NetworkPolicy::new(
-            plugin,
-            grants.network.clone(),
-            grants.allow_metadata,
-        ));
+        let policy =
+            Arc::new(NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata).with_access(access));
         // Room past the cap for the longest form of a secret: the invocation redacts
         // what was captured before it cuts it to the cap.
         let stdout = CapturedOutput::new(caps.stdio_bytes + redactor.longest());

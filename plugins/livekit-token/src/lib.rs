@@ -1,7 +1,9 @@
 //! `livekit-token`: mints an HS256 access token the way LiveKit's server SDKs do
 //! (`iss` = API key, `sub` = identity, `nbf`, `exp`, `video` grants), with the API
 //! secret from a granted secret only, and calls the RoomService over Twirp
-//! (`POST {url}/twirp/livekit.RoomService/ListRooms`) to prove the API accepts it.
+//! (`POST {url}/twirp/livekit.RoomService/ListRooms`) to prove the API accepts it. A
+//! check only reads unless its grant lists the method, so the step grants
+//! `POST https://livekit.example.com` (ListRooms changes nothing; Twirp POSTs every call).
 //! `mode: mint-only` mints and verifies the token without any network (for "token
 //! generation errors").
 

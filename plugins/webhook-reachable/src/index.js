@@ -1,7 +1,8 @@
 // webhook-reachable: a runbox check written in JavaScript (componentize-js). It sends a
 // request to a webhook endpoint with fetch() and expects one of the given statuses. The
 // host decides whether the request may go out (the step's grants), exactly as for Rust
-// plugins; fetch() here runs over wasi:http.
+// plugins; fetch() here runs over wasi:http. A check only reads: the default POST needs a
+// grant that lists it (`POST https://hooks.example.com`); GET and HEAD need none.
 import { log, remainingMs } from "runbox:plugin/host@0.1.0";
 
 const SCHEMA = {
@@ -10,7 +11,12 @@ const SCHEMA = {
   type: "object",
   properties: {
     url: { type: "string", description: "The webhook URL, e.g. https://hooks.example.com/livekit" },
-    method: { type: "string", enum: ["GET", "HEAD", "POST"], default: "POST" },
+    method: {
+      type: "string",
+      enum: ["GET", "HEAD", "POST"],
+      default: "POST",
+      description: "POST needs a grant listing it (`POST https://hooks.example.com`); GET and HEAD need none",
+    },
     body: { type: "string", default: "{}", description: "Body sent with POST (a harmless ping event)" },
     headers: { type: "object", additionalProperties: { type: "string" } },
     expect_status: { type: "array", items: { type: "integer" }, default: [200, 204] },

@@ -18,6 +18,15 @@ struct Config {
     target: String,
     #[serde(default)]
     size: usize,
+    /// `http`: the method, sent exactly as written (`get`, `PURGE`, ...).
+    #[serde(default)]
+    method: String,
+    /// `http`: request headers, `name: value`.
+    #[serde(default)]
+    headers: Vec<String>,
+    /// `http`: request body.
+    #[serde(default)]
+    body: String,
 }
 
 struct Mischief;
@@ -28,7 +37,7 @@ impl Guest for Mischief {
             name: "mischief".into(),
             version: "0.1.0".into(),
             description: "Misbehaves on purpose (sandbox tests only)".into(),
-            config_schema: r#"{"type": "object", "properties": {"mode": {"type": "string"}, "target": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}, "required": ["mode"]}"#.into(),
+            config_schema: r#"{"type": "object", "properties": {"mode": {"type": "string"}, "target": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "method": {"type": "string"}, "headers": {"type": "array", "items": {"type": "string"}}, "body": {"type": "string"}}, "required": ["mode"]}"#.into(),
         }
     }
 
@@ -63,6 +72,8 @@ impl Guest for Mischief {
                 Ok(addrs) => format!("resolved {:?}", addrs.collect::<Vec<_>>()),
                 Err(err) => format!("lookup failed: {err}"),
             },
+            // A check that writes: any method, exactly as written, any headers.
+            "http" => http_request(&config),
             "env" => format!("env: {:?}", std::env::vars().collect::<Vec<_>>()),
             "file" => match std::fs::read_to_string(&config.target) {
                 Ok(text) => format!("read {} bytes", text.len()),
@@ -132,6 +143,70 @@ impl Guest for Mischief {
             other => return Err(format!("unknown mode {other}")),
         };
         Ok(Report::new(Status::Ok, outcome))
+    }
+}
+
+/// Sends `config.method` to `config.target` over wasi:http without the SDK (which
+/// normalises methods), and says what came back.
+fn http_request(config: &Config) -> String {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    let Some((scheme, rest)) = config.target.split_once("://") else {
+        return format!("bad target {}", config.target);
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    let mut headers: Vec<(String, Vec<u8>)> = config
+        .headers
+        .iter()
+        .filter_map(|header| header.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().as_bytes().to_vec()))
+        .collect();
+    if !config.body.is_empty() {
+        headers.push(("content-length".into(), config.body.len().to_string().into_bytes()));
+    }
+    let fields = match Fields::from_list(&headers) {
+        Ok(fields) => fields,
+        Err(err) => return format!("http failed: header {err:?}"),
+    };
+    let request = OutgoingRequest::new(fields);
+    let method = match config.method.as_str() {
+        "" | "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        "CONNECT" => Method::Connect,
+        "TRACE" => Method::Trace,
+        other => Method::Other(other.to_string()),
+    };
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    if request.set_method(&method).is_err()
+        || request.set_scheme(Some(&scheme)).is_err()
+        || request.set_authority(Some(authority)).is_err()
+        || request.set_path_with_query(Some(path)).is_err()
+    {
+        return "http failed: invalid request".into();
+    }
+    let body = request.body().expect("the body is taken once");
+    let pending = match outgoing_handler::handle(request, None) {
+        Ok(pending) => pending,
+        Err(code) => return format!("http failed: {code:?}"),
+    };
+    {
+        let stream = body.write().expect("the stream is taken once");
+        let _ = stream.blocking_write_and_flush(config.body.as_bytes());
+    }
+    let _ = OutgoingBody::finish(body, None);
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => format!("HTTP {}", response.status()),
+        Some(Ok(Err(code))) => format!("http failed: {code:?}"),
+        _ => "http failed: no response".into(),
     }
 }
 
