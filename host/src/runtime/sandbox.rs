@@ -9,9 +9,10 @@
 
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
+use crate::capabilities::denials::{self, Denial, Denials};
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{NetworkPolicy, SocketUse};
-use crate::capabilities::secrets::Redactor;
+use crate::capabilities::secrets::{self, Redactor};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -62,6 +63,13 @@ pub struct LogLine {
 /// allows a million. Past this the plugin is stopped (see `describe_error`).
 pub const MAX_HANDLES: usize = 10_000;
 
+/// What one `host.log` line costs against [`OutputCaps::log_bytes`] besides its text
+/// (the host keeps a record per line).
+const LOG_LINE_OVERHEAD: usize = 64;
+
+/// Longest name a plugin may look up: a DNS name is at most 253 bytes.
+pub const MAX_LOOKUP_NAME_BYTES: usize = 253;
+
 /// Store data of one invocation.
 pub struct Sandbox {
     wasi: WasiCtx,
@@ -86,7 +94,8 @@ pub(crate) struct HostState {
     lookups: HashMap<u32, String>,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
-    pub(crate) denied_secrets: Vec<String>,
+    /// What every capability denied (network, HTTP, secrets), capped.
+    pub(crate) denials: Arc<Denials>,
     /// When the invocation's deadline passes.
     deadline: std::time::Instant,
 }
@@ -103,10 +112,12 @@ impl Sandbox {
         caps: OutputCaps,
         deadline: std::time::Instant,
     ) -> Result<Sandbox> {
-        let policy = Arc::new(NetworkPolicy::new(
+        let denials = Arc::new(Denials::default());
+        let policy = Arc::new(NetworkPolicy::with_denials(
             plugin,
             grants.network.clone(),
             grants.allow_metadata,
+            denials.clone(),
         ));
         let stdout = CapturedOutput::new(caps.stdio_bytes);
         let stderr = CapturedOutput::new(caps.stdio_bytes);
@@ -167,7 +178,7 @@ impl Sandbox {
                 lookups: HashMap::new(),
                 stdout,
                 stderr,
-                denied_secrets: Vec::new(),
+                denials,
                 deadline,
             },
         })
@@ -231,11 +242,14 @@ impl host::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        if self.log_bytes + message.len() > self.caps.log_bytes {
+        // Each line costs its overhead too, so a loop of empty messages is capped like
+        // one of long ones.
+        let cost = message.len() + LOG_LINE_OVERHEAD;
+        if self.log_bytes + cost > self.caps.log_bytes {
             self.logs_dropped += 1;
             return Ok(());
         }
-        self.log_bytes += message.len();
+        self.log_bytes += cost;
         let message = self.redactor.redact(&message);
         tracing::debug!(plugin = %self.plugin, level, message = %message, "plugin log");
         self.logs.push(LogLine { level, message });
@@ -243,11 +257,25 @@ impl host::Host for HostState {
     }
 
     fn secret(&mut self, name: String) -> Result<Option<String>> {
-        let value = self.secrets.get(&name).cloned();
+        // A name no grant could have (too long, or other characters) is denied without
+        // being looked up or kept whole: only a cut copy reaches logs and the report.
+        let grantable = secrets::is_valid_name(&name);
+        let value = if grantable { self.secrets.get(&name).cloned() } else { None };
         let decision = if value.is_some() { "allowed" } else { "denied" };
+        let name = denials::cut(name, secrets::MAX_NAME_BYTES);
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
-        if value.is_none() && !self.denied_secrets.contains(&name) {
-            self.denied_secrets.push(name);
+        if value.is_none() {
+            let remedy = if grantable {
+                format!(
+                    "the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)"
+                )
+            } else {
+                format!(
+                    "no secret can have that name (names are 1 to {} letters, digits, `_` or `-`)",
+                    secrets::MAX_NAME_BYTES
+                )
+            };
+            self.denials.record(Denial::new(format!("secret `{name}`"), remedy));
         }
         Ok(value)
     }
@@ -310,6 +338,10 @@ impl ip_name_lookup::Host for GuardedSocketsView<'_> {
         network: Resource<Network>,
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
+        // Not a DNS name; refused before the policy or the map of open lookups keeps it.
+        if name.len() > MAX_LOOKUP_NAME_BYTES {
+            return Err(ErrorCode::InvalidArgument.into());
+        }
         if self.policy.check_name_lookup(&name).is_err() {
             return Err(ErrorCode::AccessDenied.into());
         }
