@@ -46,7 +46,7 @@ pub const MAX_PATTERN_BYTES: usize = 256;
 
 /// Largest compiled regular expression, and largest lazy-DFA cache of one (the `regex`
 /// crate's `size_limit` and `dfa_size_limit`).
-pub const REGEX_SIZE_LIMIT: usize = 64 << 10;
+pub const REGEX_SIZE_LIMIT: usize = 256 << 10;
 
 /// The URI the plugin's schema is registered under; nothing is ever fetched from it.
 const SCHEMA_URI: &str = "https://plugin.runbox.invalid/config-schema.json";
@@ -99,13 +99,8 @@ pub fn compile(text: &str) -> Result<(Value, jsonschema::Validator), String> {
     check(&schema)?;
     let resource = jsonschema::Resource::from_contents(schema.clone())
         .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
-    let validator = jsonschema::options()
+    let validator = pattern_options(jsonschema::options())
         .with_retriever(NoRetrieval)
-        .with_pattern_options(
-            jsonschema::PatternOptions::regex()
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_SIZE_LIMIT),
-        )
         .with_resource(SCHEMA_URI, resource)
         .build(&serde_json::json!({ "$ref": SCHEMA_URI }))
         .map_err(|err| {
@@ -373,20 +368,27 @@ impl<'a> Walk<'a> {
                 pattern.len()
             ));
         }
-        regex::RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()
+        // Compiled the way jsonschema compiles `pattern` (ECMA-262 syntax translated to
+        // the `regex` crate's, under the same limits), so the check matches what runs.
+        pattern_options(jsonschema::options())
+            .build(&serde_json::json!({ "pattern": pattern }))
             .map(drop)
-            .map_err(|err| {
-                let reason = err.to_string();
-                let reason = reason.lines().last().unwrap_or_default().trim();
+            .map_err(|_| {
                 format!(
-                    "its config schema has the regular expression `{pattern}`{at}, which the linear-time `regex` engine refuses ({reason}); runbox accepts no look-around or back-references, and at most {} KiB compiled",
+                    "its config schema has the regular expression `{pattern}`{at}, which runbox cannot use: it must be valid for the linear-time `regex` engine (no look-around or back-references) and compile to at most {} KiB",
                     REGEX_SIZE_LIMIT >> 10
                 )
             })
     }
+}
+
+/// `options` with the linear-time `regex` engine, under [`REGEX_SIZE_LIMIT`].
+fn pattern_options(options: jsonschema::ValidationOptions) -> jsonschema::ValidationOptions {
+    options.with_pattern_options(
+        jsonschema::PatternOptions::regex()
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT),
+    )
 }
 
 /// What `reference` (`#`, or `#` and a JSON pointer, percent-encoded or not) points to
@@ -500,4 +502,130 @@ fn expanded_size(root: &Value, refs: &HashMap<*const Value, &Value>) -> Result<(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile_value(schema: &Value) -> Result<jsonschema::Validator, String> {
+        compile(&schema.to_string()).map(|(_, validator)| validator)
+    }
+
+    /// `{"items": {"items": … {"type": "string"} … }}`, `levels` deep.
+    fn nested(keyword: &str, levels: usize) -> Value {
+        (0..levels).fold(json!({"type": "string"}), |inner, _| json!({ keyword: inner }))
+    }
+
+    /// Each definition refers twice to the next: `links` links expand to 2^links copies.
+    fn doubling(links: usize) -> Value {
+        let mut defs = Map::new();
+        for i in 0..links {
+            let next = format!("#/$defs/d{}", i + 1);
+            defs.insert(format!("d{i}"), json!({"allOf": [{"$ref": next}, {"$ref": next}]}));
+        }
+        defs.insert(format!("d{links}"), json!({"type": "string"}));
+        json!({"$defs": defs, "$ref": "#/$defs/d0"})
+    }
+
+    #[test]
+    fn ordinary_schemas_compile_and_validate() {
+        let good = [
+            json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                "properties": {"url": {"type": "string", "pattern": "^redis://\\w{1,63}(:\\d+)?$"},
+                    "db": {"type": "integer", "minimum": 0}, "keys": {"type": "array", "items": {"type": "string"}}},
+                "required": ["url"], "additionalProperties": false}),
+            json!({"$defs": {"port": {"type": "integer", "maximum": 65535}},
+                "properties": {"a": {"$ref": "#/$defs/port"}, "b": {"$ref": "#/%24defs/port"}}}),
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"x": {"type": "string"}},
+                "items": [{"$ref": "#/definitions/x"}], "dependencies": {"a": ["b"], "c": {"required": ["d"]}}}),
+            json!({"patternProperties": {"^x-[a-z]+$": {"type": "string"}}, "unevaluatedProperties": false}),
+            json!({"enum": [{"$ref": "#/$defs/x"}], "$defs": {"x": {}}}),
+            json!(true),
+            doubling(8),
+            nested("items", MAX_DEPTH - 2),
+        ];
+        for schema in good {
+            compile_value(&schema).unwrap_or_else(|err| panic!("{schema}: {err}"));
+        }
+        let validator = compile_value(&json!({"$defs": {"port": {"type": "integer", "maximum": 65535}},
+            "type": "object", "properties": {"port": {"$ref": "#/$defs/port"}}, "required": ["host"]}))
+        .unwrap();
+        let problems = crate::config::violations_of(&validator, &json!({"port": 70000}));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("config field `port`: 70000 is greater than")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("\"host\" is a required property")), "{problems:?}");
+    }
+
+    #[test]
+    fn schemas_over_a_limit_are_refused_with_what_to_change() {
+        let mut cyclic_defs = Map::new();
+        for i in 0..40 {
+            cyclic_defs.insert(format!("a{i}"), json!({"items": {"$ref": format!("#/$defs/a{}", i + 1)}}));
+        }
+        cyclic_defs.insert("a40".into(), json!({"type": "string"}));
+        let many_patterns: Map<String, Value> = (0..=MAX_PATTERNS)
+            .map(|i| (format!("p{i}"), json!({"pattern": format!("^{i}$")})))
+            .collect();
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"description": "x".repeat(MAX_SCHEMA_BYTES)}), "KiB of JSON; the limit is 64 KiB"),
+            (nested("items", 40), "nests deeper than 32 levels at `/items/items"),
+            (json!({"$ref": "https://attacker.example/schema.json"}), "a `$ref` must be a JSON pointer into the schema itself"),
+            (json!({"$ref": "file:///etc/passwd"}), "must be a JSON pointer"),
+            (json!({"$ref": "#/$defs/missing"}), "`$ref: #/$defs/missing` at `/$ref`"),
+            (json!({"$ref": "#anchor", "$anchor": "anchor"}), "must be a JSON pointer"),
+            (json!({"$id": "https://x.example/", "type": "string"}), "uses `$id` at `/$id`; config schemas must be self-contained"),
+            (json!({"$dynamicRef": "#meta"}), "uses `$dynamicRef`"),
+            (json!({"$recursiveRef": "#"}), "uses `$recursiveRef`"),
+            (json!({"$schema": "http://json-schema.org/draft-04/schema#"}), "runbox supports JSON Schema 2020-12"),
+            (json!({"$schema": "https://attacker.example/meta"}), "runbox supports JSON Schema 2020-12"),
+            (json!({"items": {"$schema": "http://json-schema.org/draft-04/schema#"}}), "declare the draft once, at the top"),
+            (json!({"$ref": "#"}), "cycle of `$ref`s through `#`"),
+            (json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}), "cycle of `$ref`s"),
+            (json!({"type": "object", "properties": {"child": {"$ref": "#"}}}), "config schemas cannot be recursive"),
+            (json!({"allOf": [{"$ref": "#/allOf/1"}, {"not": {"$ref": "#/allOf/0"}}]}), "cycle of `$ref`s"),
+            (doubling(12), "values once its `$ref`s are expanded; the limit is 10000"),
+            (doubling(70), "has too many values once its `$ref`s are expanded"),
+            (json!({"$defs": cyclic_defs, "$ref": "#/$defs/a0"}), "nests deeper than 32 levels once its `$ref`s are expanded"),
+            (json!({"properties": many_patterns}), "more than 32 regular expressions"),
+            (json!({"pattern": "^(?=a)b"}), "no look-around or back-references"),
+            (json!({"pattern": "(a)\\1"}), "no look-around or back-references"),
+            (json!({"patternProperties": {"(?<=x)y": {}}}), "at `/patternProperties`"),
+            (json!({"pattern": "[^x]{1,2000}"}), "compile to at most 256 KiB"),
+            (json!({"pattern": "a".repeat(MAX_PATTERN_BYTES + 1)}), "regular expression of 257 bytes"),
+            (json!({"minLength": -1}), "not a valid JSON Schema at `/minLength`"),
+            (json!({"properties": {"a": {"type": "nope"}}}), "not a valid JSON Schema at `/properties/a/type`"),
+            (json!({"items": 5}), "at `/items`: 5 is not a schema"),
+            (json!({"allOf": []}), "at `/allOf`: [] is not a non-empty array of schemas"),
+            (json!({"properties": []}), "at `/properties`: [] is not an object"),
+            (json!("string"), "\"string\" is not a schema"),
+        ];
+        let started = std::time::Instant::now();
+        for (schema, expected) in cases {
+            let text = schema.to_string();
+            match compile(&text) {
+                Ok(_) => panic!("accepted {}", &text[..text.len().min(200)]),
+                Err(err) => assert!(err.contains(expected), "{expected:?} not in {err:?}"),
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(compile("{").unwrap_err().contains("its config schema is not JSON"));
+    }
+
+    /// jsonschema's process-wide meta-schema validator compiles a copy of the meta-schema
+    /// (~4 MiB) per distinct path of nested keywords; compiled behind a `$ref`, a schema
+    /// with a hundred such paths takes milliseconds (it took seconds and ~400 MiB).
+    #[test]
+    fn distinct_keyword_paths_do_not_each_cost_a_meta_schema() {
+        fn branches(levels: usize) -> Value {
+            if levels == 0 {
+                return json!({"type": "string"});
+            }
+            json!({"items": branches(levels - 1), "not": branches(levels - 1)})
+        }
+        let started = std::time::Instant::now();
+        compile_value(&branches(7)).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    }
 }
