@@ -9,6 +9,7 @@ mod livekit;
 mod check_redis;
 mod cli;
 mod loading;
+mod memory;
 mod pg;
 mod runbooks;
 mod s3;

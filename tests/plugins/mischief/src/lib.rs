@@ -9,6 +9,8 @@ use serde::Deserialize;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
+mod memory;
+
 #[derive(Deserialize)]
 struct Config {
     mode: String,
@@ -125,7 +127,7 @@ impl Guest for Mischief {
                     std::hint::black_box(&held);
                 }
             }
-            other => return Err(format!("unknown mode {other}")),
+            other => return memory::run(other, config.size),
         };
         Ok(Report::new(Status::Ok, outcome))
     }
