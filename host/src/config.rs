@@ -101,7 +101,9 @@ pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<S
         })
         .collect();
     if errors.next().is_some() {
-        violations.push(format!("config: … further violations not shown (the first {MAX_VIOLATIONS} are)"));
+        violations.push(format!(
+            "config: … further violations not shown (the first {MAX_VIOLATIONS} are)"
+        ));
     }
     violations
 }
@@ -169,8 +171,18 @@ mod tests {
         let config = json!(vec!["nope"; 100]);
         let problems = violations(&schema, &config);
         assert_eq!(problems.len(), MAX_VIOLATIONS + 1, "{problems:?}");
-        assert!(problems.iter().all(|p| p.len() <= MAX_VIOLATION_BYTES + 3), "{problems:?}");
-        assert!(problems[0].starts_with("config field `0`: \"nope\" is not one of"), "{}", problems[0]);
-        assert_eq!(problems[MAX_VIOLATIONS], "config: … further violations not shown (the first 20 are)");
+        assert!(
+            problems.iter().all(|p| p.len() <= MAX_VIOLATION_BYTES + 3),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].starts_with("config field `0`: \"nope\" is not one of"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            problems[MAX_VIOLATIONS],
+            "config: … further violations not shown (the first 20 are)"
+        );
     }
 }

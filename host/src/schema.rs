@@ -115,10 +115,7 @@ pub fn compile(text: &str) -> Result<(Value, jsonschema::Validator), String> {
 struct NoRetrieval;
 
 impl jsonschema::Retrieve for NoRetrieval {
-    fn retrieve(
-        &self,
-        uri: &jsonschema::Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         Err(format!("runbox fetches nothing for a config schema (`{}`)", uri.as_str()).into())
     }
 }
@@ -147,7 +144,10 @@ fn check_shapes<'a>(value: &'a Value, draft: Option<&Value>, path: &mut Vec<Step
     let Value::Object(map) = value else {
         return match value {
             Value::Bool(_) => Ok(()),
-            other => Err(malformed(path, &format!("{other} is not a schema (an object or a boolean)"))),
+            other => Err(malformed(
+                path,
+                &format!("{other} is not a schema (an object or a boolean)"),
+            )),
         };
     };
     let mut shallow = Map::new();
@@ -157,7 +157,12 @@ fn check_shapes<'a>(value: &'a Value, draft: Option<&Value>, path: &mut Vec<Step
         if SCHEMA_VALUED.contains(&key.as_str()) {
             match item {
                 Value::Array(items) if key == "items" => {
-                    nested.extend(items.iter().enumerate().map(|(i, item)| (step(), Some(Step::Index(i)), item)));
+                    nested.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| (step(), Some(Step::Index(i)), item)),
+                    );
                 }
                 _ => nested.push((step(), None, item)),
             }
@@ -175,7 +180,12 @@ fn check_shapes<'a>(value: &'a Value, draft: Option<&Value>, path: &mut Vec<Step
         } else if SCHEMA_LISTS.contains(&key.as_str()) {
             match item {
                 Value::Array(items) if !items.is_empty() => {
-                    nested.extend(items.iter().enumerate().map(|(i, item)| (step(), Some(Step::Index(i)), item)));
+                    nested.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| (step(), Some(Step::Index(i)), item)),
+                    );
                 }
                 _ => {
                     path.push(step());
@@ -192,7 +202,10 @@ fn check_shapes<'a>(value: &'a Value, draft: Option<&Value>, path: &mut Vec<Step
     if let Err(err) = jsonschema::meta::validate(&Value::Object(shallow)) {
         let mut at = pointer(path);
         at.push_str(&err.instance_path.to_string());
-        return Err(format!("its config schema is not a valid JSON Schema{}: {err}", at_pointer(&at)));
+        return Err(format!(
+            "its config schema is not a valid JSON Schema{}: {err}",
+            at_pointer(&at)
+        ));
     }
     for (keyword, inner, item) in nested {
         let depth = path.len();
@@ -205,7 +218,10 @@ fn check_shapes<'a>(value: &'a Value, draft: Option<&Value>, path: &mut Vec<Step
 }
 
 fn malformed(path: &[Step<'_>], reason: &str) -> String {
-    format!("its config schema is not a valid JSON Schema{}: {reason}", at_pointer(&pointer(path)))
+    format!(
+        "its config schema is not a valid JSON Schema{}: {reason}",
+        at_pointer(&pointer(path))
+    )
 }
 
 /// The JSON pointer of the value at address `target` in `root`.
@@ -493,7 +509,11 @@ fn expanded_size(root: &Value, refs: &HashMap<*const Value, &Value>) -> Result<(
     if nodes > MAX_EXPANDED_NODES {
         return Err(format!(
             "its config schema has {} values once its `$ref`s are expanded; the limit is {MAX_EXPANDED_NODES} (refer to fewer, smaller definitions)",
-            if nodes == u64::MAX { "too many".to_string() } else { nodes.to_string() }
+            if nodes == u64::MAX {
+                "too many".to_string()
+            } else {
+                nodes.to_string()
+            }
         ));
     }
     if depth > MAX_DEPTH as u64 {
@@ -554,50 +574,103 @@ mod tests {
         .unwrap();
         let problems = crate::config::violations_of(&validator, &json!({"port": 70000}));
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("config field `port`: 70000 is greater than")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("\"host\" is a required property")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("config field `port`: 70000 is greater than")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("\"host\" is a required property")),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn schemas_over_a_limit_are_refused_with_what_to_change() {
         let mut cyclic_defs = Map::new();
         for i in 0..40 {
-            cyclic_defs.insert(format!("a{i}"), json!({"items": {"$ref": format!("#/$defs/a{}", i + 1)}}));
+            cyclic_defs.insert(
+                format!("a{i}"),
+                json!({"items": {"$ref": format!("#/$defs/a{}", i + 1)}}),
+            );
         }
         cyclic_defs.insert("a40".into(), json!({"type": "string"}));
         let many_patterns: Map<String, Value> = (0..=MAX_PATTERNS)
             .map(|i| (format!("p{i}"), json!({"pattern": format!("^{i}$")})))
             .collect();
         let cases: Vec<(Value, &str)> = vec![
-            (json!({"description": "x".repeat(MAX_SCHEMA_BYTES)}), "KiB of JSON; the limit is 64 KiB"),
+            (
+                json!({"description": "x".repeat(MAX_SCHEMA_BYTES)}),
+                "KiB of JSON; the limit is 64 KiB",
+            ),
             (nested("items", 40), "nests deeper than 32 levels at `/items/items"),
-            (json!({"$ref": "https://attacker.example/schema.json"}), "a `$ref` must be a JSON pointer into the schema itself"),
+            (
+                json!({"$ref": "https://attacker.example/schema.json"}),
+                "a `$ref` must be a JSON pointer into the schema itself",
+            ),
             (json!({"$ref": "file:///etc/passwd"}), "must be a JSON pointer"),
             (json!({"$ref": "#/$defs/missing"}), "`$ref: #/$defs/missing` at `/$ref`"),
-            (json!({"$ref": "#anchor", "$anchor": "anchor"}), "must be a JSON pointer"),
-            (json!({"$id": "https://x.example/", "type": "string"}), "uses `$id` at `/$id`; config schemas must be self-contained"),
+            (
+                json!({"$ref": "#anchor", "$anchor": "anchor"}),
+                "must be a JSON pointer",
+            ),
+            (
+                json!({"$id": "https://x.example/", "type": "string"}),
+                "uses `$id` at `/$id`; config schemas must be self-contained",
+            ),
             (json!({"$dynamicRef": "#meta"}), "uses `$dynamicRef`"),
             (json!({"$recursiveRef": "#"}), "uses `$recursiveRef`"),
-            (json!({"$schema": "http://json-schema.org/draft-04/schema#"}), "runbox supports JSON Schema 2020-12"),
-            (json!({"$schema": "https://attacker.example/meta"}), "runbox supports JSON Schema 2020-12"),
-            (json!({"items": {"$schema": "http://json-schema.org/draft-04/schema#"}}), "declare the draft once, at the top"),
+            (
+                json!({"$schema": "http://json-schema.org/draft-04/schema#"}),
+                "runbox supports JSON Schema 2020-12",
+            ),
+            (
+                json!({"$schema": "https://attacker.example/meta"}),
+                "runbox supports JSON Schema 2020-12",
+            ),
+            (
+                json!({"items": {"$schema": "http://json-schema.org/draft-04/schema#"}}),
+                "declare the draft once, at the top",
+            ),
             (json!({"$ref": "#"}), "cycle of `$ref`s through `#`"),
-            (json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}), "cycle of `$ref`s"),
-            (json!({"type": "object", "properties": {"child": {"$ref": "#"}}}), "config schemas cannot be recursive"),
-            (json!({"allOf": [{"$ref": "#/allOf/1"}, {"not": {"$ref": "#/allOf/0"}}]}), "cycle of `$ref`s"),
+            (
+                json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+                "cycle of `$ref`s",
+            ),
+            (
+                json!({"type": "object", "properties": {"child": {"$ref": "#"}}}),
+                "config schemas cannot be recursive",
+            ),
+            (
+                json!({"allOf": [{"$ref": "#/allOf/1"}, {"not": {"$ref": "#/allOf/0"}}]}),
+                "cycle of `$ref`s",
+            ),
             (doubling(12), "values once its `$ref`s are expanded; the limit is 10000"),
             (doubling(70), "has too many values once its `$ref`s are expanded"),
-            (json!({"$defs": cyclic_defs, "$ref": "#/$defs/a0"}), "nests deeper than 32 levels once its `$ref`s are expanded"),
+            (
+                json!({"$defs": cyclic_defs, "$ref": "#/$defs/a0"}),
+                "nests deeper than 32 levels once its `$ref`s are expanded",
+            ),
             (json!({"properties": many_patterns}), "more than 32 regular expressions"),
             (json!({"pattern": "^(?=a)b"}), "no look-around or back-references"),
             (json!({"pattern": "(a)\\1"}), "no look-around or back-references"),
             (json!({"patternProperties": {"(?<=x)y": {}}}), "at `/patternProperties`"),
             (json!({"pattern": "[^x]{1,2000}"}), "compile to at most 256 KiB"),
-            (json!({"pattern": "a".repeat(MAX_PATTERN_BYTES + 1)}), "regular expression of 257 bytes"),
+            (
+                json!({"pattern": "a".repeat(MAX_PATTERN_BYTES + 1)}),
+                "regular expression of 257 bytes",
+            ),
             (json!({"minLength": -1}), "not a valid JSON Schema at `/minLength`"),
-            (json!({"properties": {"a": {"type": "nope"}}}), "not a valid JSON Schema at `/properties/a/type`"),
+            (
+                json!({"properties": {"a": {"type": "nope"}}}),
+                "not a valid JSON Schema at `/properties/a/type`",
+            ),
             (json!({"items": 5}), "at `/items`: 5 is not a schema"),
-            (json!({"allOf": []}), "at `/allOf`: [] is not a non-empty array of schemas"),
+            (
+                json!({"allOf": []}),
+                "at `/allOf`: [] is not a non-empty array of schemas",
+            ),
             (json!({"properties": []}), "at `/properties`: [] is not an object"),
             (json!("string"), "\"string\" is not a schema"),
         ];
@@ -609,7 +682,11 @@ mod tests {
                 Err(err) => assert!(err.contains(expected), "{expected:?} not in {err:?}"),
             }
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(compile("{").unwrap_err().contains("its config schema is not JSON"));
     }
 
@@ -626,6 +703,10 @@ mod tests {
         }
         let started = std::time::Instant::now();
         compile_value(&branches(7)).unwrap();
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

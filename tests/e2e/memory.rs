@@ -85,7 +85,10 @@ fn measure(args: &[&str]) -> Measured {
     // SAFETY: plain syscalls on our own child; the structs are plain data.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        assert_eq!(libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT), 0);
+        assert_eq!(
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT),
+            0
+        );
     }
     exited.store(true, Ordering::Relaxed);
     watchdog.join().unwrap();
@@ -101,7 +104,11 @@ fn measure(args: &[&str]) -> Measured {
             &stderr[..stderr.len().min(2000)]
         );
     }
-    assert!(libc::WIFEXITED(status), "runbox {args:?} ended by signal {}", libc::WTERMSIG(status));
+    assert!(
+        libc::WIFEXITED(status),
+        "runbox {args:?} ended by signal {}",
+        libc::WTERMSIG(status)
+    );
     Measured {
         run: Run {
             code: libc::WEXITSTATUS(status),
@@ -167,7 +174,11 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("not an array: {value}"))
         .iter()
-        .map(|item| item.as_str().unwrap_or_else(|| panic!("not a string: {item}")).to_string())
+        .map(|item| {
+            item.as_str()
+                .unwrap_or_else(|| panic!("not a string: {item}"))
+                .to_string()
+        })
         .collect()
 }
 
@@ -185,10 +196,26 @@ fn runbook(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 #[test]
 fn hostile_config_schemas_are_refused_or_compiled_within_bounds() {
     let cases = [
-        ("cyclic-ref", 64, "has a cycle of `$ref`s through `#/$defs/a`; config schemas cannot be recursive"),
-        ("deep-items", 64, "its config schema nests deeper than 32 levels at `/items/items/"),
-        ("ref-doubling", 64, "values once its `$ref`s are expanded; the limit is 10000"),
-        ("keyword-paths", 0, "OK        hostile-info  ran with 0 MiB of static memory"),
+        (
+            "cyclic-ref",
+            64,
+            "has a cycle of `$ref`s through `#/$defs/a`; config schemas cannot be recursive",
+        ),
+        (
+            "deep-items",
+            64,
+            "its config schema nests deeper than 32 levels at `/items/items/",
+        ),
+        (
+            "ref-doubling",
+            64,
+            "values once its `$ref`s are expanded; the limit is 10000",
+        ),
+        (
+            "keyword-paths",
+            0,
+            "OK        hostile-info  ran with 0 MiB of static memory",
+        ),
     ];
     for (variant, code, expected) in cases {
         let path = hostile_info(variant);
@@ -198,13 +225,21 @@ fn hostile_config_schemas_are_refused_or_compiled_within_bounds() {
         assert_eq!(run.code, code, "{variant}: {run:#?}");
         if code == 64 {
             assert!(
-                run.stderr.starts_with(&format!("error: {path} is not a usable plugin: its config schema ")),
+                run.stderr
+                    .starts_with(&format!("error: {path} is not a usable plugin: its config schema ")),
                 "{variant}: {}",
                 run.stderr
             );
         }
-        assert!(run.stderr.contains(expected) || run.stdout.contains(expected), "{variant}: {run:#?}");
-        assert!(run.elapsed < Duration::from_secs(10), "{variant}: took {:?}", run.elapsed);
+        assert!(
+            run.stderr.contains(expected) || run.stdout.contains(expected),
+            "{variant}: {run:#?}"
+        );
+        assert!(
+            run.elapsed < Duration::from_secs(10),
+            "{variant}: took {:?}",
+            run.elapsed
+        );
         assert_bounded(variant, &measured);
     }
 
@@ -222,7 +257,8 @@ fn hostile_config_schemas_are_refused_or_compiled_within_bounds() {
     let measured = measure(&["validate", &book]);
     assert_eq!(measured.run.code, 64, "{:#?}", measured.run);
     assert!(
-        measured.run.stderr.contains("book.yaml:4: step `cyclic`: ") && measured.run.stderr.contains("cycle of `$ref`s"),
+        measured.run.stderr.contains("book.yaml:4: step `cyclic`: ")
+            && measured.run.stderr.contains("cycle of `$ref`s"),
         "{}",
         measured.run.stderr
     );
@@ -245,15 +281,35 @@ fn huge_and_countless_secret_names_are_denied_within_bounds() {
         "json",
     ]);
     let step = step(&measured.run);
-    assert_eq!(step["summary"], "asked for 300 secrets of 1048576 bytes, 0 granted", "{step}");
+    assert_eq!(
+        step["summary"], "asked for 300 secrets of 1048576 bytes, 0 granted",
+        "{step}"
+    );
     let denied = strings(&step["denied"]);
     assert_eq!(denied.len(), 33, "{denied:?}");
-    assert!(denied[0].starts_with("secret `00000000ssss") && denied[0].contains("ss…` denied: no secret can have that name"), "{}", denied[0]);
+    assert!(
+        denied[0].starts_with("secret `00000000ssss")
+            && denied[0].contains("ss…` denied: no secret can have that name"),
+        "{}",
+        denied[0]
+    );
     assert!(denied.iter().all(|line| line.len() < 1200), "a denial is kept whole");
-    assert_eq!(denied[32], "… 268 more denials not shown (only the first 32 distinct denials are kept)");
+    assert_eq!(
+        denied[32],
+        "… 268 more denials not shown (only the first 32 distinct denials are kept)"
+    );
     assert_bounded("300 secret names of 1 MiB", &measured);
 
-    let measured = measure_warm(&["check", "mischief", "--with", "mode=secret-count", "--with", "size=100000", "--format", "json"]);
+    let measured = measure_warm(&[
+        "check",
+        "mischief",
+        "--with",
+        "mode=secret-count",
+        "--with",
+        "size=100000",
+        "--format",
+        "json",
+    ]);
     let step = self::step(&measured.run);
     assert_eq!(step["summary"], "asked for 100000 secrets, 0 granted", "{step}");
     let denied = strings(&step["denied"]);
@@ -262,8 +318,15 @@ fn huge_and_countless_secret_names_are_denied_within_bounds() {
         denied[0],
         "secret `no_such_secret_0` denied: the step grants no secret by that name — add `--secret no_such_secret_0=env:VAR` (or file:PATH)"
     );
-    assert_eq!(denied[32], "… 99968 more denials not shown (only the first 32 distinct denials are kept)");
-    assert!(measured.run.elapsed < Duration::from_secs(5), "took {:?}", measured.run.elapsed);
+    assert_eq!(
+        denied[32],
+        "… 99968 more denials not shown (only the first 32 distinct denials are kept)"
+    );
+    assert!(
+        measured.run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        measured.run.elapsed
+    );
     assert_bounded("100,000 secret names", &measured);
 }
 
@@ -271,13 +334,29 @@ fn huge_and_countless_secret_names_are_denied_within_bounds() {
 /// report says how many were not kept.
 #[test]
 fn countless_denied_lookups_keep_32_and_count_the_rest() {
-    let measured = measure_warm(&["check", "mischief", "--with", "mode=lookup-count", "--with", "size=100000", "--format", "json"]);
+    let measured = measure_warm(&[
+        "check",
+        "mischief",
+        "--with",
+        "mode=lookup-count",
+        "--with",
+        "size=100000",
+        "--format",
+        "json",
+    ]);
     let step = step(&measured.run);
     assert_eq!(step["summary"], "100000 of 100000 lookups refused", "{step}");
     let denied = strings(&step["denied"]);
     assert_eq!(denied.len(), 33, "{denied:?}");
-    assert!(denied[0].starts_with("name lookup of `n0.attacker.example` denied"), "{}", denied[0]);
-    assert_eq!(denied[32], "… 99968 more denials not shown (only the first 32 distinct denials are kept)");
+    assert!(
+        denied[0].starts_with("name lookup of `n0.attacker.example` denied"),
+        "{}",
+        denied[0]
+    );
+    assert_eq!(
+        denied[32],
+        "… 99968 more denials not shown (only the first 32 distinct denials are kept)"
+    );
     assert_bounded("100,000 lookups", &measured);
 }
 
@@ -286,11 +365,21 @@ fn countless_denied_lookups_keep_32_and_count_the_rest() {
 /// names leave no trace but the plugin's own error.
 #[test]
 fn lookup_names_longer_than_dns_allows_are_invalid_arguments() {
-    let measured = measure_warm(&["check", "mischief", "--with", "mode=lookup-names", "--with", "size=1048576", "--format", "json"]);
+    let measured = measure_warm(&[
+        "check",
+        "mischief",
+        "--with",
+        "mode=lookup-names",
+        "--with",
+        "size=1048576",
+        "--format",
+        "json",
+    ]);
     let step = step(&measured.run);
     let summary = step["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("0 lookups started, refused: {\"ErrorCode { code: 3, name: \\\"invalid-argument\\\"") && summary.ends_with(": 1000}"),
+        summary.starts_with("0 lookups started, refused: {\"ErrorCode { code: 3, name: \\\"invalid-argument\\\"")
+            && summary.ends_with(": 1000}"),
         "{summary}"
     );
     assert!(strings(&step["denied"]).is_empty(), "{step}");
@@ -301,12 +390,24 @@ fn lookup_names_longer_than_dns_allows_are_invalid_arguments() {
 /// so about a thousand are kept and the rest counted.
 #[test]
 fn empty_log_lines_in_a_loop_are_capped() {
-    let measured = measure_warm(&["check", "mischief", "--with", "mode=log-spam", "--with", "size=5000000", "--format", "json"]);
+    let measured = measure_warm(&[
+        "check",
+        "mischief",
+        "--with",
+        "mode=log-spam",
+        "--with",
+        "size=5000000",
+        "--format",
+        "json",
+    ]);
     let step = step(&measured.run);
     assert_eq!(step["summary"], "logged 5000000 empty lines", "{step}");
     let logs = step["logs"].as_array().unwrap();
     assert_eq!(logs.len(), 1025, "{}", logs.len());
-    assert_eq!(logs[1024]["message"], "4998976 further log lines dropped (log cap reached)");
+    assert_eq!(
+        logs[1024]["message"],
+        "4998976 further log lines dropped (log cap reached)"
+    );
     assert_bounded("5,000,000 empty log lines", &measured);
 }
 
@@ -327,19 +428,31 @@ fn a_plugin_needing_more_than_64_mib_loads_where_it_is_allowed() {
     );
     let run = runbox(&["check", big, "--memory", "128MiB"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stdout.contains("ran with 80 MiB of static memory"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("ran with 80 MiB of static memory"),
+        "{}",
+        run.stdout
+    );
     let run = runbox(&["plugins", "inspect", big, "--memory", "96MiB"]);
     assert_eq!(run.code, 0, "{run:#?}");
     let run = runbox(&["check", big, "--memory", "2GiB"]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(run.stderr.contains("a plugin's memory is from 1MiB to 1GiB"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a plugin's memory is from 1MiB to 1GiB"),
+        "{}",
+        run.stderr
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let step = |memory: &str| format!("name: big\nsteps:\n  - id: big\n    uses: {big}\n{memory}");
     let allowed = runbook(&dir, "allowed.yaml", &step("    memory: 128MiB\n"));
     let run = runbox(&["run", &allowed]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stdout.contains("ran with 80 MiB of static memory"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("ran with 80 MiB of static memory"),
+        "{}",
+        run.stdout
+    );
 
     let default = runbook(&dir, "default.yaml", &step(""));
     let run = runbox(&["run", &default]);
@@ -355,17 +468,65 @@ fn a_plugin_needing_more_than_64_mib_loads_where_it_is_allowed() {
     let run = runbox(&["run", &allowed, "--memory", "64MiB"]);
     assert_eq!(run.code, 64, "{run:#?}");
 
-    let bad = runbook(&dir, "bad.yaml", &format!("{}  - id: other\n    uses: {big}\n    memory: lots\n", step("    memory: 2GiB\n")));
+    let bad = runbook(
+        &dir,
+        "bad.yaml",
+        &format!(
+            "{}  - id: other\n    uses: {big}\n    memory: lots\n",
+            step("    memory: 2GiB\n")
+        ),
+    );
     let run = runbox(&["validate", &bad]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
-        run.stderr.contains("bad.yaml:5: step `big`: memory: `2GiB`: a plugin's memory is from 1MiB to 1GiB"),
+        run.stderr
+            .contains("bad.yaml:5: step `big`: memory: `2GiB`: a plugin's memory is from 1MiB to 1GiB"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("bad.yaml:8: step `other`: memory: `lots`: expected a size such as 64MiB"),
+        run.stderr
+            .contains("bad.yaml:8: step `other`: memory: `lots`: expected a size such as 64MiB"),
         "{}",
         run.stderr
     );
+}
+
+/// wasmtime-wasi-http keeps what an outgoing request is given: 300 unsent requests with
+/// their bodies written buffered 2 MiB each (600 MiB), 900 requests given a 1 MiB method
+/// kept 931 MiB, and copies of a header map could be 128 KiB each. Body writes are now
+/// 32 KiB (two buffered per body), request strings and headers are capped, and at most
+/// 1,000 handles are held.
+#[test]
+fn http_requests_cannot_make_the_host_hold_their_strings_bodies_or_headers() {
+    let check = |mode: &str, size: &str| {
+        measure_warm(&[
+            "check",
+            "mischief",
+            "--with",
+            &format!("mode={mode}"),
+            "--with",
+            &format!("size={size}"),
+        ])
+    };
+    let measured = check("http-bodies", "300");
+    assert_eq!(
+        measured.run.stdout.trim(),
+        "OK        mischief  300 requests hold 18 MiB of unsent body"
+    );
+    assert_bounded("300 unsent request bodies", &measured);
+
+    let measured = check("http-method", "900");
+    assert_eq!(
+        measured.run.stdout.trim(),
+        "OK        mischief  900 requests, 0 took a 1 MiB method"
+    );
+    assert_bounded("900 requests with 1 MiB methods", &measured);
+
+    let measured = check("http-fields", "9000");
+    assert_eq!(
+        measured.run.stdout.trim(),
+        "UNKNOWN   mischief  plugin stopped: it held more than 1000 handles (sockets, streams, timers) at once"
+    );
+    assert_bounded("9,000 copies of a header map", &measured);
 }

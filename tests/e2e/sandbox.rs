@@ -138,7 +138,7 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
             json!({"mode": "handles"}),
             Grants::default(),
             Status::Unknown,
-            "plugin stopped: it held more than 10000 handles".into(),
+            "plugin stopped: it held more than 1000 handles".into(),
         ),
         (
             json!({"mode": "file", "target": "/etc/passwd"}),

@@ -74,13 +74,20 @@ impl Denials {
 
     /// The kept denials, in the order they happened.
     pub fn kept(&self) -> Vec<Denial> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).list.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .list
+            .clone()
     }
 
     /// How many denials were not kept because the list was full (repeats included: a
     /// denial that is not kept cannot be recognised when it comes again).
     pub fn not_kept(&self) -> usize {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).not_kept
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .not_kept
     }
 
     /// One line per kept denial, and a last line counting the others if there were any.
@@ -148,7 +155,10 @@ mod tests {
         let denials = Denials::default();
         denials.record(denial(1));
         denials.record(denial(1));
-        assert_eq!(denials.lines(), ["name lookup of `n1.example` denied: no grant covers it"]);
+        assert_eq!(
+            denials.lines(),
+            ["name lookup of `n1.example` denied: no grant covers it"]
+        );
         assert!(Denials::default().lines().is_empty());
     }
 
@@ -160,7 +170,11 @@ mod tests {
         for i in 0..100_000 {
             denials.record(denial(i));
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(denials.kept().len(), MAX_DENIALS_KEPT);
         assert_eq!(denials.not_kept(), 100_000 - MAX_DENIALS_KEPT);
     }
@@ -168,7 +182,11 @@ mod tests {
     #[test]
     fn texts_are_cut_at_a_character_boundary() {
         let long = Denial::new(format!("secret `{}`", "é".repeat(1 << 20)), "x".repeat(10_000));
-        assert!(long.attempt.len() <= MAX_DENIAL_TEXT_BYTES + '…'.len_utf8(), "{}", long.attempt.len());
+        assert!(
+            long.attempt.len() <= MAX_DENIAL_TEXT_BYTES + '…'.len_utf8(),
+            "{}",
+            long.attempt.len()
+        );
         assert!(long.attempt.ends_with('…') && long.attempt.starts_with("secret `éé"));
         assert!(long.attempt.capacity() < 2 * MAX_DENIAL_TEXT_BYTES);
         assert_eq!(long.remedy.len(), MAX_DENIAL_TEXT_BYTES + '…'.len_utf8());

@@ -22,8 +22,8 @@
 //!
 //! `http`/`https` grants are for the HTTP capability; raw sockets use the others.
 
-pub use super::denials::{Denial, MAX_DENIALS_KEPT};
 use super::denials::Denials;
+pub use super::denials::{Denial, MAX_DENIALS_KEPT};
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -268,7 +268,6 @@ impl fmt::Display for SocketUse {
 /// creating sockets in a loop could otherwise exhaust the runbox process's descriptors
 /// and starve every other step; a check needs a handful (one per address it tries).
 pub const MAX_SOCKETS_PER_INVOCATION: usize = 64;
-
 
 /// The network policy of one sandbox: its grants plus what it has learned during the
 /// invocation (which addresses granted names resolved to) and every denial.

@@ -297,14 +297,14 @@ pub async fn prepare(
         }
 
         // The plugin: resolve, load, pin, kind.
-        let plugin = match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, memory_bytes, &mut loaded).await
-        {
-            Ok(plugin) => Some(plugin),
-            Err(message) => {
-                cx.problem(&at("uses"), Some(id), message);
-                None
-            }
-        };
+        let plugin =
+            match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, memory_bytes, &mut loaded).await {
+                Ok(plugin) => Some(plugin),
+                Err(message) => {
+                    cx.problem(&at("uses"), Some(id), message);
+                    None
+                }
+            };
         let Some(plugin) = plugin else { continue };
         let approval_required = step.approval == Some(Approval::Required);
         if step.approval.is_some() && plugin.kind == Kind::Check {

@@ -358,17 +358,18 @@ impl Runtime {
                 Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
             }
         };
-        let info = run_with_deadline(call, limits.deadline, &activity).await.map_err(|fault| {
-            let mut reason = fault.describe(&store.data().host.stderr.contents().0).1;
-            if let Fault::Error(err) = &fault
-                && err.downcast_ref::<MemoryLimitExceeded>().is_some()
-            {
-                reason.push_str(
-                    "; allow it more with `--memory` (runbox check, runbox run) or the step's `memory:`",
-                );
-            }
-            failed(reason)
-        })?;
+        let info = run_with_deadline(call, limits.deadline, &activity)
+            .await
+            .map_err(|fault| {
+                let mut reason = fault.describe(&store.data().host.stderr.contents().0).1;
+                if let Fault::Error(err) = &fault
+                    && err.downcast_ref::<MemoryLimitExceeded>().is_some()
+                {
+                    reason
+                        .push_str("; allow it more with `--memory` (runbox check, runbox run) or the step's `memory:`");
+                }
+                failed(reason)
+            })?;
         drop(store);
         let bindings::Info {
             name,

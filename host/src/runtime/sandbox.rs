@@ -59,9 +59,12 @@ pub struct LogLine {
 }
 
 /// Handles (sockets, streams, pollables, HTTP requests...) one invocation may hold at
-/// once. Each is host memory outside the plugin's memory limit; wasmtime's default
-/// allows a million. Past this the plugin is stopped (see `describe_error`).
-pub const MAX_HANDLES: usize = 10_000;
+/// once. Each is host memory outside the plugin's memory limit (up to some 64 KiB for an
+/// HTTP request with its headers, strings and body buffer, under the caps below), so
+/// their number times that must fit in the 64 MiB a plugin may make the host spend;
+/// wasmtime's default allows a million. Past this the plugin is stopped (see
+/// `describe_error`).
+pub const MAX_HANDLES: usize = 1_000;
 
 /// What one `host.log` line costs against [`OutputCaps::log_bytes`] besides its text
 /// (the host keeps a record per line).
@@ -163,7 +166,11 @@ impl Sandbox {
                 table.set_max_capacity(MAX_HANDLES);
                 table
             },
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
+                http
+            },
             http_hooks: HttpHooks::new(policy.clone(), deadline),
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
@@ -203,9 +210,77 @@ impl Sandbox {
         tcp_create_socket::add_to_linker::<Sandbox, GuardedSockets>(linker, guarded)?;
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        limit_http_request_strings(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
     }
+}
+
+/// Longest method, scheme, authority and path-with-query an outgoing HTTP request may be
+/// given. wasmtime-wasi-http keeps whatever string a request is given (a method of a
+/// megabyte on each of a thousand requests is a gigabyte of host memory); past these the
+/// setter returns an error, as it does for a malformed value.
+pub const MAX_HTTP_METHOD_BYTES: usize = 32;
+/// See [`MAX_HTTP_METHOD_BYTES`].
+pub const MAX_HTTP_SCHEME_BYTES: usize = 32;
+/// See [`MAX_HTTP_METHOD_BYTES`]: a DNS name and a port, with room for brackets.
+pub const MAX_HTTP_AUTHORITY_BYTES: usize = 512;
+/// See [`MAX_HTTP_METHOD_BYTES`].
+pub const MAX_HTTP_PATH_BYTES: usize = 16 << 10;
+
+/// Bytes of headers one `fields` resource may hold (wasmtime-wasi-http's default is
+/// 128 KiB, times up to [`MAX_HANDLES`] resources).
+pub const MAX_HTTP_FIELDS_BYTES: usize = 32 << 10;
+
+/// Shadows the setters of `wasi:http/types.outgoing-request` that keep a string, so an
+/// overlong one is refused before the host keeps it.
+fn limit_http_request_strings(linker: &mut Linker<Sandbox>) -> Result<()> {
+    use wasmtime_wasi_http::p2::bindings::http::types::{HostOutgoingRequest, Method, Scheme};
+    use wasmtime_wasi_http::p2::types::HostOutgoingRequest as Request;
+    type Setter<V> = (Resource<Request>, V);
+    linker.allow_shadowing(true);
+    let mut types = linker.instance("wasi:http/types@0.2.12")?;
+    types.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store, (request, method): Setter<Method>| {
+            if matches!(&method, Method::Other(other) if other.len() > MAX_HTTP_METHOD_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_method(request, method)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-scheme",
+        |mut store, (request, scheme): Setter<Option<Scheme>>| {
+            if matches!(&scheme, Some(Scheme::Other(other)) if other.len() > MAX_HTTP_SCHEME_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_scheme(request, scheme)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store, (request, authority): Setter<Option<String>>| {
+            if authority
+                .as_ref()
+                .is_some_and(|text| text.len() > MAX_HTTP_AUTHORITY_BYTES)
+            {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_authority(request, authority)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store, (request, path): Setter<Option<String>>| {
+            if path.as_ref().is_some_and(|text| text.len() > MAX_HTTP_PATH_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_path_with_query(request, path)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl WasiHttpView for Sandbox {
@@ -260,15 +335,17 @@ impl host::Host for HostState {
         // A name no grant could have (too long, or other characters) is denied without
         // being looked up or kept whole: only a cut copy reaches logs and the report.
         let grantable = secrets::is_valid_name(&name);
-        let value = if grantable { self.secrets.get(&name).cloned() } else { None };
+        let value = if grantable {
+            self.secrets.get(&name).cloned()
+        } else {
+            None
+        };
         let decision = if value.is_some() { "allowed" } else { "denied" };
         let name = denials::cut(name, secrets::MAX_NAME_BYTES);
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
         if value.is_none() {
             let remedy = if grantable {
-                format!(
-                    "the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)"
-                )
+                format!("the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
             } else {
                 format!(
                     "no secret can have that name (names are 1 to {} letters, digits, `_` or `-`)",

@@ -18,7 +18,10 @@ impl Guest for HostileInfo {
     }
 
     fn run(_config: String) -> Result<Report, String> {
-        Ok(Report::new(Status::Ok, format!("ran with {} MiB of static memory", big_memory() >> 20)))
+        Ok(Report::new(
+            Status::Ok,
+            format!("ran with {} MiB of static memory", big_memory() >> 20),
+        ))
     }
 }
 
@@ -32,9 +35,17 @@ fn schema() -> String {
         keyword_paths(7)
     } else if cfg!(feature = "ref-doubling") {
         let links: Vec<String> = (0..40)
-            .map(|i| format!(r##""d{i}": {{"allOf": [{{"$ref": "#/$defs/d{n}"}}, {{"$ref": "#/$defs/d{n}"}}]}}"##, n = i + 1))
+            .map(|i| {
+                format!(
+                    r##""d{i}": {{"allOf": [{{"$ref": "#/$defs/d{n}"}}, {{"$ref": "#/$defs/d{n}"}}]}}"##,
+                    n = i + 1
+                )
+            })
             .collect();
-        format!(r##"{{"$defs": {{{}, "d40": {{"type": "string"}}}}, "$ref": "#/$defs/d0"}}"##, links.join(", "))
+        format!(
+            r##"{{"$defs": {{{}, "d40": {{"type": "string"}}}}, "$ref": "#/$defs/d0"}}"##,
+            links.join(", ")
+        )
     } else {
         r#"{"type": "object"}"#.into()
     }

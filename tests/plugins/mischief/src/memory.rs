@@ -61,6 +61,60 @@ pub fn run(mode: &str, size: usize) -> Result<Report, String> {
             }
             format!("logged {size} empty lines")
         }
+        // `size` unsent HTTP requests, each with as much body written as the host buffers.
+        "http-bodies" => {
+            use wasi::http::types::{Fields, OutgoingRequest};
+            let chunk = vec![b'b'; 1 << 20];
+            let (mut held, mut buffered) = (Vec::new(), 0usize);
+            for _ in 0..size {
+                let request = OutgoingRequest::new(Fields::new());
+                let Ok(body) = request.body() else { break };
+                let Ok(stream) = body.write() else { break };
+                while let Ok(room) = stream.check_write() {
+                    let room = (room as usize).min(chunk.len());
+                    if room == 0 || stream.write(&chunk[..room]).is_err() {
+                        break;
+                    }
+                    buffered += room;
+                }
+                // Children first: a resource cannot be dropped before the ones it handed out.
+                held.push((stream, body, request));
+            }
+            format!("{} requests hold {} MiB of unsent body", held.len(), buffered >> 20)
+        }
+        // One header map of 24 KiB (under the host's limit: past it, appending traps),
+        // then `size` changed copies of it.
+        "http-fields" => {
+            use wasi::http::types::Fields;
+            let full = Fields::new();
+            let value = vec![b'v'; 1000];
+            let mut bytes = 0;
+            while bytes < 24_000 && full.append(&format!("x-h{bytes}"), &value).is_ok() {
+                bytes += value.len();
+            }
+            let copies: Vec<Fields> = (0..size)
+                .map(|_| {
+                    let copy = full.clone();
+                    let _ = copy.append("x-more", b"1");
+                    copy
+                })
+                .collect();
+            format!("{} copies of {} KiB of headers", copies.len(), bytes >> 10)
+        }
+        // `size` HTTP requests, each with a method of a megabyte.
+        "http-method" => {
+            use wasi::http::types::{Fields, Method, OutgoingRequest};
+            let method = "M".repeat(1 << 20);
+            let mut accepted = 0;
+            let held: Vec<OutgoingRequest> = (0..size)
+                .map(|_| {
+                    let request = OutgoingRequest::new(Fields::new());
+                    accepted += usize::from(request.set_method(&Method::Other(method.clone())).is_ok());
+                    request
+                })
+                .collect();
+            format!("{} requests, {accepted} took a 1 MiB method", held.len())
+        }
         other => return Err(format!("unknown mode {other}")),
     };
     Ok(Report::new(Status::Ok, outcome))
