@@ -887,3 +887,34 @@ fn truncate(text: &str, max: usize) -> String {
     }
     format!("{}… [{} bytes cut]", &text[..end], text.len() - end)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_within_the_pool_slot() {
+        let good = [
+            ("64MiB", 64 << 20),
+            ("64M", 64 << 20),
+            ("1GiB", 1 << 30),
+            ("1024KiB", 1 << 20),
+            ("1048576", 1 << 20),
+        ];
+        for (text, bytes) in good {
+            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
+        }
+        let bad = [
+            ("2GiB", "from 1MiB to 1GiB"),
+            ("512KiB", "from 1MiB to 1GiB"),
+            ("0", "from 1MiB to 1GiB"),
+            ("99999999999999999999GiB", "expected a size"),
+            ("lots", "expected a size such as 64MiB"),
+            ("64 parsecs", "unknown unit `parsecs`"),
+        ];
+        for (text, reason) in bad {
+            let err = parse_memory(text).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+}

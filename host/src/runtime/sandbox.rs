@@ -140,6 +140,8 @@ impl Sandbox {
                 })?;
         }
         builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true);
+        // The host fills the whole buffer before the plugin's memory limit is checked.
+        builder.max_random_size(MAX_RANDOM_BYTES);
         let check_policy = policy.clone();
         builder.socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -227,6 +229,10 @@ pub const MAX_HTTP_SCHEME_BYTES: usize = 32;
 pub const MAX_HTTP_AUTHORITY_BYTES: usize = 512;
 /// See [`MAX_HTTP_METHOD_BYTES`].
 pub const MAX_HTTP_PATH_BYTES: usize = 16 << 10;
+
+/// Most bytes one `wasi:random` call returns (wasmtime-wasi's default is 64 MiB, which
+/// the host allocates and fills before copying it into the plugin's memory).
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Bytes of headers one `fields` resource may hold (wasmtime-wasi-http's default is
 /// 128 KiB, times up to [`MAX_HANDLES`] resources).
