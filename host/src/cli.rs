@@ -15,7 +15,7 @@ use crate::runbook::audit::AuditLog;
 use crate::runbook::executor::{Progress, Prompt, RunOptions, Stop, StopCause, execute};
 use crate::runbook::prepare::{Mode, prepare};
 use crate::runtime::cache::CompileCache;
-use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions};
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions, parse_memory};
 use crate::scaffold::{self, Lang, World};
 use crate::trust::{self, TrustedKeys};
 use clap::{Args, Parser, Subcommand};
@@ -111,8 +111,8 @@ struct CheckArgs {
     /// Deadline for the whole check, e.g. 10s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Memory cap of the plugin, e.g. 64MiB.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    /// Memory cap of the plugin (its `info()` too), e.g. 256MiB; at most 1GiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_memory)]
     memory: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
@@ -157,6 +157,10 @@ struct RunArgs {
     /// still running then are stopped and reported; the report is still written.
     #[arg(long, value_name = "DURATION", value_parser = parse_run_timeout)]
     timeout: Option<Duration>,
+    /// Memory cap of every step's plugin (its `info()` too), e.g. 256MiB; overrides the
+    /// steps' `memory:` [default: the step's, or 64MiB; at most 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<usize>,
 }
 
 fn parse_run_timeout(text: &str) -> Result<Duration, String> {
@@ -204,6 +208,9 @@ enum PluginsCommand {
         /// Output format (human or json).
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Memory cap of the plugin's `info()`, e.g. 256MiB; at most 1GiB.
+        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_memory)]
+        memory: usize,
     },
     /// Show a plugin's sha256 and who signed it; exit 0 only if a trusted key did (1 otherwise).
     Verify {
@@ -319,8 +326,8 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Plugins(PluginsCommand::List { format }) => list(&runtime, &plugin_path, format).await,
-        Command::Plugins(PluginsCommand::Inspect { plugin, format }) => {
-            inspect(&runtime, &plugin_path, &plugin, format).await
+        Command::Plugins(PluginsCommand::Inspect { plugin, format, memory }) => {
+            inspect(&runtime, &plugin_path, &plugin, format, memory).await
         }
         Command::Plugins(PluginsCommand::Verify { plugin }) => {
             verify(&plugin_path, &plugin, cli.trusted_keys.as_deref()).await
@@ -455,7 +462,7 @@ async fn validate(
     let mut problems = 0;
     let mut report = String::new();
     for file in runbooks {
-        match prepare(runtime, plugin_path, file, &sets, Mode::Validate).await {
+        match prepare(runtime, plugin_path, file, &sets, Mode::Validate, None).await {
             Ok(runbook) => {
                 report.push_str(&format!(
                     "ok: {} ({}, {} step{})\n",
@@ -495,7 +502,7 @@ async fn run_runbook(
     verbose: bool,
 ) -> Result<u8, Error> {
     let sets = parse_sets(&args.set)?;
-    let runbook = match prepare(&runtime, plugin_path, &args.runbook, &sets, Mode::Run).await {
+    let runbook = match prepare(&runtime, plugin_path, &args.runbook, &sets, Mode::Run, args.memory).await {
         Ok(runbook) => Arc::new(runbook),
         Err(problems) => {
             for problem in &problems {
@@ -664,10 +671,10 @@ fn runbook_header(manifest: &crate::runbook::manifest::Manifest) -> String {
     out
 }
 
-async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str) -> Result<Arc<Plugin>, Error> {
+async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, memory: usize) -> Result<Arc<Plugin>, Error> {
     let reference = PluginRef::parse(spec, None).map_err(|err| invalid(format!("`{spec}`: {err}")))?;
     plugin_path
-        .load(runtime, &reference, &mut Default::default())
+        .load(runtime, &reference, memory, &mut Default::default())
         .await
         .map_err(invalid)
 }
@@ -699,7 +706,7 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
     for grant in &grants.secrets {
         grant.resolve().map_err(invalid)?;
     }
-    let plugin = load(runtime, plugin_path, &args.plugin).await?;
+    let plugin = load(runtime, plugin_path, &args.plugin, args.memory).await?;
     let name = plugin.info.name.clone();
     if plugin.kind != Kind::Check {
         return Err(invalid(format!(
@@ -809,8 +816,14 @@ async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Format) -> Re
     Ok(if broken.is_empty() { 0 } else { 64 })
 }
 
-async fn inspect(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, format: Format) -> Result<u8, Error> {
-    let plugin = load(runtime, plugin_path, spec).await?;
+async fn inspect(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    spec: &str,
+    format: Format,
+    memory: usize,
+) -> Result<u8, Error> {
+    let plugin = load(runtime, plugin_path, spec, memory).await?;
     let out = match format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
@@ -855,25 +868,4 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the deadline must be more than zero".into());
     }
     Ok(duration)
-}
-
-fn parse_size(text: &str) -> Result<usize, String> {
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a size such as 64MiB"))?;
-    let scale = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        other => {
-            return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)"));
-        }
-    };
-    number
-        .checked_mul(scale)
-        .filter(|size| *size >= 1 << 20)
-        .ok_or_else(|| format!("`{text}`: must be between 1MiB and the address space"))
 }

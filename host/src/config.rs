@@ -74,22 +74,38 @@ pub fn coerce(schema: &Value, config: &mut Value) {
     }
 }
 
-/// Every way `config` violates an already compiled schema, each naming the field.
+/// Violations listed at most; a schema can make one config violate it thousands of times.
+const MAX_VIOLATIONS: usize = 20;
+
+/// Bytes kept of one violation (jsonschema quotes the schema's `enum`, which the plugin chose).
+const MAX_VIOLATION_BYTES: usize = 1024;
+
+/// Every way `config` violates an already compiled schema (the first
+/// [`MAX_VIOLATIONS`], each cut to [`MAX_VIOLATION_BYTES`]), each naming the field.
 pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<String> {
-    validator
-        .iter_errors(config)
+    let mut errors = validator.iter_errors(config);
+    let mut violations: Vec<String> = errors
+        .by_ref()
+        .take(MAX_VIOLATIONS)
         .map(|err| {
             let path = err.instance_path.to_string();
-            if path.is_empty() {
+            let text = if path.is_empty() {
                 format!("config: {err}")
             } else {
                 format!(
                     "config field `{}`: {err}",
                     path.trim_start_matches('/').replace('/', ".")
                 )
-            }
+            };
+            crate::capabilities::denials::cut(text, MAX_VIOLATION_BYTES)
         })
-        .collect()
+        .collect();
+    if errors.next().is_some() {
+        violations.push(format!(
+            "config: … further violations not shown (the first {MAX_VIOLATIONS} are)"
+        ));
+    }
+    violations
 }
 
 #[cfg(test)]
@@ -146,5 +162,27 @@ mod tests {
         let problems = violations(&schema(), &json!({}));
         assert!(problems[0].contains("\"url\" is a required property"), "{problems:?}");
         assert!(violations(&schema(), &json!({"url": "x"})).is_empty());
+    }
+
+    #[test]
+    fn violations_are_capped_in_number_and_length() {
+        let choices: Vec<String> = (0..1000).map(|i| format!("choice-{i}")).collect();
+        let schema = json!({"type": "array", "items": {"enum": choices}});
+        let config = json!(vec!["nope"; 100]);
+        let problems = violations(&schema, &config);
+        assert_eq!(problems.len(), MAX_VIOLATIONS + 1, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.len() <= MAX_VIOLATION_BYTES + 3),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].starts_with("config field `0`: \"nope\" is not one of"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            problems[MAX_VIOLATIONS],
+            "config: … further violations not shown (the first 20 are)"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! - [`runtime`]: engine, compile cache, plugin loading and sandboxed invocation;
 //! - [`capabilities`]: what a step may do (network, secrets, env, files), deny by default;
 //! - [`config`]: plugin config from the command line, validated against the plugin's schema;
+//!   [`schema`]: that schema, checked against limits before it is compiled;
 //! - [`plugins`]: finding plugins by name, path or pinned URL ([`remote`]); [`trust`]: signatures;
 //! - [`result`] and [`report`]: results and their formats;
 //! - [`text`]: plugin text made inert, and every format's escaping; [`output`]: where
@@ -23,5 +24,6 @@ pub mod result;
 pub mod runbook;
 pub mod runtime;
 pub mod scaffold;
+pub mod schema;
 pub mod text;
 pub mod trust;

@@ -155,19 +155,26 @@ impl PluginPath {
         }
     }
 
-    /// Finds or fetches the file, loads it (once per file: `loaded`), checks its pin and,
-    /// with `--require-signed`, its signature. The error says what is wrong and what to do.
+    /// Finds or fetches the file, loads it (once per file: `loaded`) with `memory_bytes`
+    /// for its `info()`, checks its pin and, with `--require-signed`, its signature. The
+    /// error says what is wrong and what to do.
     pub async fn load(
         &self,
         runtime: &Runtime,
         reference: &PluginRef,
+        memory_bytes: usize,
         loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
     ) -> Result<Arc<Plugin>, String> {
         let path = self.locate(reference).await?;
         let plugin = match loaded.get(&path) {
             Some(plugin) => plugin.clone(),
             None => {
-                let plugin = Arc::new(runtime.load(&path).await.map_err(|err| err.to_string())?);
+                let plugin = Arc::new(
+                    runtime
+                        .load_with_memory(&path, memory_bytes)
+                        .await
+                        .map_err(|err| err.to_string())?,
+                );
                 loaded.insert(path.clone(), plugin.clone());
                 plugin
             }

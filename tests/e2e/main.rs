@@ -11,6 +11,7 @@ mod cli;
 mod hostile_output;
 mod http_grants;
 mod loading;
+mod memory;
 mod pg;
 mod runbooks;
 mod s3;

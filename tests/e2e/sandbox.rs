@@ -138,7 +138,7 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
             json!({"mode": "handles"}),
             Grants::default(),
             Status::Unknown,
-            "plugin stopped: it held more than 10000 handles".into(),
+            "plugin stopped: it held more than 1000 handles".into(),
         ),
         (
             json!({"mode": "file", "target": "/etc/passwd"}),
@@ -403,7 +403,11 @@ fn a_printed_secret_is_redacted_in_every_format() {
         );
         assert_eq!(run.code, 0, "{format}: {run:#?}");
         // Markdown escapes the brackets; the rendered text reads [REDACTED].
-        let mark = if format == "markdown" { r"\[REDACTED\]" } else { "[REDACTED]" };
+        let mark = if format == "markdown" {
+            r"\[REDACTED\]"
+        } else {
+            "[REDACTED]"
+        };
         assert!(run.stdout.contains(mark), "{format}: {}", run.stdout);
         assert!(
             !run.stdout.contains(token) && !run.stderr.contains(token),

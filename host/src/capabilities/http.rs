@@ -136,6 +136,15 @@ impl WasiHttpHooks for HttpHooks {
             Ok((response, io))
         })
     }
+
+    // What an unsent request's body may hold in the host: (1 + 1) chunks of this size.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK_BYTES
+    }
 }
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
@@ -336,6 +345,9 @@ impl Body for GuardedBody {
         self.inner.size_hint()
     }
 }
+/// Largest write to a request body; the host buffers two of them per body until the
+/// request is sent (wasmtime-wasi-http's default is 1 MiB, times up to a thousand bodies).
+pub const OUTGOING_BODY_CHUNK_BYTES: usize = 32 << 10;
 
 /// A response body that fails once it exceeds its cap.
 struct CappedBody {

@@ -5,9 +5,11 @@
 //!   binds and HTTP requests (with [`http`], which connects to the addresses it checked).
 //! - [`secrets`]: `NAME=env:VAR` / `NAME=file:PATH` mappings, and the [`secrets::Redactor`]
 //!   that removes their values from everything the host prints or writes.
+//! - [`denials`]: the one capped list every capability records its refusals into.
 //! - environment variables and directories: listed in [`Grants`], applied by the sandbox
 //!   (none unless granted; directories read-only).
 
+pub mod denials;
 pub mod http;
 pub mod network;
 pub mod secrets;

@@ -30,6 +30,8 @@
 //! once and returns the addresses the connection must use, so a DNS answer cannot change
 //! between the check and the connect.
 
+use super::denials::Denials;
+pub use super::denials::{Denial, MAX_DENIALS_KEPT};
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -360,28 +362,10 @@ impl fmt::Display for SocketUse {
     }
 }
 
-/// A denied operation: what was attempted and what would allow it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    /// What was attempted, e.g. "connect to 127.0.0.1:6380".
-    pub attempt: String,
-    /// Why it was denied and how to allow it (if it can be allowed).
-    pub remedy: String,
-}
-
-impl fmt::Display for Denial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} denied: {}", self.attempt, self.remedy)
-    }
-}
-
 /// TCP sockets one invocation may create. Each is a host file descriptor, so a plugin
 /// creating sockets in a loop could otherwise exhaust the runbox process's descriptors
 /// and starve every other step; a check needs a handful (one per address it tries).
 pub const MAX_SOCKETS_PER_INVOCATION: usize = 64;
-
-/// Distinct denials kept per invocation (reports show them all).
-pub const MAX_DENIALS_KEPT: usize = 32;
 
 /// What an invocation may do over HTTP to its granted destinations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -468,6 +452,7 @@ pub struct NetworkPolicy {
     access: Access,
     resolver: Resolver,
     state: Mutex<PolicyState>,
+    denials: Arc<Denials>,
 }
 
 #[derive(Debug, Default)]
@@ -476,8 +461,6 @@ struct PolicyState {
     resolved: HashMap<IpAddr, String>,
     /// Granted names the host has already resolved itself.
     host_resolved: BTreeSet<String>,
-    /// Denials so far, in order.
-    denials: Vec<Denial>,
     /// TCP sockets created so far.
     sockets_created: usize,
 }
@@ -486,6 +469,17 @@ impl NetworkPolicy {
     /// A policy for `plugin` holding `grants`. No grants: nothing is allowed.
     /// It only reads ([`Access::ReadOnly`]) unless [`NetworkPolicy::with_access`] says otherwise.
     pub fn new(plugin: &str, grants: Vec<Grant>, allow_metadata: bool) -> NetworkPolicy {
+        NetworkPolicy::with_denials(plugin, grants, allow_metadata, Arc::default())
+    }
+
+    /// [`NetworkPolicy::new`], recording denials into `denials` (shared with the
+    /// sandbox's other capabilities, so one capped list serves them all).
+    pub fn with_denials(
+        plugin: &str,
+        grants: Vec<Grant>,
+        allow_metadata: bool,
+        denials: Arc<Denials>,
+    ) -> NetworkPolicy {
         NetworkPolicy {
             plugin: plugin.to_string(),
             grants,
@@ -493,6 +487,7 @@ impl NetworkPolicy {
             access: Access::ReadOnly,
             resolver: Resolver(None),
             state: Mutex::default(),
+            denials,
         }
     }
 
@@ -856,18 +851,13 @@ impl NetworkPolicy {
         suggest(&host, Some((scheme, addr.port())))
     }
 
-    /// Records a denial. A repeated denial is kept once, and at most
-    /// [`MAX_DENIALS_KEPT`] are kept: a plugin retrying a denied operation in a loop
+    /// Records a denial (see [`Denials`]: a repeated denial is kept once, at most
+    /// [`MAX_DENIALS_KEPT`] are kept, and each text is cut) and returns it, cut: a
+    /// plugin retrying a denied operation in a loop, or naming a host of a megabyte,
     /// must not grow the host's memory.
     pub(crate) fn deny(&self, attempt: String, reason: String) -> Denial {
-        let denial = Denial {
-            attempt,
-            remedy: reason,
-        };
-        let mut state = self.state.lock().unwrap();
-        if state.denials.len() < MAX_DENIALS_KEPT && !state.denials.contains(&denial) {
-            state.denials.push(denial.clone());
-        }
+        let denial = Denial::new(attempt, reason);
+        self.denials.record(denial.clone());
         denial
     }
 
@@ -882,9 +872,9 @@ impl NetworkPolicy {
         }
     }
 
-    /// Every denial made so far, in order.
+    /// The denials kept so far, in order.
     pub fn denials(&self) -> Vec<Denial> {
-        self.state.lock().unwrap().denials.clone()
+        self.denials.kept()
     }
 }
 

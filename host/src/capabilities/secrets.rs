@@ -30,6 +30,18 @@ pub struct SecretGrant {
     pub source: SecretSource,
 }
 
+/// Longest secret name a grant may have. A plugin asking for a longer one is denied
+/// without the host keeping the name.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Whether `name` could be granted: 1 to [`MAX_NAME_BYTES`] ASCII letters, digits, `_`
+/// or `-`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 impl SecretGrant {
     /// Parses `NAME=env:VAR` or `NAME=file:PATH`.
     pub fn parse(text: &str) -> Result<SecretGrant, String> {
@@ -37,9 +49,9 @@ impl SecretGrant {
         let (name, source) = text
             .split_once('=')
             .ok_or_else(|| format!("secret `{text}`: {usage}"))?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !is_valid_name(name) {
             return Err(format!(
-                "secret `{text}`: name `{name}` must be letters, digits, `_` or `-`"
+                "secret `{text}`: name `{name}` must be 1 to {MAX_NAME_BYTES} letters, digits, `_` or `-`"
             ));
         }
         let source = match source.split_once(':') {
@@ -217,6 +229,9 @@ mod tests {
         for bad in ["pw", "=env:X", "pw=env:", "pw=vault:x", "pw=file:", "p w=env:X"] {
             assert!(SecretGrant::parse(bad).is_err(), "{bad} should be rejected");
         }
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        assert!(SecretGrant::parse(&format!("{longest}=env:X")).is_ok());
+        assert!(SecretGrant::parse(&format!("{longest}n=env:X")).is_err());
     }
 
     #[test]

@@ -337,7 +337,7 @@ async fn run_step(
     // of the run's deadline instead.
     let limits_now = || Limits {
         deadline: step.timeout,
-        memory_bytes: 64 << 20,
+        memory_bytes: step.memory_bytes,
         output: OutputCaps::default(),
     };
     let apply_limits = || Limits {

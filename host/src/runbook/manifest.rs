@@ -112,6 +112,10 @@ pub struct Step {
     /// Deadline of one attempt (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Linear memory the plugin may use, its `info()` included (`256MiB`; default 64MiB,
+    /// at most 1GiB); `runbox run --memory` overrides it.
+    #[serde(default)]
+    pub memory: Option<String>,
     /// Retries of a failed (CRITICAL/UNKNOWN) check or plan.
     #[serde(default)]
     pub retry: Option<Retry>,

@@ -13,7 +13,7 @@ use crate::capabilities::secrets::SecretGrant;
 use crate::capabilities::{Grants, parse_env_grant};
 use crate::plugins::{PluginPath, PluginRef};
 use crate::result::Kind;
-use crate::runtime::{Plugin, Runtime};
+use crate::runtime::{DEFAULT_MEMORY, Plugin, Runtime};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -81,6 +81,8 @@ pub struct PreparedStep {
     pub when: Option<(String, Expr)>,
     /// Deadline of one attempt.
     pub timeout: Duration,
+    /// Linear memory the plugin may use (`memory:` or `run --memory`).
+    pub memory_bytes: usize,
     /// Retries.
     pub retry: RetryPolicy,
     /// On failure.
@@ -137,13 +139,15 @@ impl Context<'_> {
     }
 }
 
-/// Reads, checks and resolves `file`. `sets` are `--set` values.
+/// Reads, checks and resolves `file`. `sets` are `--set` values; `memory` is
+/// `run --memory`, which overrides every step's `memory:`.
 pub async fn prepare(
     runtime: &Runtime,
     plugin_path: &PluginPath,
     file: &Path,
     sets: &BTreeMap<String, String>,
     mode: Mode,
+    memory: Option<usize>,
 ) -> Result<Runbook, Vec<Problem>> {
     let fail = |line: usize, message: String| {
         vec![Problem {
@@ -205,6 +209,9 @@ pub async fn prepare(
         let timeout = parse_timeout(&mut cx, &at("timeout"), Some(id), step.timeout.as_deref(), "10s, 1m")
             .unwrap_or(Duration::from_secs(10));
         let retry = resolve_retry(&mut cx, step, i);
+        let memory_bytes = memory
+            .or_else(|| parse_memory(&mut cx, &at("memory"), id, step.memory.as_deref()))
+            .unwrap_or(DEFAULT_MEMORY);
 
         // Templates: syntax, and references to declared inputs (and set env in run mode).
         let resolver = |reference: &Reference| -> Result<Value, String> {
@@ -289,13 +296,14 @@ pub async fn prepare(
         }
 
         // The plugin: resolve, load, pin, kind.
-        let plugin = match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, &mut loaded).await {
-            Ok(plugin) => Some(plugin),
-            Err(message) => {
-                cx.problem(&at("uses"), Some(id), message);
-                None
-            }
-        };
+        let plugin =
+            match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, memory_bytes, &mut loaded).await {
+                Ok(plugin) => Some(plugin),
+                Err(message) => {
+                    cx.problem(&at("uses"), Some(id), message);
+                    None
+                }
+            };
         let Some(plugin) = plugin else { continue };
         let approval_required = step.approval == Some(Approval::Required);
         if step.approval.is_some() && plugin.kind == Kind::Check {
@@ -332,6 +340,7 @@ pub async fn prepare(
             },
             when,
             timeout,
+            memory_bytes,
             retry,
             on_failure: step.on_failure,
             approval_required,
@@ -398,6 +407,19 @@ fn parse_timeout(
                 step,
                 format!("`timeout: {text}` is not a duration (e.g. {examples})"),
             );
+            None
+        }
+    }
+}
+
+/// A step's `memory:` value (`256MiB`), from 1 MiB to [`crate::runtime::MAX_MEMORY`].
+/// `None` when absent, or when invalid (the problem is recorded at `path`).
+fn parse_memory(cx: &mut Context, path: &str, step: &str, text: Option<&str>) -> Option<usize> {
+    let text = text?;
+    match crate::runtime::parse_memory(text) {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            cx.problem(path, Some(step), format!("memory: {err}"));
             None
         }
     }
@@ -692,8 +714,9 @@ async fn resolve_plugin(
     plugin_path: &PluginPath,
     runbook_dir: &Path,
     uses: &str,
+    memory_bytes: usize,
     loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
 ) -> Result<Arc<Plugin>, String> {
     let reference = PluginRef::parse(uses, Some(runbook_dir)).map_err(|err| format!("`uses: {uses}`: {err}"))?;
-    plugin_path.load(runtime, &reference, loaded).await
+    plugin_path.load(runtime, &reference, memory_bytes, loaded).await
 }

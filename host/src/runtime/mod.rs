@@ -37,11 +37,14 @@ pub struct Limits {
     pub output: OutputCaps,
 }
 
+/// Linear memory a plugin gets unless the operator or the step allows more.
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             deadline: Duration::from_secs(10),
-            memory_bytes: 64 << 20,
+            memory_bytes: DEFAULT_MEMORY,
             output: OutputCaps::default(),
         }
     }
@@ -113,6 +116,15 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// The config schema from `info()` is not JSON Schema, or breaks a limit of
+    /// [`crate::schema`].
+    #[error("{path} is not a usable plugin: {reason}")]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and how to fix it.
         reason: String,
     },
 }
@@ -213,8 +225,15 @@ impl Runtime {
 
     /// Loads `path`: reads it, compiles it (or maps the cached code), checks that it
     /// implements the check or mitigation world and imports only what the sandbox
-    /// offers, and asks it for its `info()`.
+    /// offers, and asks it for its `info()` under the default memory limit.
     pub async fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
+        self.load_with_memory(path, DEFAULT_MEMORY).await
+    }
+
+    /// [`Runtime::load`], with `info()` allowed `memory_bytes` of linear memory (the
+    /// operator's `--memory` or the step's `memory:`): a plugin whose initial memory is
+    /// larger than the default loads only where it is allowed more.
+    pub async fn load_with_memory(&self, path: &Path, memory_bytes: usize) -> Result<Plugin, LoadError> {
         let started = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.into(),
@@ -293,10 +312,7 @@ impl Runtime {
             Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
             Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
         };
-        let (info, validator) = self.info(path, &pre).await.map_err(|reason| LoadError::Info {
-            path: path.into(),
-            reason,
-        })?;
+        let (info, validator) = self.info(path, &pre, memory_bytes).await?;
         Ok(Plugin {
             path: path.into(),
             digest,
@@ -311,9 +327,19 @@ impl Runtime {
         })
     }
 
-    async fn info(&self, path: &Path, pre: &Pre) -> Result<(PluginInfo, jsonschema::Validator), String> {
+    async fn info(
+        &self,
+        path: &Path,
+        pre: &Pre,
+        memory_bytes: usize,
+    ) -> Result<(PluginInfo, jsonschema::Validator), LoadError> {
+        let failed = |reason: String| LoadError::Info {
+            path: path.into(),
+            reason,
+        };
         let limits = Limits {
             deadline: Duration::from_secs(2),
+            memory_bytes,
             ..Limits::default()
         };
         let sandbox = Sandbox::new(
@@ -326,7 +352,7 @@ impl Runtime {
             limits.output,
             Instant::now() + limits.deadline,
         )
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| failed(err.to_string()))?;
         let (mut store, activity) = self.store(sandbox, limits.deadline);
         let call = async {
             match pre {
@@ -336,18 +362,35 @@ impl Runtime {
         };
         let info = run_with_deadline(call, limits.deadline, &activity)
             .await
-            .map_err(|fault| fault.describe(&store.data().host.stderr.contents().0).1)?;
-        let schema: serde_json::Value =
-            serde_json::from_str(&info.config_schema).map_err(|err| format!("its config schema is not JSON: {err}"))?;
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
-        check_plugin_name(&info.name)?;
+            .map_err(|fault| {
+                let mut reason = fault.describe(&store.data().host.stderr.contents().0).1;
+                if let Fault::Error(err) = &fault
+                    && err.downcast_ref::<MemoryLimitExceeded>().is_some()
+                {
+                    reason
+                        .push_str("; allow it more with `--memory` (runbox check, runbox run) or the step's `memory:`");
+                }
+                failed(reason)
+            })?;
+        drop(store);
+        let bindings::Info {
+            name,
+            version,
+            description,
+            config_schema,
+        } = info;
+        let (schema, validator) = crate::schema::compile(&config_schema).map_err(|reason| LoadError::Schema {
+            path: path.into(),
+            reason,
+        })?;
+        drop(config_schema);
+        check_plugin_name(&name).map_err(failed)?;
         // Shown by `plugins list`/`inspect` and in every report: inert and short.
         let shown = |text: &str, max: usize| crate::text::truncate(&crate::text::visible(text), max).into_owned();
         let info = PluginInfo {
-            name: info.name,
-            version: shown(&info.version, 64),
-            description: shown(&info.description, 256),
+            name,
+            version: shown(&version, caps::INFO_VERSION_BYTES),
+            description: shown(&description, caps::INFO_DESCRIPTION_BYTES),
             config_schema: schema,
         };
         Ok((info, validator))
@@ -549,10 +592,7 @@ impl Runtime {
                 });
             }
         }
-        let mut denied: Vec<String> = host.policy.denials().iter().map(ToString::to_string).collect();
-        denied.extend(host.denied_secrets.iter().map(|name| {
-            format!("secret `{name}` denied: the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
-        }));
+        let denied = host.denials.lines();
         let mut outcome = CheckOutcome {
             status,
             summary,
@@ -650,6 +690,29 @@ const KEEP_RESIDENT: usize = 2 << 20;
 
 /// The largest linear memory any plugin can have (`--memory` cannot exceed it).
 pub const MAX_MEMORY: usize = 1 << 30;
+
+/// Parses a memory size (`64MiB`, `512KiB`, `1GiB`, `1048576`) from 1 MiB to
+/// [`MAX_MEMORY`]. `K`/`KB`, `M`/`MB` and `G`/`GB` mean the same binary units.
+pub fn parse_memory(text: &str) -> Result<usize, String> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a size such as 64MiB"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => {
+            return Err(format!("`{text}`: unknown unit `{other}` (use KiB, MiB or GiB)"));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|size| (1 << 20..=MAX_MEMORY).contains(size))
+        .ok_or_else(|| format!("`{text}`: a plugin's memory is from 1MiB to {}GiB", MAX_MEMORY >> 30))
+}
 
 /// When wasm last ran (the epoch callback fires only while wasm executes), so a
 /// timeout can tell "still computing" from "waiting on I/O".
@@ -807,6 +870,8 @@ mod caps {
     pub const LOG_LINE_BYTES: usize = 4096;
     /// Lines of captured stdout (and of stderr) kept as log lines.
     pub const STDIO_LINES: usize = 200;
+    pub const INFO_VERSION_BYTES: usize = 64;
+    pub const INFO_DESCRIPTION_BYTES: usize = 256;
 }
 
 impl CheckOutcome {
@@ -964,5 +1029,36 @@ mod tests {
             "{:?}",
             outcome.details
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_within_the_pool_slot() {
+        let good = [
+            ("64MiB", 64 << 20),
+            ("64M", 64 << 20),
+            ("1GiB", 1 << 30),
+            ("1024KiB", 1 << 20),
+            ("1048576", 1 << 20),
+        ];
+        for (text, bytes) in good {
+            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
+        }
+        let bad = [
+            ("2GiB", "from 1MiB to 1GiB"),
+            ("512KiB", "from 1MiB to 1GiB"),
+            ("0", "from 1MiB to 1GiB"),
+            ("99999999999999999999GiB", "expected a size"),
+            ("lots", "expected a size such as 64MiB"),
+            ("64 parsecs", "unknown unit `parsecs`"),
+        ];
+        for (text, reason) in bad {
+            let err = parse_memory(text).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
     }
 }

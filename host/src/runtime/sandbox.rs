@@ -9,9 +9,10 @@
 
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
+use crate::capabilities::denials::{self, Denial, Denials};
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{Access, NetworkPolicy, SocketUse};
-use crate::capabilities::secrets::Redactor;
+use crate::capabilities::secrets::{self, Redactor};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -58,9 +59,19 @@ pub struct LogLine {
 }
 
 /// Handles (sockets, streams, pollables, HTTP requests...) one invocation may hold at
-/// once. Each is host memory outside the plugin's memory limit; wasmtime's default
-/// allows a million. Past this the plugin is stopped (see `describe_error`).
-pub const MAX_HANDLES: usize = 10_000;
+/// once. Each is host memory outside the plugin's memory limit (up to some 64 KiB for an
+/// HTTP request with its headers, strings and body buffer, under the caps below), so
+/// their number times that must fit in the 64 MiB a plugin may make the host spend;
+/// wasmtime's default allows a million. Past this the plugin is stopped (see
+/// `describe_error`).
+pub const MAX_HANDLES: usize = 1_000;
+
+/// What one `host.log` line costs against [`OutputCaps::log_bytes`] besides its text
+/// (the host keeps a record per line).
+const LOG_LINE_OVERHEAD: usize = 64;
+
+/// Longest name a plugin may look up: a DNS name is at most 253 bytes.
+pub const MAX_LOOKUP_NAME_BYTES: usize = 253;
 
 /// Store data of one invocation.
 pub struct Sandbox {
@@ -86,7 +97,8 @@ pub(crate) struct HostState {
     lookups: HashMap<u32, String>,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
-    pub(crate) denied_secrets: Vec<String>,
+    /// What every capability denied (network, HTTP, secrets), capped.
+    pub(crate) denials: Arc<Denials>,
     /// When the invocation's deadline passes.
     deadline: std::time::Instant,
 }
@@ -106,8 +118,11 @@ impl Sandbox {
         caps: OutputCaps,
         deadline: std::time::Instant,
     ) -> Result<Sandbox> {
-        let policy =
-            Arc::new(NetworkPolicy::new(plugin, grants.network.clone(), grants.allow_metadata).with_access(access));
+        let denials = Arc::new(Denials::default());
+        let policy = Arc::new(
+            NetworkPolicy::with_denials(plugin, grants.network.clone(), grants.allow_metadata, denials.clone())
+                .with_access(access),
+        );
         // Room past the cap for the longest form of a secret: the invocation redacts
         // what was captured before it cuts it to the cap.
         let stdout = CapturedOutput::new(caps.stdio_bytes + redactor.longest());
@@ -128,6 +143,8 @@ impl Sandbox {
                 })?;
         }
         builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true);
+        // The host fills the whole buffer before the plugin's memory limit is checked.
+        builder.max_random_size(MAX_RANDOM_BYTES);
         let check_policy = policy.clone();
         builder.socket_addr_check(move |addr, use_| {
             let policy = check_policy.clone();
@@ -154,7 +171,11 @@ impl Sandbox {
                 table.set_max_capacity(MAX_HANDLES);
                 table
             },
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
+                http
+            },
             http_hooks: HttpHooks::new(policy.clone(), deadline),
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
@@ -169,7 +190,7 @@ impl Sandbox {
                 lookups: HashMap::new(),
                 stdout,
                 stderr,
-                denied_secrets: Vec::new(),
+                denials,
                 deadline,
             },
         })
@@ -194,9 +215,81 @@ impl Sandbox {
         tcp_create_socket::add_to_linker::<Sandbox, GuardedSockets>(linker, guarded)?;
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        limit_http_request_strings(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
     }
+}
+
+/// Longest method, scheme, authority and path-with-query an outgoing HTTP request may be
+/// given. wasmtime-wasi-http keeps whatever string a request is given (a method of a
+/// megabyte on each of a thousand requests is a gigabyte of host memory); past these the
+/// setter returns an error, as it does for a malformed value.
+pub const MAX_HTTP_METHOD_BYTES: usize = 32;
+/// See [`MAX_HTTP_METHOD_BYTES`].
+pub const MAX_HTTP_SCHEME_BYTES: usize = 32;
+/// See [`MAX_HTTP_METHOD_BYTES`]: a DNS name and a port, with room for brackets.
+pub const MAX_HTTP_AUTHORITY_BYTES: usize = 512;
+/// See [`MAX_HTTP_METHOD_BYTES`].
+pub const MAX_HTTP_PATH_BYTES: usize = 16 << 10;
+
+/// Most bytes one `wasi:random` call returns (wasmtime-wasi's default is 64 MiB, which
+/// the host allocates and fills before copying it into the plugin's memory).
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// Bytes of headers one `fields` resource may hold (wasmtime-wasi-http's default is
+/// 128 KiB, times up to [`MAX_HANDLES`] resources).
+pub const MAX_HTTP_FIELDS_BYTES: usize = 32 << 10;
+
+/// Shadows the setters of `wasi:http/types.outgoing-request` that keep a string, so an
+/// overlong one is refused before the host keeps it.
+fn limit_http_request_strings(linker: &mut Linker<Sandbox>) -> Result<()> {
+    use wasmtime_wasi_http::p2::bindings::http::types::{HostOutgoingRequest, Method, Scheme};
+    use wasmtime_wasi_http::p2::types::HostOutgoingRequest as Request;
+    type Setter<V> = (Resource<Request>, V);
+    linker.allow_shadowing(true);
+    let mut types = linker.instance("wasi:http/types@0.2.12")?;
+    types.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store, (request, method): Setter<Method>| {
+            if matches!(&method, Method::Other(other) if other.len() > MAX_HTTP_METHOD_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_method(request, method)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-scheme",
+        |mut store, (request, scheme): Setter<Option<Scheme>>| {
+            if matches!(&scheme, Some(Scheme::Other(other)) if other.len() > MAX_HTTP_SCHEME_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_scheme(request, scheme)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store, (request, authority): Setter<Option<String>>| {
+            if authority
+                .as_ref()
+                .is_some_and(|text| text.len() > MAX_HTTP_AUTHORITY_BYTES)
+            {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_authority(request, authority)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store, (request, path): Setter<Option<String>>| {
+            if path.as_ref().is_some_and(|text| text.len() > MAX_HTTP_PATH_BYTES) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_path_with_query(request, path)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl WasiHttpView for Sandbox {
@@ -233,11 +326,14 @@ impl host::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        if self.log_bytes + message.len() > self.caps.log_bytes {
+        // Each line costs its overhead too, so a loop of empty messages is capped like
+        // one of long ones.
+        let cost = message.len() + LOG_LINE_OVERHEAD;
+        if self.log_bytes + cost > self.caps.log_bytes {
             self.logs_dropped += 1;
             return Ok(());
         }
-        self.log_bytes += message.len();
+        self.log_bytes += cost;
         let message = crate::text::visible(&self.redactor.redact(&message)).into_owned();
         tracing::debug!(plugin = %self.plugin, level, message = %message, "plugin log");
         self.logs.push(LogLine { level, message });
@@ -245,11 +341,27 @@ impl host::Host for HostState {
     }
 
     fn secret(&mut self, name: String) -> Result<Option<String>> {
-        let value = self.secrets.get(&name).cloned();
+        // A name no grant could have (too long, or other characters) is denied without
+        // being looked up or kept whole: only a cut copy reaches logs and the report.
+        let grantable = secrets::is_valid_name(&name);
+        let value = if grantable {
+            self.secrets.get(&name).cloned()
+        } else {
+            None
+        };
         let decision = if value.is_some() { "allowed" } else { "denied" };
+        let name = denials::cut(name, secrets::MAX_NAME_BYTES);
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
-        if value.is_none() && !self.denied_secrets.contains(&name) {
-            self.denied_secrets.push(name);
+        if value.is_none() {
+            let remedy = if grantable {
+                format!("the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
+            } else {
+                format!(
+                    "no secret can have that name (names are 1 to {} letters, digits, `_` or `-`)",
+                    secrets::MAX_NAME_BYTES
+                )
+            };
+            self.denials.record(Denial::new(format!("secret `{name}`"), remedy));
         }
         Ok(value)
     }
@@ -312,6 +424,10 @@ impl ip_name_lookup::Host for GuardedSocketsView<'_> {
         network: Resource<Network>,
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
+        // Not a DNS name; refused before the policy or the map of open lookups keeps it.
+        if name.len() > MAX_LOOKUP_NAME_BYTES {
+            return Err(ErrorCode::InvalidArgument.into());
+        }
         if self.policy.check_name_lookup(&name).is_err() {
             return Err(ErrorCode::AccessDenied.into());
         }

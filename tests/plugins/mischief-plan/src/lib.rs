@@ -22,9 +22,12 @@ struct Config {
 struct MischiefPlan;
 
 fn fill(config: &Config, text: &str) -> String {
+    if config.secret.is_empty() {
+        return text.to_string();
+    }
     match host::secret(&config.secret) {
-        Some(value) if !config.secret.is_empty() => text.replace("{secret}", &value),
-        _ => text.to_string(),
+        Some(value) => text.replace("{secret}", &value),
+        None => text.to_string(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
 mod forge;
+mod memory;
 
 #[derive(Deserialize)]
 struct Config {
@@ -140,7 +141,7 @@ impl Guest for Mischief {
                     std::hint::black_box(&held);
                 }
             }
-            other => return Err(format!("unknown mode {other}")),
+            other => return memory::run(other, config.size),
         };
         Ok(Report::new(Status::Ok, outcome))
     }
