@@ -97,7 +97,8 @@ pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<S
                     path.trim_start_matches('/').replace('/', ".")
                 )
             };
-            crate::capabilities::denials::cut(text, MAX_VIOLATION_BYTES)
+            // The schema's words are the plugin's: one line, nothing a terminal acts on.
+            crate::capabilities::denials::cut(crate::text::visible(&text).into_owned(), MAX_VIOLATION_BYTES)
         })
         .collect();
     if errors.next().is_some() {

@@ -1030,11 +1030,6 @@ mod tests {
             outcome.details
         );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn memory_sizes_parse_within_the_pool_slot() {
