@@ -254,7 +254,7 @@ async fn a_granted_write_in_a_plan_is_shown_in_validate_the_plan_and_the_prompt(
     // The approval prompt shows the note before the operator answers (here: no).
     let runtime = Arc::new(runtime());
     let plugin_path = PluginPath::new(&[plugin_dir().to_path_buf()]);
-    let runbook = prepare(&runtime, &plugin_path, &book, &BTreeMap::new(), Mode::Run)
+    let runbook = prepare(&runtime, &plugin_path, &book, &BTreeMap::new(), Mode::Run, None)
         .await
         .unwrap_or_else(|problems| panic!("{problems:?}"));
     let asked = Arc::new(Mutex::new(Vec::new()));
