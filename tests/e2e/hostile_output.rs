@@ -436,3 +436,102 @@ fn the_audit_log_never_holds_a_secret() {
     assert_absent("audit log", &log, secret);
     assert_absent("report", &run.stdout, secret);
 }
+
+/// Found in review: captured stdout is kept past its cap by the longest secret, and
+/// redaction shrinks it, so a secret straddling the end of what was captured must still
+/// not survive in part. Sixty lines of forty secrets each: no prefix of it is shown.
+#[test]
+fn captured_output_never_ends_inside_a_secret() {
+    let secret = "TOPSECRETVALUE0123456789abcdefXY";
+    let line = "{secret}".repeat(40);
+    let stdout = vec![line; 60].join("\\n");
+    let config = format!(r#"{{"mode": "forge", "secret": "api_token", "summary": "printed", "stdout": "{stdout}"}}"#);
+    let args = [
+        "check",
+        "mischief",
+        "--config",
+        &config,
+        "--secret",
+        "api_token=env:LEAKY",
+    ];
+    every_output(&args, &[("LEAKY", secret)], |what, output| {
+        let lower = output.to_ascii_lowercase();
+        for len in [4, 8, 13, 20] {
+            let prefix = secret[..len].to_ascii_lowercase();
+            assert!(
+                !lower.contains(&prefix),
+                "{what}: a {len}-byte prefix of the secret leaked:\n{output}"
+            );
+        }
+    });
+}
+
+/// Found in review: a plugin asks for a secret *named* padding plus a secret, so that the
+/// name cap would cut it in half, and sends a GET whose method-override headers carry a
+/// secret (shown escaped and cut in the denial). Both are redacted before they are cut or
+/// escaped. The GET is refused before any connection.
+#[test]
+fn secrets_in_names_and_override_headers_are_redacted_before_they_are_cut() {
+    let secret = "S3cr3t'Value-0123456789-abcdefghij";
+    let port = crate::harness::free_port();
+    let config = format!(
+        r#"{{"mode": "cut", "secret": "api_token", "ask": "{}{{secret}}", "target": "http://127.0.0.1:{port}/", "headers": ["x-http-method-override: {{secret}}", "x-http-method: {}{{secret}}"]}}"#,
+        "x".repeat(110),
+        "x".repeat(40)
+    );
+    let grant = format!("http://127.0.0.1:{port}");
+    let args = [
+        "check",
+        "mischief",
+        "--config",
+        &config,
+        "--secret",
+        "api_token=env:LEAKY",
+        "--allow",
+        &grant,
+    ];
+    every_output(&args, &[("LEAKY", secret)], |what, output| {
+        let lower = output.to_ascii_lowercase();
+        for piece in ["s3cr3t'value-01234", "s3cr3t\\'value", "0123456789-abcdefghij"] {
+            assert!(!lower.contains(piece), "{what}: `{piece}` leaked:\n{output}");
+        }
+    });
+    let run = runbox_env(
+        &[
+            "check",
+            "mischief",
+            "--config",
+            &config,
+            "--secret",
+            "api_token=env:LEAKY",
+            "--allow",
+            &grant,
+            "--format",
+            "json",
+        ],
+        &[("LEAKY", secret)],
+    );
+    let denied = run.json()["steps"][0]["denied"].to_string();
+    assert!(denied.contains("x-http-method-override: [REDACTED]"), "{denied}");
+    assert!(denied.contains("secret `xxxx"), "{denied}");
+}
+
+/// Found in review: load errors quote the plugin's config schema (a `$ref`, a property
+/// name); its line breaks must not forge lines of runbox's output.
+#[test]
+fn load_errors_show_a_schema_s_line_breaks_as_text() {
+    let hostile = crate::harness::plugin_dir().join("hostile/hostile-info-newline-ref.wasm");
+    let path = hostile.to_str().unwrap();
+    for args in [vec!["plugins", "inspect", path], vec!["check", path]] {
+        let run = runbox(&args);
+        assert_eq!(run.code, 64, "{run:#?}");
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert_inert(&format!("{args:?}"), &all);
+        assert!(
+            all.lines()
+                .all(|line| !line.starts_with("OK ") && !line.starts_with("FORGED")),
+            "a forged line: {all}"
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    }
+}

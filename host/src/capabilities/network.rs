@@ -900,12 +900,18 @@ fn read_only_remedy(method: &str, destination: &str) -> String {
 /// `_method` query parameter): where each came from, shown as written (escaped, cut to
 /// 64 characters), and the value.
 fn method_overrides(request: &http::request::Parts) -> Vec<(String, String)> {
-    let shown = |text: &str| text.chars().take(64).flat_map(char::escape_debug).collect::<String>();
+    // Redacted before it is cut and escaped: a plugin may put a secret in the value.
+    let redactor = super::secrets::redactor();
+    let shown = |text: &str| {
+        let (text, _) = redactor.redact_prefix(text, 256);
+        text.chars().take(64).flat_map(char::escape_debug).collect::<String>()
+    };
     let mut found = Vec::new();
-    for header in METHOD_OVERRIDE_HEADERS {
-        for value in request.headers.get_all(*header) {
+    for (name, value) in &request.headers {
+        // CGI-style servers read `x_http_method_override` as the same header.
+        if METHOD_OVERRIDE_HEADERS.contains(&name.as_str().replace('_', "-").as_str()) {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            found.push((format!("`{header}: {}`", shown(value.trim())), value));
+            found.push((format!("`{}: {}`", name.as_str(), shown(value.trim())), value));
         }
     }
     if let Some(query) = request.uri.query() {

@@ -164,6 +164,48 @@ impl Redactor {
     }
 }
 
+impl Redactor {
+    /// `text` redacted and cut to what comes from its first `keep` bytes (at a character
+    /// boundary), with the number of bytes of `text` left out. A secret that starts
+    /// within those bytes is replaced whole even if it runs past them; none is ever cut
+    /// in two. `text` must be the whole text (or extend at least [`Redactor::longest`]
+    /// bytes past `keep`), so that every secret starting before the cut is complete.
+    /// Work and memory are bounded by `keep` plus the longest secret, whatever the
+    /// length of `text`.
+    pub fn redact_prefix<'a>(&self, text: &'a str, keep: usize) -> (std::borrow::Cow<'a, str>, usize) {
+        let keep = floor_char_boundary(text, keep);
+        let scan = floor_char_boundary(text, keep.saturating_add(self.longest));
+        let mut out = String::new();
+        let mut at = 0;
+        if let Some(matcher) = &self.matcher {
+            for found in matcher.find_iter(&text[..scan]) {
+                if found.start() >= keep {
+                    break;
+                }
+                out.push_str(&text[at..found.start()]);
+                out.push_str(Self::MARK);
+                at = found.end();
+            }
+        }
+        if at == 0 {
+            return (std::borrow::Cow::Borrowed(&text[..keep]), text.len() - keep);
+        }
+        if at < keep {
+            out.push_str(&text[at..keep]);
+        }
+        (std::borrow::Cow::Owned(out), text.len() - at.max(keep))
+    }
+}
+
+/// The largest character boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// Every form in which runbox itself may write `value`.
 fn transformations(value: &str) -> Vec<String> {
     use crate::text;
@@ -172,6 +214,7 @@ fn transformations(value: &str) -> Vec<String> {
         forms.extend([
             text::json_string(&form),
             text::debug_string(&form),
+            form.escape_debug().to_string(),
             text::xml(&form),
             text::markdown(&form),
             text::prometheus_label(&form),
@@ -283,6 +326,30 @@ mod tests {
             assert_eq!(redactor.redact(&text), "before [REDACTED] after", "form {form:?}");
         }
         assert!(redactor.longest() >= secret.len());
+    }
+
+    #[test]
+    fn a_prefix_never_ends_inside_a_secret() {
+        let secret = "TOPSECRETVALUE0123456789abcdefXY";
+        let redactor = Redactor::new([secret.to_string()]);
+        // A secret straddling the cut is replaced whole; one after it is left out.
+        let text = format!("{}{secret}tail{secret}", "x".repeat(10));
+        let (kept, left_out) = redactor.redact_prefix(&text, 20);
+        assert_eq!(kept, format!("{}[REDACTED]", "x".repeat(10)));
+        assert_eq!(left_out, text.len() - 10 - secret.len());
+        // Many secrets shrink the text under the cap; what came after the cap stays out.
+        let text = format!("{}{}", secret.repeat(100), &secret[..13]);
+        let (kept, _) = redactor.redact_prefix(&text, 100 * secret.len());
+        assert_eq!(kept, "[REDACTED]".repeat(100));
+        // No secret: borrowed, cut at a character boundary.
+        let (kept, left_out) = redactor.redact_prefix("ééé", 3);
+        assert!(matches!(kept, std::borrow::Cow::Borrowed("é")));
+        assert_eq!(left_out, 4);
+        let empty = Redactor::default();
+        assert_eq!(
+            empty.redact_prefix("abcdef", 4),
+            (std::borrow::Cow::Borrowed("abcd"), 2)
+        );
     }
 
     #[test]

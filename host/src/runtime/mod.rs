@@ -335,7 +335,7 @@ impl Runtime {
     ) -> Result<(PluginInfo, jsonschema::Validator), LoadError> {
         let failed = |reason: String| LoadError::Info {
             path: path.into(),
-            reason,
+            reason: crate::text::visible(&reason).into_owned(),
         };
         let limits = Limits {
             deadline: Duration::from_secs(2),
@@ -379,9 +379,10 @@ impl Runtime {
             description,
             config_schema,
         } = info;
+        // The reasons quote the plugin's schema: one line, nothing a terminal acts on.
         let (schema, validator) = crate::schema::compile(&config_schema).map_err(|reason| LoadError::Schema {
             path: path.into(),
-            reason,
+            reason: crate::text::visible(&reason).into_owned(),
         })?;
         drop(config_schema);
         check_plugin_name(&name).map_err(failed)?;
@@ -627,16 +628,13 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Captured output (text, bytes dropped) with secrets redacted, then cut to `cap` bytes.
+/// Captured output (text, bytes dropped) with secrets redacted and cut to what came from
+/// its first `cap` bytes: the capture kept the longest secret's length past the cap, so
+/// no secret is cut in two, and what came from past the cap is left out even when
+/// redaction made the text shorter.
 fn redacted_within((text, dropped): (String, usize), redactor: &Redactor, cap: usize) -> (String, usize) {
-    let mut text = redactor.redact(&text).into_owned();
-    let mut end = text.len().min(cap);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = text.len() - end;
-    text.truncate(end);
-    (text, dropped + cut)
+    let (kept, left_out) = redactor.redact_prefix(&text, cap);
+    (kept.into_owned(), dropped + left_out)
 }
 
 /// Which export an invocation calls.
@@ -907,9 +905,25 @@ impl CheckOutcome {
     /// report), then cut to its cap. Thresholds that are not Nagios ranges are dropped
     /// with a note. This is the one door plugin text passes into results.
     fn seal(&mut self, redactor: &Redactor) {
+        // Only what is kept is escaped: the work is bounded by the cap, not by what the
+        // plugin sent.
         let clean = |text: &str, max: usize| -> String {
-            let redacted = redactor.redact(text);
-            crate::text::truncate(&crate::text::visible(&redacted), max).into_owned()
+            let (redacted, left_out) = redactor.redact_prefix(text, max);
+            let shown = crate::text::visible(&redacted);
+            let (shown, escaped_out) = match crate::text::truncate(&shown, max) {
+                std::borrow::Cow::Borrowed(shown) => (shown.to_string(), 0),
+                std::borrow::Cow::Owned(_) => {
+                    let mut end = max;
+                    while !shown.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    (shown[..end].to_string(), shown.len() - end)
+                }
+            };
+            match left_out + escaped_out {
+                0 => shown,
+                cut => format!("{shown}… [{cut} bytes cut]"),
+            }
         };
         self.summary = clean(&self.summary, caps::SUMMARY_BYTES);
         let extra_lines = self.details.len().saturating_sub(caps::DETAIL_LINES);
@@ -926,8 +940,29 @@ impl CheckOutcome {
         let extra_metrics = self.metrics.len().saturating_sub(caps::METRICS);
         self.metrics.truncate(caps::METRICS);
         let mut notes = Vec::new();
-        for metric in &mut self.metrics {
+        // Names label series in Prometheus and perfdata in Nagios: each must exist and be
+        // unique within the step, or the exposition is rejected and perfdata is ambiguous.
+        let mut names = std::collections::HashSet::new();
+        for (i, metric) in self.metrics.iter_mut().enumerate() {
             metric.name = clean(&metric.name, caps::METRIC_NAME_BYTES);
+            if metric.name.trim().is_empty() {
+                metric.name = format!("metric_{}", i + 1);
+            }
+            if !names.insert(metric.name.clone()) {
+                let mut n = i + 1;
+                let renamed = loop {
+                    let candidate = format!("{}_{n}", metric.name);
+                    if names.insert(candidate.clone()) {
+                        break candidate;
+                    }
+                    n += 1;
+                };
+                notes.push(format!(
+                    "metric `{}` repeated: the repeat is reported as `{renamed}`",
+                    metric.name
+                ));
+                metric.name = renamed;
+            }
             metric.unit = clean(&metric.unit, caps::METRIC_UNIT_BYTES);
             for (which, range) in [("warn", &mut metric.warn), ("crit", &mut metric.crit)] {
                 if let Some(text) = range.take() {
@@ -1029,6 +1064,32 @@ mod tests {
             "{:?}",
             outcome.details
         );
+    }
+
+    #[test]
+    fn sealing_bounds_its_work_by_the_caps_and_names_every_metric_once() {
+        let redactor = Redactor::new(["TOPSECRETVALUE0123456789abcdefXY".to_string()]);
+        // 4 MiB of NULs, each of which would be 4 bytes as a visible escape.
+        let mut outcome = CheckOutcome::fault(Status::Ok, "\0".repeat(4 << 20), Instant::now());
+        let metric = |name: &str| MetricResult {
+            name: name.into(),
+            value: 1.0,
+            unit: String::new(),
+            warn: None,
+            crit: None,
+            min: None,
+            max: None,
+        };
+        outcome.metrics = vec![metric("a"), metric("a"), metric(""), metric("a_2"), metric("a")];
+        outcome.seal(&redactor);
+        assert!(
+            outcome.summary.len() < caps::SUMMARY_BYTES + 64,
+            "{}",
+            outcome.summary.len()
+        );
+        assert!(outcome.summary.ends_with(" bytes cut]"), "{}", &outcome.summary[1000..]);
+        let names: Vec<&str> = outcome.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "a_2", "metric_3", "a_2_4", "a_5"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
-use crate::capabilities::denials::{self, Denial, Denials};
+use crate::capabilities::denials::{Denial, Denials};
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{Access, NetworkPolicy, SocketUse};
 use crate::capabilities::secrets::{self, Redactor};
@@ -350,7 +350,12 @@ impl host::Host for HostState {
             None
         };
         let decision = if value.is_some() { "allowed" } else { "denied" };
-        let name = denials::cut(name, secrets::MAX_NAME_BYTES);
+        // Redacted before it is cut: a name built from a secret must not lose half of it.
+        let name = self
+            .redactor
+            .redact_prefix(&name, secrets::MAX_NAME_BYTES)
+            .0
+            .into_owned();
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
         if value.is_none() {
             let remedy = if grantable {

@@ -27,7 +27,9 @@ impl Guest for HostileInfo {
 
 fn schema() -> String {
     let _ = big_memory();
-    if cfg!(feature = "cyclic-ref") {
+    if cfg!(feature = "newline-ref") {
+        r##"{"properties": {"a\nFORGED-KEY-LINE": {"type": "string"}, "b": {"$ref": "x\n\nOK        redis-ping  FORGED LINE\t\u001b[31mred"}}}"##.into()
+    } else if cfg!(feature = "cyclic-ref") {
         r##"{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}"##.into()
     } else if cfg!(feature = "deep-items") {
         format!("{}{{}}{}", r#"{"items": "#.repeat(120), "}".repeat(120))

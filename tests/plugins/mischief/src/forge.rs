@@ -22,6 +22,12 @@ struct Forge {
     secret: String,
     /// Bytes of `x` put before `{secret}` where `{pad}` appears, to make a cap fall inside it.
     pad: usize,
+    /// `cut`: a secret name to ask for, and an HTTP GET to `target` with `headers`.
+    ask: String,
+    target: String,
+    headers: Vec<String>,
+    /// Repeat the summary this many times.
+    repeat: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,7 +67,7 @@ pub fn run(mode: &str, config: &str) -> Result<Report, String> {
                 "unknown" => Status::Unknown,
                 _ => Status::Ok,
             };
-            let mut report = Report::new(status, fill(&forge.summary));
+            let mut report = Report::new(status, fill(&forge.summary).repeat(forge.repeat.max(1)));
             for line in &forge.details {
                 report = report.detail(fill(line));
             }
@@ -90,6 +96,23 @@ pub fn run(mode: &str, config: &str) -> Result<Report, String> {
                 .map(|_| ())
                 .map_err(|e| e.to_string());
             Ok(Report::new(Status::Critical, format!("tried; lookup: {lookup:?}")))
+        }
+        "cut" => {
+            let asked = host::secret(&fill(&forge.ask)).is_some();
+            let config = crate::Config {
+                mode: "http".into(),
+                target: forge.target.clone(),
+                size: 0,
+                method: "GET".into(),
+                headers: forge.headers.iter().map(|h| fill(h)).collect(),
+                body: String::new(),
+            };
+            let http = if forge.target.is_empty() {
+                String::new()
+            } else {
+                crate::http_request(&config)
+            };
+            Ok(Report::new(Status::Critical, format!("asked {asked}; {http}")))
         }
         other => Err(format!("unknown mode {other}")),
     }

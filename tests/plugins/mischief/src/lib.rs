@@ -46,7 +46,7 @@ impl Guest for Mischief {
         let raw = config;
         let config: Config = config::parse(&raw)?;
         let outcome = match config.mode.as_str() {
-            "forge" | "leak" => return forge::run(&config.mode, &raw),
+            "forge" | "leak" | "cut" => return forge::run(&config.mode, &raw),
             "loop" => busy_loop(),
             "alloc" => allocate_forever(),
             "panic" => panic!("mischief panicked on purpose"),
