@@ -34,12 +34,18 @@ struct Measured {
 /// Runs `runbox` with `args` (with the test plugin dir and cache, like
 /// [`crate::harness::runbox`]) under the watchdog, and measures its peak RSS.
 fn measure(args: &[&str]) -> Measured {
+    measure_with_cache(args, cache_dir())
+}
+
+/// [`measure`] with its own compile cache: no other test's process writes the entries it
+/// reads, so a warm run is warm (a compile would add tens of MiB to the peak).
+fn measure_with_cache(args: &[&str], cache: &std::path::Path) -> Measured {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_runbox"))
         .arg("--plugin-dir")
         .arg(plugin_dir())
         .args(args)
-        .env("RUNBOX_CACHE_DIR", cache_dir())
+        .env("RUNBOX_CACHE_DIR", cache)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -58,11 +64,16 @@ fn measure(args: &[&str]) -> Measured {
     let stderr = read(Box::new(child.stderr.take().unwrap()));
     let exited = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(Mutex::new(None::<String>));
+    // The peak is the child's own VmHWM, sampled every 2 ms until it exits. Not the
+    // rusage ru_maxrss: Linux carries the spawning process's high-water mark into it at
+    // exec, so it reports at least this test process's own peak.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watchdog = {
-        let (exited, killed) = (exited.clone(), killed.clone());
+        let (exited, killed, peak) = (exited.clone(), killed.clone(), peak.clone());
         std::thread::spawn(move || {
             while !exited.load(Ordering::Relaxed) {
                 let rss = resident_bytes(pid);
+                peak.fetch_max(status_bytes(pid, "VmHWM:"), Ordering::Relaxed);
                 let reason = if rss > KILL_ABOVE {
                     Some(format!("resident memory passed {} MiB", KILL_ABOVE >> 20))
                 } else if started.elapsed() > KILL_AFTER {
@@ -77,7 +88,7 @@ fn measure(args: &[&str]) -> Measured {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(2));
             }
         })
     };
@@ -100,7 +111,7 @@ fn measure(args: &[&str]) -> Measured {
     if let Some(reason) = killed.lock().unwrap().take() {
         panic!(
             "runbox {args:?} was killed: {reason} (peak RSS {} MiB); stderr: {}",
-            usage.ru_maxrss >> 10,
+            peak.load(Ordering::Relaxed) >> 20,
             &stderr[..stderr.len().min(2000)]
         );
     }
@@ -116,16 +127,21 @@ fn measure(args: &[&str]) -> Measured {
             stderr,
             elapsed: started.elapsed(),
         },
-        peak: usage.ru_maxrss as u64 * 1024,
+        peak: peak.load(Ordering::Relaxed),
     }
 }
 
 /// Current resident memory of `pid` (0 once it is gone).
 fn resident_bytes(pid: libc::pid_t) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/status` in bytes (0 once the process is gone).
+fn status_bytes(pid: libc::pid_t, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
@@ -134,8 +150,9 @@ fn resident_bytes(pid: libc::pid_t) -> u64 {
 /// Runs `args` once unmeasured (so the plugin comes from the compile cache afterwards,
 /// as in the normal run), then measured.
 fn measure_warm(args: &[&str]) -> Measured {
-    measure(args);
-    measure(args)
+    let cache = tempfile::tempdir().expect("a cache directory");
+    measure_with_cache(args, cache.path());
+    measure_with_cache(args, cache.path())
 }
 
 /// Peak RSS of a normal run: `runbox check noop-check`, from the compile cache.

@@ -351,11 +351,10 @@ impl host::Host for HostState {
         };
         let decision = if value.is_some() { "allowed" } else { "denied" };
         // Redacted before it is cut: a name built from a secret must not lose half of it.
-        let name = self
-            .redactor
-            .redact_prefix(&name, secrets::MAX_NAME_BYTES)
-            .0
-            .into_owned();
+        let name = match self.redactor.redact_prefix(&name, secrets::MAX_NAME_BYTES) {
+            (kept, 0) => kept.into_owned(),
+            (kept, _) => format!("{kept}…"),
+        };
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
         if value.is_none() {
             let remedy = if grantable {
