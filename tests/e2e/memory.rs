@@ -3,8 +3,8 @@
 //! a loop; and a plugin whose initial memory is above the default, which must load where
 //! the operator allows it.
 //!
-//! Each attack runs in its own `runbox` process, whose peak RSS (`wait4`'s `ru_maxrss`)
-//! must stay within [`HEADROOM`] of a normal run of a small plugin. A watchdog kills a
+//! Each attack runs in its own `runbox` process, whose peak RSS (its own `VmHWM`, sampled
+//! every 2 ms until it exits) must stay within [`HEADROOM`] of a normal run of a small plugin. A watchdog kills a
 //! runbox that grows past [`KILL_ABOVE`] or runs past [`KILL_AFTER`], so a missing bound
 //! fails the test instead of exhausting the machine.
 
