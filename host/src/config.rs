@@ -98,7 +98,7 @@ pub fn violations_of(validator: &jsonschema::Validator, config: &Value) -> Vec<S
                 )
             };
             // The schema's words are the plugin's: one line, nothing a terminal acts on.
-            crate::capabilities::denials::cut(crate::text::visible(&text).into_owned(), MAX_VIOLATION_BYTES)
+            crate::text::cut(crate::text::visible(&text).into_owned(), MAX_VIOLATION_BYTES)
         })
         .collect();
     if errors.next().is_some() {

@@ -59,16 +59,34 @@ fn escape_active(text: &str, keep_lines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The largest character boundary of `text` at or below `at` (its length if `at` is past it).
+pub fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, marked when cut.
 pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = floor_char_boundary(text, max);
     Cow::Owned(format!("{}… [{} bytes cut]", &text[..end], text.len() - end))
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+/// The result owns no more memory than it shows, however long `text` was.
+pub fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    text.truncate(floor_char_boundary(&text, max));
+    text.push('…');
+    text.shrink_to_fit();
+    text
 }
 
 /// The body of a JSON string literal for `text` (as serde_json writes it, without the
@@ -260,5 +278,8 @@ mod tests {
     fn truncation_marks_the_cut_at_a_character_boundary() {
         assert_eq!(truncate("short", 10), "short");
         assert_eq!(truncate("ééé", 3), "é… [4 bytes cut]");
+        assert_eq!(cut("abc".into(), 2), "ab…");
+        assert_eq!(cut("aé".into(), 2), "a…");
+        assert_eq!((floor_char_boundary("aé", 2), floor_char_boundary("aé", 9)), (1, 3));
     }
 }

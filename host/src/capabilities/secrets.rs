@@ -173,8 +173,8 @@ impl Redactor {
     /// Work and memory are bounded by `keep` plus the longest secret, whatever the
     /// length of `text`.
     pub fn redact_prefix<'a>(&self, text: &'a str, keep: usize) -> (std::borrow::Cow<'a, str>, usize) {
-        let keep = floor_char_boundary(text, keep);
-        let scan = floor_char_boundary(text, keep.saturating_add(self.longest));
+        let keep = crate::text::floor_char_boundary(text, keep);
+        let scan = crate::text::floor_char_boundary(text, keep.saturating_add(self.longest));
         let mut out = String::new();
         let mut at = 0;
         if let Some(matcher) = &self.matcher {
@@ -195,15 +195,6 @@ impl Redactor {
         }
         (std::borrow::Cow::Owned(out), text.len() - at.max(keep))
     }
-}
-
-/// The largest character boundary of `text` at or below `at`.
-fn floor_char_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 /// Every form in which runbox itself may write `value`.

@@ -480,7 +480,9 @@ impl Runtime {
                 }
             }
         }
-        let redactor = Arc::new(Redactor::new(secrets.values().cloned()));
+        // `resolve` added each value to the process-wide redactor: no automaton is built
+        // per invocation.
+        let redactor = crate::capabilities::secrets::redactor();
         // Checks and plans only read: HTTP methods beyond GET, HEAD and OPTIONS need a
         // grant that lists them. An apply may send any method to its destinations.
         let access = match call {
@@ -910,19 +912,10 @@ impl CheckOutcome {
         let clean = |text: &str, max: usize| -> String {
             let (redacted, left_out) = redactor.redact_prefix(text, max);
             let shown = crate::text::visible(&redacted);
-            let (shown, escaped_out) = match crate::text::truncate(&shown, max) {
-                std::borrow::Cow::Borrowed(shown) => (shown.to_string(), 0),
-                std::borrow::Cow::Owned(_) => {
-                    let mut end = max;
-                    while !shown.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    (shown[..end].to_string(), shown.len() - end)
-                }
-            };
-            match left_out + escaped_out {
-                0 => shown,
-                cut => format!("{shown}… [{cut} bytes cut]"),
+            let end = crate::text::floor_char_boundary(&shown, max);
+            match left_out + (shown.len() - end) {
+                0 => shown.into_owned(),
+                cut => format!("{}… [{cut} bytes cut]", &shown[..end]),
             }
         };
         self.summary = clean(&self.summary, caps::SUMMARY_BYTES);
