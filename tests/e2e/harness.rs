@@ -264,6 +264,24 @@ impl Drop for SilentServer {
     }
 }
 
+/// How a [`Postgres`] serves TLS.
+#[derive(Debug, Clone, Copy)]
+pub enum PgTls<'a> {
+    /// `ssl=on` with a self-signed certificate for `localhost` (no SAN); every user but
+    /// `tls_user` may connect in plaintext too.
+    SelfSigned,
+    /// `ssl=off`: plaintext only (an SSLRequest is answered 'N').
+    Off,
+    /// `ssl=on` with this certificate and key (PEM), and only `hostssl` lines: a
+    /// plaintext TCP connection is refused.
+    Only {
+        /// The certificate chain file.
+        cert: &'a Path,
+        /// The key file.
+        key: &'a Path,
+    },
+}
+
 /// A real PostgreSQL 15 on a random 127.0.0.1 port (initdb in a temp dir), stopped on
 /// drop. Users: `postgres` and `trust_user` (trust), `clear_user` (cleartext password
 /// `clear-pw`), `md5_user` (md5, `md5-pw`), `scram_user` (SCRAM-SHA-256, `scram-pw`),
@@ -295,8 +313,14 @@ impl Postgres {
         GRANT USAGE ON SEQUENCE recordings_id_seq TO PUBLIC;
     ";
 
-    /// initdb, configure, start, create users and the fixture.
+    /// initdb, configure, start, create users and the fixture, with TLS on (a
+    /// self-signed certificate for `localhost`) and the mixed pg_hba.conf above.
     pub fn start() -> Postgres {
+        Postgres::start_with(PgTls::SelfSigned)
+    }
+
+    /// initdb, configure, start, create users and the fixture, with `tls`.
+    pub fn start_with(tls: PgTls) -> Postgres {
         let bin = pg_bin();
         let dir = tempfile::tempdir().unwrap();
         let root = is_root();
@@ -315,43 +339,66 @@ impl Postgres {
                 "--no-sync",
             ]),
         );
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all trust_user 127.0.0.1/32 trust\n\
-             host all clear_user 127.0.0.1/32 password\n\
-             host all md5_user 127.0.0.1/32 md5\n\
-             host all scram_user 127.0.0.1/32 scram-sha-256\n\
-             hostssl all tls_user 127.0.0.1/32 trust\n",
-        )
-        .unwrap();
+        let hba = match tls {
+            PgTls::SelfSigned | PgTls::Off => {
+                "local all all trust\n\
+                 host all postgres 127.0.0.1/32 trust\n\
+                 host all trust_user 127.0.0.1/32 trust\n\
+                 host all clear_user 127.0.0.1/32 password\n\
+                 host all md5_user 127.0.0.1/32 md5\n\
+                 host all scram_user 127.0.0.1/32 scram-sha-256\n\
+                 hostssl all tls_user 127.0.0.1/32 trust\n"
+            }
+            // Only `hostssl` over TCP: a plaintext connection finds no entry and is refused.
+            PgTls::Only { .. } => {
+                "local all all trust\n\
+                 hostssl all postgres 127.0.0.1/32 trust\n\
+                 hostssl all trust_user 127.0.0.1/32 trust\n\
+                 hostssl all clear_user 127.0.0.1/32 password\n\
+                 hostssl all md5_user 127.0.0.1/32 md5\n\
+                 hostssl all scram_user 127.0.0.1/32 scram-sha-256\n\
+                 hostssl all tls_user 127.0.0.1/32 trust\n"
+            }
+        };
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         let key = data.join("server.key");
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                ])
-                .arg(&key)
-                .arg("-out")
-                .arg(data.join("server.crt")),
-        );
+        match tls {
+            PgTls::SelfSigned => run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-days",
+                        "1",
+                        "-subj",
+                        "/CN=localhost",
+                        "-keyout",
+                    ])
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(data.join("server.crt")),
+            ),
+            PgTls::Only { cert, key: key_file } => {
+                std::fs::copy(cert, data.join("server.crt")).unwrap();
+                std::fs::copy(key_file, &key).unwrap();
+            }
+            PgTls::Off => {}
+        }
         if root {
             run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data));
         }
-        run_ok(Command::new("chmod").arg("600").arg(&key));
+        let ssl = if matches!(tls, PgTls::Off) {
+            "off"
+        } else {
+            run_ok(Command::new("chmod").arg("600").arg(&key));
+            "on"
+        };
         let port = free_port();
         let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c log_connections=on -c fsync=off",
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl={ssl} -c log_connections=on -c fsync=off",
             dir.path().display()
         );
         as_postgres(
@@ -380,6 +427,11 @@ impl Postgres {
         postgres.psql("postgres", "CREATE DATABASE app");
         postgres.psql("app", Postgres::RECORDINGS);
         postgres
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Runs SQL as `postgres` in `database` with psql; returns its unaligned output.

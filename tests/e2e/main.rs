@@ -17,4 +17,6 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod tls;
+mod tls_servers;
 mod trust;

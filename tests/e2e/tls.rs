@@ -1,0 +1,1 @@
+//! TLS everywhere, end to end.
