@@ -82,10 +82,6 @@ pub struct Leaf {
     pub names: Vec<String>,
     /// notBefore and notAfter, exactly as in the certificate.
     pub validity: Validity,
-    /// The certificate, DER.
-    pub der: rustls::pki_types::CertificateDer<'static>,
-    /// The private key, PKCS#8 DER.
-    pub key_der: Vec<u8>,
 }
 
 impl Leaf {
@@ -166,8 +162,6 @@ impl Ca {
             common_name,
             names,
             validity,
-            der: cert.der().clone(),
-            key_der: key.serialize_der(),
         }
     }
 }
@@ -199,7 +193,7 @@ pub struct Pki {
     pub client: Leaf,
     /// A server certificate from `ca` for `localhost` and `127.0.0.1`, valid 90 days.
     pub server: Leaf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Pki {
@@ -217,7 +211,7 @@ impl Pki {
             client_ca,
             client,
             server,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -225,11 +219,6 @@ impl Pki {
     pub fn server_cert(&self, stem: &str, validity: Validity) -> Leaf {
         self.ca
             .leaf(stem, &["localhost", "127.0.0.1"], validity, Purpose::Server)
-    }
-
-    /// The directory holding every file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
