@@ -19,10 +19,14 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-// The test harness starts the real redis-server and finds the built plugins.
+// The test harness starts the real redis-server and finds the built plugins; its TLS
+// fixtures mint the certificates and start redis-server with TLS.
 #[allow(dead_code)]
 #[path = "../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "../../tests/e2e/tls_servers.rs"]
+mod tls_servers;
 
 struct Stats {
     name: &'static str,
@@ -73,6 +77,40 @@ fn native_ping(port: u16) -> std::io::Result<()> {
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply)?;
     assert_eq!(&reply, b"+PONG\r\n");
+    Ok(())
+}
+
+/// A rustls client configuration like the host's: ring, TLS 1.2 and 1.3, trusting `ca`,
+/// no session resumption (every connection does a full handshake).
+fn native_tls_config(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    std::sync::Arc::new(config)
+}
+
+/// Connect, full TLS handshake (verifying the chain and the name), PING, PONG, close.
+fn native_tls_ping(port: u16, config: &std::sync::Arc<rustls::ClientConfig>) -> std::io::Result<()> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let connection = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    tls.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut reply = [0u8; 7];
+    tls.read_exact(&mut reply)?;
+    assert_eq!(&reply, b"+PONG\r\n");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
     Ok(())
 }
 
@@ -262,6 +300,30 @@ fn main() {
     );
 
     println!(
+        "\none check over TLS (connect + full handshake + PING + close) against redis-server with TLS (OpenSSL) on 127.0.0.1"
+    );
+    let pki = tls_servers::Pki::new();
+    let tls_redis = tls_servers::TlsRedis::start(&pki, &pki.server, false);
+    let tls_port = tls_redis.port;
+    let tls_config = native_tls_config(&pki.ca.pem_file);
+    let native_tls = measure("native rustls connect+handshake+PING", 1000, || {
+        native_tls_ping(tls_port, &tls_config).unwrap()
+    });
+    let runbox_tls = runbox_tls_check(&single, &cached, &pki, tls_port);
+    let native_tls_median = native_tls.median;
+    let runbox_tls_median = runbox_tls.median;
+    print(
+        &[native_tls, runbox_tls],
+        &Stats {
+            name: "native TLS",
+            median: native_tls_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
+    drop(tls_redis);
+
+    println!(
         "\na runbook of 1,000 independent redis-ping steps, --parallel 64, as one `runbox run` process (warm cache)"
     );
     let big = runbook(scratch.path(), "thousand", 1000, port);
@@ -326,6 +388,14 @@ fn main() {
     );
     let ratio = runbox_median.as_secs_f64() / native_median.as_secs_f64();
     println!("  redis-ping ≤ 1.5× native: {ratio:.2}× — {}", verdict(ratio <= 1.5));
+    let tls_ratio = runbox_tls_median.as_secs_f64() / native_tls_median.as_secs_f64();
+    println!(
+        "  through runbox vs native: plaintext {ratio:.2}× ({:.1} vs {:.1} µs), TLS {tls_ratio:.2}× ({:.1} vs {:.1} µs)",
+        runbox_median.as_secs_f64() * 1e6,
+        native_median.as_secs_f64() * 1e6,
+        runbox_tls_median.as_secs_f64() * 1e6,
+        native_tls_median.as_secs_f64() * 1e6,
+    );
     let faster = spawn_median.as_secs_f64() / runbox_median.as_secs_f64();
     println!(
         "  redis-ping ≥ 50× faster than spawning redis-cli: {faster:.1}× — {}",
@@ -346,6 +416,28 @@ fn main() {
         beyond.as_secs_f64() * 1e3,
         verdict(beyond <= Duration::from_millis(50))
     );
+}
+
+/// redis-ping over `rediss://` through the runtime, as `runbox check` runs it, with the
+/// step's trust (the test CA).
+fn runbox_tls_check(
+    single: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    pki: &tls_servers::Pki,
+    port: u16,
+) -> Stats {
+    let loaded = single.block_on(runtime.load(&harness::plugin("redis_ping"))).unwrap();
+    let config = serde_json::json!({"url": format!("rediss://127.0.0.1:{port}")});
+    let grants = Grants {
+        network: vec![format!("tcp://127.0.0.1:{port}").parse().unwrap()],
+        ..Grants::default()
+    };
+    let _ = pki; // TODO(tls): the step's CA, once the host's per-step trust API lands
+    let limits = Limits::default();
+    single.block_on(measure_async("runbox redis-ping rediss://", 1000, || async {
+        let outcome = runtime.run_check(&loaded, &config, &grants, &limits).await;
+        assert_eq!(outcome.status, Status::Ok, "{}", outcome.summary);
+    }))
 }
 
 /// Like [`measure`], for an async operation, all samples in the current task.
