@@ -194,6 +194,34 @@ fn a_server_name_no_grant_covers_is_denied_and_the_server_sees_no_client() {
 }
 
 #[test]
+fn a_tls_server_name_outside_the_grants_is_denied_before_the_client_hello() {
+    // `localhost` is granted and resolves to 127.0.0.1, so the connect to 127.0.0.1 is
+    // allowed; but the plugin asks TLS for the server name `127.0.0.1`, which is neither
+    // a granted name nor the literal of a granted address: the handshake is a denial.
+    let pki = Pki::new();
+    let server = PyTls::https(&pki.server, None);
+    let run = check(
+        "tls-cert",
+        &format!("tls://127.0.0.1:{}", server.port),
+        &format!("tcp://localhost:{}", server.port),
+        &ca(&pki.ca.pem_file),
+    );
+    assert_denied(&run, "127.0.0.1");
+    assert_says(&run, "not granted");
+    assert!(!server.received_bytes(), "a ClientHello was sent: {:?}", server.events());
+
+    let redis = TlsRedis::start(&pki, &pki.server, false);
+    let run = check(
+        "redis-ping",
+        &redis.url("127.0.0.1"),
+        &format!("tcp://localhost:{}", redis.port),
+        &ca(&pki.ca.pem_file),
+    );
+    assert_denied(&run, "127.0.0.1");
+    assert_says(&run, "not granted");
+}
+
+#[test]
 fn mutual_tls_redis_takes_the_client_certificate_from_files_or_a_secret() {
     let pki = Pki::new();
     let redis = TlsRedis::start(&pki, &pki.server, true);
@@ -243,6 +271,73 @@ fn mutual_tls_redis_takes_the_client_certificate_from_files_or_a_secret() {
         );
     }
     assert!(!run.stdout.contains(&body) && !run.stderr.contains(&body));
+}
+
+#[test]
+fn queue_depth_and_a_flag_mitigation_work_over_rediss() {
+    let pki = Pki::new();
+    let redis = TlsRedis::start(&pki, &pki.server, false);
+    let ca = pki.ca.pem_file.to_str().unwrap();
+    let pushed = redis.redis_cli(&["--cacert", ca], false, &["RPUSH", "queue:default", "a", "b", "c"]);
+    assert_eq!(String::from_utf8_lossy(&pushed.stdout).trim(), "3", "{pushed:?}");
+
+    let book = Book::new(&pki);
+    let path = book.write(&format!(
+        "name: queue
+steps:
+  - id: depth
+    uses: redis-queue-depth
+    with:
+      url: \"{url}\"
+      lists: [queue:default]
+    allow: [\"{grant}\"]
+    tls: {{ca: certs/ca.pem}}
+  - id: pause
+    uses: redis-flag
+    needs: depth
+    approval: required
+    with:
+      url: \"{url}\"
+      key: queue:paused
+    allow: [\"{grant}\"]
+    tls: {{ca: certs/ca.pem}}
+",
+        url = redis.url("localhost"),
+        grant = format!("tcp://localhost:{}", redis.port),
+    ));
+    let run = runbox(&["run", &path, "--apply", "--approve", "pause", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let json = run.json();
+    let depth = step_of(&json, "depth");
+    let metrics = depth["metrics"].as_array().unwrap();
+    let list = metrics.iter().find(|m| m["name"] == "queue:default").unwrap_or_else(|| panic!("{depth}"));
+    assert_eq!(list["value"], 3.0, "{depth}");
+    assert_eq!(step_of(&json, "pause")["applied"], true, "{run:#?}");
+    let flag = redis.redis_cli(&["--cacert", ca], false, &["GET", "queue:paused"]);
+    assert_eq!(String::from_utf8_lossy(&flag.stdout).trim(), "1", "{flag:?}");
+}
+
+#[test]
+fn unreadable_tls_files_and_half_a_client_identity_are_invalid_input() {
+    let pki = Pki::new();
+    let redis = TlsRedis::start(&pki, &pki.server, false);
+    let url = redis.url("127.0.0.1");
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
+    let cert = pki.client.cert_file.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (&["--ca", not_pem.path().to_str().unwrap()], not_pem.path().to_str().unwrap()),
+        (&["--client-cert", cert], "--client-key"),
+        (&["--client-key", pki.client.key_file.to_str().unwrap()], "--client-cert"),
+    ];
+    let before = redis.accepted();
+    for (args, named) in cases {
+        let run = check("redis-ping", &url, &redis.grant(), args);
+        assert_eq!(run.code, 64, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(named), "{args:?}: the error does not name {named:?}: {run:#?}");
+    }
+    assert_eq!(redis.accepted(), before, "invalid input reached the server");
 }
 
 // ---------------------------------------------------------------------------------
