@@ -18,5 +18,6 @@ mod s3;
 mod sandbox;
 mod scaffold;
 mod tls;
+mod tls_hostile;
 mod tls_servers;
 mod trust;
