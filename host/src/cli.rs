@@ -2,6 +2,7 @@
 
 use crate::capabilities::network::Grant;
 use crate::capabilities::secrets::SecretGrant;
+use crate::capabilities::tls::{PemSource, TlsSettings, Trust};
 use crate::capabilities::{DirGrant, Grants, parse_env_grant};
 use crate::config;
 use crate::error::{Error, invalid};
@@ -108,6 +109,19 @@ struct CheckArgs {
     /// Let the plugin reach cloud-metadata addresses (169.254.169.254 and friends) if granted.
     #[arg(long)]
     allow_metadata: bool,
+    /// CA bundle (PEM) to trust for TLS besides the system's roots (repeatable).
+    #[arg(long = "ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Client certificate chain (PEM) for servers that require one: FILE or secret:NAME.
+    #[arg(long, value_name = "FILE|secret:NAME", requires = "client_key")]
+    client_cert: Option<String>,
+    /// The client certificate's private key (PEM): FILE or secret:NAME (a --secret).
+    #[arg(long, value_name = "FILE|secret:NAME", requires = "client_cert")]
+    client_key: Option<String>,
+    /// Do not verify TLS server certificates (connections stay encrypted; the result says
+    /// the server was not authenticated).
+    #[arg(long)]
+    tls_no_verify: bool,
     /// Deadline for the whole check, e.g. 10s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
@@ -476,6 +490,10 @@ async fn validate(
                     for note in step.grants.read_only_notes(step.plugin.kind == Kind::Mitigation) {
                         report.push_str(&format!("  step `{}`: {note}\n", step.id));
                     }
+                    if !step.grants.tls.verifies() {
+                        let note = crate::capabilities::tls::VERIFY_OFF_NOTE;
+                        report.push_str(&format!("  warning: step `{}`: {note}\n", step.id));
+                    }
                 }
             }
             Err(found) => {
@@ -680,7 +698,7 @@ async fn load(runtime: &Runtime, plugin_path: &PluginPath, spec: &str, memory: u
 }
 
 async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, verbose: bool) -> Result<u8, Error> {
-    let grants = Grants {
+    let mut grants = Grants {
         network: args
             .allow
             .iter()
@@ -702,9 +720,19 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
             .map(|text| DirGrant::parse(text).map_err(invalid))
             .collect::<Result<_, _>>()?,
         allow_metadata: args.allow_metadata,
+        tls: Trust::system(),
     };
     for grant in &grants.secrets {
         grant.resolve().map_err(invalid)?;
+    }
+    let tls = TlsSettings {
+        ca: args.ca.clone(),
+        client_cert: args.client_cert.as_deref().map(PemSource::parse),
+        client_key: args.client_key.as_deref().map(PemSource::parse),
+        verify: !args.tls_no_verify,
+    };
+    if !tls.is_default() {
+        grants.tls = Arc::new(Trust::build(&tls, &grants.secrets).map_err(invalid)?);
     }
     let plugin = load(runtime, plugin_path, &args.plugin, args.memory).await?;
     let name = plugin.info.name.clone();

@@ -8,13 +8,13 @@
 //! new request from the plugin and is checked again.
 
 use super::network::{Denial, HttpRefusal, NetworkPolicy};
+use super::tls::{Failure, Handshakes, LoggedConnection, Problem, Trust};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use rustls::pki_types::ServerName;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,42 +30,33 @@ pub struct HttpHooks {
     policy: Arc<NetworkPolicy>,
     deadline: Instant,
     max_response_bytes: u64,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Tls,
+}
+
+/// What an `https` connection is made with: the step's trust, and the invocation's
+/// record of handshakes (which `runbox:tls/handshakes` shows the plugin).
+#[derive(Clone)]
+pub struct Tls {
+    /// The step's trust.
+    pub trust: Arc<Trust>,
+    /// Where each handshake is recorded.
+    pub log: Arc<Handshakes>,
+    /// When the invocation ends.
+    pub deadline: Instant,
 }
 
 impl HttpHooks {
-    /// Hooks deciding with `policy`, ending every request by `deadline`, trusting the
-    /// servers [`default_tls`] trusts.
-    pub fn new(policy: Arc<NetworkPolicy>, deadline: Instant) -> HttpHooks {
+    /// Hooks deciding with `policy`, ending every request by `deadline`, securing
+    /// `https` with the step's `trust` (the same path as `wasi:tls`, see
+    /// [`super::tls`]) and recording each handshake in `log`.
+    pub fn new(policy: Arc<NetworkPolicy>, trust: Arc<Trust>, log: Arc<Handshakes>, deadline: Instant) -> HttpHooks {
         HttpHooks {
             policy,
             deadline,
             max_response_bytes: MAX_RESPONSE_BYTES,
-            tls: default_tls(),
+            tls: Tls { trust, log, deadline },
         }
     }
-}
-
-/// The TLS client configuration of every `https` request: the Mozilla root certificates
-/// of `webpki-roots` and no client certificate, with ring, TLS 1.2 and 1.3 — the trust of
-/// wasmtime-wasi-http's `default_send_request`, which runbox used before it connected
-/// itself. The system's trust store and `SSL_CERT_FILE` are not consulted.
-pub fn default_tls() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports the default TLS versions")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
 }
 
 type SendResult = Result<
@@ -155,11 +146,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
 /// Connects to the first of `addrs` that accepts, in order, within `timeout` (one budget
 /// for the TCP attempts and the TLS handshake), and nowhere else: no name is resolved
 /// here. With `tls`, the connection is secured for the server name `host` (a name, or an
-/// address in `[::1]` or `127.0.0.1` form).
+/// address in `[::1]` or `127.0.0.1` form) by [`Trust::handshake`], the host's one TLS path.
 pub async fn connect(
     addrs: &[SocketAddr],
     host: &str,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    tls: Option<&Tls>,
     timeout: Duration,
 ) -> Result<Box<dyn Stream>, Error> {
     let until = tokio::time::Instant::now() + timeout;
@@ -180,20 +171,32 @@ pub async fn connect(
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
-    let Some(config) = tls else {
+    let Some(tls) = tls else {
         return Ok(Box::new(tcp));
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name = match bare.parse::<IpAddr>() {
-        Ok(ip) => ServerName::from(ip),
-        Err(_) => ServerName::try_from(bare.to_string())?,
-    };
-    let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp);
-    let stream = tokio::time::timeout_at(until, handshake)
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::Tls)?;
-    Ok(Box::new(stream))
+    let deadline = tls.deadline.min(until.into_std());
+    match tls.trust.handshake(host, tcp, &tls.log, deadline).await {
+        Ok(conn) => Ok(Box::new(LoggedConnection::new(conn, tls.log.clone()))),
+        Err(failure) => Err(http_error(failure)),
+    }
+}
+
+/// The `wasi:http` error code of a failed handshake. Certificate problems are
+/// `tls-certificate-error`, a refused client certificate an alert carrying the host's
+/// message; the full reason is in `runbox:tls/handshakes` either way.
+fn http_error(failure: Failure) -> Error {
+    match failure.problem {
+        Problem::Expired | Problem::NotYetValid | Problem::NameMismatch | Problem::UnknownIssuer => {
+            Error::TlsCertificateError
+        }
+        Problem::ClientCertificate => Error::TlsAlertReceived {
+            alert_id: None,
+            alert_message: Some(failure.message),
+        },
+        Problem::Denied => Error::HttpRequestDenied,
+        Problem::Other if failure.message.contains("timed out") => Error::ConnectionTimeout,
+        Problem::Other => Error::TlsProtocolError,
+    }
 }
 
 /// Clamped timeouts of one request.
@@ -465,7 +468,12 @@ mod tests {
     ) -> HttpHooks {
         let grants = vec![grant.parse::<Grant>().unwrap()];
         let policy = NetworkPolicy::new("test", grants, false).with_resolver(dns);
-        HttpHooks::new(Arc::new(policy), Instant::now() + Duration::from_secs(10))
+        HttpHooks::new(
+            Arc::new(policy),
+            Trust::system(),
+            Arc::default(),
+            Instant::now() + Duration::from_secs(10),
+        )
     }
 
     /// The name is resolved once, by the policy; the connection goes to the address it
@@ -558,7 +566,12 @@ mod tests {
             });
             let grants = vec![format!("http://127.0.0.3:{}", addr.port()).parse::<Grant>().unwrap()];
             let policy = Arc::new(NetworkPolicy::new("test", grants, false));
-            let mut hooks = HttpHooks::new(policy.clone(), Instant::now() + Duration::from_secs(10));
+            let mut hooks = HttpHooks::new(
+                policy.clone(),
+                Trust::system(),
+                Arc::default(),
+                Instant::now() + Duration::from_secs(10),
+            );
             let smuggled = Bytes::from_static(b"DELETE /everything HTTP/1.1\r\nhost: x\r\n\r\n");
             let request = http::Request::builder()
                 .method(method)
@@ -620,15 +633,20 @@ mod tests {
                 });
             }
         });
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).unwrap();
-        let trusting = Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let settings = crate::capabilities::tls::TlsSettings {
+            ca: vec![ca_file],
+            ..Default::default()
+        };
+        let log = Arc::new(Handshakes::default());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let trusting = Tls {
+            trust: Arc::new(Trust::build(&settings, &[]).unwrap()),
+            log: log.clone(),
+            deadline,
+        };
         let timeout = Duration::from_secs(5);
         let mut stream = connect(&[addr], "svc.test", Some(&trusting), timeout).await.unwrap();
         let mut hello = String::new();
@@ -636,11 +654,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hello, "hello");
-        // Another name than the certificate's: refused.
+        let seen = log.last().unwrap();
+        assert!(seen.outcome.is_ok() && seen.verified);
+        assert_eq!(
+            seen.certificates,
+            vec![leaf.der().to_vec()],
+            "the chain the server presented is recorded"
+        );
+        // Another name than the certificate's: refused, and recorded as a name mismatch.
         let other = connect(&[addr], "other.test", Some(&trusting), timeout).await;
-        assert!(matches!(other, Err(Error::Tls(_))), "{:?}", other.err());
-        // The default trust is the webpki roots, which do not include the test CA.
-        let default = connect(&[addr], "svc.test", Some(&default_tls()), timeout).await;
-        assert!(matches!(default, Err(Error::Tls(_))), "{:?}", default.err());
+        assert!(matches!(other, Err(Error::TlsCertificateError)), "{:?}", other.err());
+        let seen = log.last().unwrap();
+        assert_eq!(seen.outcome.unwrap_err().problem, Problem::NameMismatch);
+        assert_eq!(seen.certificates.len(), 1, "a refused chain is recorded too");
+        // The default trust is the system's roots, which do not include the test CA.
+        let system = Tls {
+            trust: Trust::system(),
+            log: log.clone(),
+            deadline,
+        };
+        let default = connect(&[addr], "svc.test", Some(&system), timeout).await;
+        assert!(
+            matches!(default, Err(Error::TlsCertificateError)),
+            "{:?}",
+            default.err()
+        );
+        assert_eq!(log.last().unwrap().outcome.unwrap_err().problem, Problem::UnknownIssuer);
     }
 }

@@ -5,6 +5,9 @@
 //!   binds and HTTP requests (with [`http`], which connects to the addresses it checked).
 //! - [`secrets`]: `NAME=env:VAR` / `NAME=file:PATH` mappings, and the [`secrets::Redactor`]
 //!   that removes their values from everything the host prints or writes.
+//! - [`tls`]: the step's TLS trust (system roots plus its CA files, client certificate,
+//!   `verify`) and the one path every TLS connection takes, `wasi:tls` and `https` alike;
+//!   the server name of a `wasi:tls` handshake is decided by [`network`].
 //! - [`denials`]: the one capped list every capability records its refusals into.
 //! - environment variables and directories: listed in [`Grants`], applied by the sandbox
 //!   (none unless granted; directories read-only).
@@ -13,11 +16,13 @@ pub mod denials;
 pub mod http;
 pub mod network;
 pub mod secrets;
+pub mod tls;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything one invocation of one plugin is allowed, as the operator granted it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Grants {
     /// Network destinations (see [`network::Grant`]).
     pub network: Vec<network::Grant>,
@@ -30,9 +35,30 @@ pub struct Grants {
     /// Whether cloud-metadata addresses may be reached. Only the operator sets this
     /// (`--allow-metadata`); no runbook can.
     pub allow_metadata: bool,
+    /// The TLS trust of every connection the plugin makes (see [`tls`]).
+    pub tls: Arc<tls::Trust>,
+}
+
+impl Default for Grants {
+    fn default() -> Grants {
+        Grants {
+            network: Vec::new(),
+            secrets: Vec::new(),
+            env: Vec::new(),
+            dirs: Vec::new(),
+            allow_metadata: false,
+            tls: tls::Trust::system(),
+        }
+    }
 }
 
 impl Grants {
+    /// Secrets the step's TLS settings read (client certificate or key): the host's, never
+    /// the plugin's.
+    pub fn tls_secret_names(&self) -> impl Iterator<Item = &str> {
+        self.tls.secret_names()
+    }
+
     /// What these grants let a step do beyond reading while it only reads (a check's run
     /// or, for a `mitigation`, its plan), one note per line for `validate`, the plan and
     /// the approval prompt: HTTP methods a grant lists, and, for a mitigation, raw TCP

@@ -560,6 +560,39 @@ impl NetworkPolicy {
         allowed
     }
 
+    /// Decides whether the plugin may ask `wasi:tls` for a handshake with `server_name`:
+    /// a name a socket grant covers, or an address a socket grant covers (or a granted
+    /// name resolved to). The connection under it was decided when it was made; this
+    /// keeps a plugin from presenting a granted address's server with the name of a host
+    /// it was not granted.
+    pub fn check_tls_name(&self, server_name: &str) -> Result<(), Denial> {
+        let bare = server_name.trim_start_matches('[').trim_end_matches(']');
+        let allowed = match IpAddr::from_str(bare) {
+            Ok(ip) => {
+                let ip = ip.to_canonical();
+                self.socket_grants().any(|grant| grant.host.covers_ip(ip))
+                    || self.state.lock().unwrap().resolved.contains_key(&ip)
+            }
+            Err(_) => {
+                let normal = server_name
+                    .strip_suffix('.')
+                    .unwrap_or(server_name)
+                    .to_ascii_lowercase();
+                self.socket_grants().any(|grant| grant.host.covers_name(&normal))
+            }
+        };
+        let decision = if allowed {
+            Ok(())
+        } else {
+            Err(self.deny(
+                format!("TLS handshake with server name `{server_name}`"),
+                format!("no grant covers it — add {}", suggest(bare, None)),
+            ))
+        };
+        self.log_decision("tls server name", server_name, &decision);
+        decision
+    }
+
     /// Records that the plugin's lookup of `name` (already allowed) returned `ip`, so a
     /// connect to `ip` counts as a connect to `name`.
     pub fn record_resolution(&self, name: &str, ip: IpAddr) {
@@ -1036,6 +1069,38 @@ mod tests {
             assert!(err.contains(expected), "{text}: {err}");
             assert!(err.contains("expected scheme://host[:port]"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_server_names_only_for_granted_names_and_addresses() {
+        let policy = policy(&[
+            "rediss://cache.internal:6380",
+            "tcp://*.svc.local:*",
+            "tcp://10.0.0.0/24:5432",
+            "tcp://[::1]:6380",
+            "https://api.example.com",
+        ]);
+        policy.record_resolution("cache.internal", "192.0.2.7".parse().unwrap());
+        let table: &[(&str, bool)] = &[
+            ("cache.internal", true),
+            ("CACHE.Internal.", true),
+            ("db.svc.local", true),
+            ("svc.local", false),
+            ("10.0.0.9", true),
+            ("10.0.1.9", false),
+            ("::1", true),
+            ("[::1]", true),
+            ("192.0.2.7", true), // what a granted name resolved to
+            ("192.0.2.8", false),
+            ("api.example.com", false), // HTTPS grants are made by the host's HTTP path
+            ("other.internal", false),
+            ("", false),
+        ];
+        for (name, allowed) in table {
+            assert_eq!(policy.check_tls_name(name).is_ok(), *allowed, "{name}");
+        }
+        let denial = policy.check_tls_name("other.internal").unwrap_err();
+        assert!(denial.remedy.contains("tcp://other.internal:PORT"), "{}", denial.remedy);
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct Step {
     /// at most 1GiB); `runbox run --memory` overrides it.
     #[serde(default)]
     pub memory: Option<String>,
+    /// TLS trust of the step's connections: CA files besides the system's roots, a client
+    /// certificate, `verify: false` (see docs/runbooks.md).
+    #[serde(default)]
+    pub tls: Option<StepTls>,
     /// Retries of a failed (CRITICAL/UNKNOWN) check or plan.
     #[serde(default)]
     pub retry: Option<Retry>,
@@ -125,6 +129,57 @@ pub struct Step {
     /// `required`: a mitigation applies only with `--approve ID` or a yes at the prompt.
     #[serde(default)]
     pub approval: Option<Approval>,
+}
+
+/// A step's `tls:` mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTls {
+    /// CA bundles (PEM) trusted besides the system's roots: a path or a list, relative to
+    /// the runbook's directory.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub ca: Vec<String>,
+    /// The client certificate chain (PEM): a path, or `{secret: NAME}`.
+    #[serde(default)]
+    pub client_cert: Option<PemRef>,
+    /// The client certificate's key (PEM): a path, or `{secret: NAME}`.
+    #[serde(default)]
+    pub client_key: Option<PemRef>,
+    /// `false` turns certificate verification off (default `true`).
+    #[serde(default = "verify_by_default")]
+    pub verify: bool,
+}
+
+fn verify_by_default() -> bool {
+    true
+}
+
+/// Where a `tls:` PEM item is: a file path, or `{secret: NAME}` (one of the step's secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemRef {
+    /// A path, relative to the runbook's directory.
+    File(String),
+    /// A secret of the step, by name.
+    Secret(String),
+}
+
+impl<'de> Deserialize<'de> for PemRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PemRef, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Secret {
+            secret: String,
+        }
+        match Value::deserialize(deserializer)? {
+            Value::String(path) => Ok(PemRef::File(path)),
+            mapping @ Value::Object(_) => Secret::deserialize(mapping)
+                .map(|secret| PemRef::Secret(secret.secret))
+                .map_err(|err| serde::de::Error::custom(format!("expected a file path or {{secret: NAME}}: {err}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a file path or {{secret: NAME}}, found {other}"
+            ))),
+        }
+    }
 }
 
 /// One `allow:` entry: a grant as text (`POST https://hooks.internal`), or the mapping

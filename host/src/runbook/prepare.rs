@@ -5,11 +5,12 @@
 //! violate their plugin's schema. Each problem carries the file, the line and the step.
 
 use super::condition::{self, Expr};
-use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, Step};
+use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, PemRef, Step};
 use super::template::{self, Reference};
 use super::yaml;
 use crate::capabilities::network::Grant;
 use crate::capabilities::secrets::SecretGrant;
+use crate::capabilities::tls::{PemSource, TlsSettings, Trust};
 use crate::capabilities::{Grants, parse_env_grant};
 use crate::plugins::{PluginPath, PluginRef};
 use crate::result::Kind;
@@ -278,6 +279,54 @@ pub async fn prepare(
                 Err(err) => cx.problem(&at(&format!("secrets.{name}")), Some(id), err),
             }
         }
+        let tls = match &step.tls {
+            None => Trust::system(),
+            Some(tls) => {
+                let source = |pem: &PemRef| match pem {
+                    PemRef::File(path) => PemSource::File(runbook_dir.join(path)),
+                    PemRef::Secret(name) => PemSource::Secret(name.clone()),
+                };
+                let settings = TlsSettings {
+                    ca: tls.ca.iter().map(|path| runbook_dir.join(path)).collect(),
+                    client_cert: tls.client_cert.as_ref().map(source),
+                    client_key: tls.client_key.as_ref().map(source),
+                    verify: tls.verify,
+                };
+                let undefined: Vec<&str> = settings
+                    .secret_names()
+                    .filter(|name| !step.secrets.contains_key(*name))
+                    .collect();
+                if !undefined.is_empty() {
+                    cx.problem(
+                        &at("tls"),
+                        Some(id),
+                        format!(
+                            "secret `{}` is not among the step's `secrets:` (add `{}: env:VAR` or `file:PATH` there; the host reads it, the plugin cannot)",
+                            undefined[0], undefined[0]
+                        ),
+                    );
+                    Trust::system()
+                } else {
+                    // Secrets are read at run time; `validate` checks the CA files.
+                    let settings = if mode == Mode::Validate && settings.secret_names().next().is_some() {
+                        TlsSettings {
+                            client_cert: None,
+                            client_key: None,
+                            ..settings
+                        }
+                    } else {
+                        settings
+                    };
+                    match Trust::build(&settings, &secrets) {
+                        Ok(trust) => Arc::new(trust),
+                        Err(message) => {
+                            cx.problem(&at("tls"), Some(id), message);
+                            Trust::system()
+                        }
+                    }
+                }
+            }
+        };
         let mut env = Vec::new();
         for (name, value) in &step.env {
             match template::render(value, &resolver) {
@@ -337,6 +386,7 @@ pub async fn prepare(
                 env,
                 dirs: Vec::new(),
                 allow_metadata: false,
+                tls,
             },
             when,
             timeout,

@@ -24,4 +24,14 @@ pub mod mitigation {
     });
 }
 
+/// The `runbox:tls/handshakes` host extension (wit/deps/runbox-tls), imported by
+/// plugins that inspect TLS certificates themselves.
+pub mod tls {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "package runbox:host-tls; world tls { import runbox:tls/handshakes@0.1.0; }",
+        imports: { default: trappable },
+    });
+}
+
 pub use check::runbox::plugin::types::{Info, Level, Metric, Outcome, Plan, Report, Status};

@@ -537,7 +537,7 @@ impl Runtime {
         let (stdout, stdout_dropped) = redacted_within(host.stdout.contents(), &redactor, limits.output.stdio_bytes);
         let (stderr, stderr_dropped) = redacted_within(host.stderr.contents(), &redactor, limits.output.stdio_bytes);
         let mut answer = None;
-        let (status, summary, details, metrics) = match result {
+        let (status, summary, mut details, metrics) = match result {
             Ok(Ok(Answer::Report(report))) => (
                 Status::from(report.status),
                 report.summary,
@@ -594,6 +594,10 @@ impl Runtime {
                     message: format!("{stream}: {dropped} further bytes dropped (cap reached)"),
                 });
             }
+        }
+        // A result that rests on an unauthenticated server says so.
+        if host.handshakes.any_unverified() {
+            details.push(crate::capabilities::tls::VERIFY_OFF_NOTE.to_string());
         }
         let denied = host.denials.lines();
         let mut outcome = CheckOutcome {

@@ -7,12 +7,14 @@
 //! [`NetworkPolicy::check_name_lookup`]; outgoing HTTP through
 //! [`crate::capabilities::http::HttpHooks`]; UDP is off.
 
+use super::bindings::tls::runbox::tls::handshakes;
 use super::bindings::{Level, check::runbox::plugin::host};
 use crate::capabilities::Grants;
 use crate::capabilities::denials::{Denial, Denials};
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{Access, NetworkPolicy, SocketUse};
 use crate::capabilities::secrets::{self, Redactor};
+use crate::capabilities::tls::{Handshakes, TlsProvider};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -30,6 +32,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_io::bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamError};
+use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView};
 
 /// Size caps on what a plugin can make the host keep.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +82,7 @@ pub struct Sandbox {
     table: ResourceTable,
     http: WasiHttpCtx,
     http_hooks: HttpHooks,
+    tls: WasiTlsCtx,
     pub(crate) memory: MemoryBudget,
     pub(crate) host: HostState,
 }
@@ -87,6 +91,8 @@ pub struct Sandbox {
 pub(crate) struct HostState {
     plugin: String,
     secrets: HashMap<String, String>,
+    /// Secrets the host reads for the step's TLS client identity, which the plugin may not.
+    withheld: Vec<String>,
     redactor: Arc<Redactor>,
     pub(crate) policy: Arc<NetworkPolicy>,
     pub(crate) logs: Vec<LogLine>,
@@ -97,8 +103,10 @@ pub(crate) struct HostState {
     lookups: HashMap<u32, String>,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
-    /// What every capability denied (network, HTTP, secrets), capped.
+    /// What every capability denied (network, HTTP, secrets, TLS names), capped.
     pub(crate) denials: Arc<Denials>,
+    /// Every TLS handshake of the invocation (`wasi:tls` and `https`).
+    pub(crate) handshakes: Arc<Handshakes>,
     /// When the invocation's deadline passes.
     deadline: std::time::Instant,
 }
@@ -164,6 +172,24 @@ impl Sandbox {
             Box::pin(async move { decision.await.unwrap_or(false) })
         });
 
+        let handshakes = Arc::new(Handshakes::default());
+        let tls = WasiTlsCtxBuilder::new()
+            .provider(Box::new(TlsProvider::new(
+                policy.clone(),
+                grants.tls.clone(),
+                handshakes.clone(),
+                deadline,
+            )))
+            .build();
+        // The host reads a TLS client certificate or key held in a secret; the plugin
+        // never sees it.
+        let mut secrets = secrets;
+        let withheld: Vec<String> = grants
+            .tls_secret_names()
+            .filter(|name| secrets.remove(*name).is_some())
+            .map(str::to_string)
+            .collect();
+
         Ok(Sandbox {
             wasi: builder.build(),
             table: {
@@ -176,11 +202,13 @@ impl Sandbox {
                 http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
                 http
             },
-            http_hooks: HttpHooks::new(policy.clone(), deadline),
+            http_hooks: HttpHooks::new(policy.clone(), grants.tls.clone(), handshakes.clone(), deadline),
+            tls,
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
                 plugin: plugin.to_string(),
                 secrets,
+                withheld,
                 redactor,
                 policy,
                 logs: Vec::new(),
@@ -191,13 +219,15 @@ impl Sandbox {
                 stdout,
                 stderr,
                 denials,
+                handshakes,
                 deadline,
             },
         })
     }
 
     /// Adds every import a plugin may use to `linker`: WASI 0.2 (with name lookups
-    /// replaced by the guarded version) and `runbox:plugin/host`.
+    /// replaced by the guarded version), `wasi:tls` (runbox's provider),
+    /// `runbox:plugin/host` and `runbox:tls/handshakes`.
     pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         linker.allow_shadowing(true);
@@ -216,7 +246,11 @@ impl Sandbox {
         linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
         limit_http_request_strings(linker)?;
+        let mut tls = wasmtime_wasi_tls::p2::LinkOptions::default();
+        tls.tls(true);
+        wasmtime_wasi_tls::p2::add_to_linker(linker, &tls)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
+        handshakes::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
     }
 }
@@ -292,6 +326,15 @@ fn limit_http_request_strings(linker: &mut Linker<Sandbox>) -> Result<()> {
     Ok(())
 }
 
+impl WasiTlsView for Sandbox {
+    fn tls(&mut self) -> WasiTlsCtxView<'_> {
+        WasiTlsCtxView {
+            ctx: &mut self.tls,
+            table: &mut self.table,
+        }
+    }
+}
+
 impl WasiHttpView for Sandbox {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
@@ -357,7 +400,9 @@ impl host::Host for HostState {
         };
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
         if value.is_none() {
-            let remedy = if grantable {
+            let remedy = if self.withheld.contains(&name) {
+                "it holds the step's TLS client identity, which only the host reads".to_string()
+            } else if grantable {
                 format!("the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
             } else {
                 format!(
@@ -373,6 +418,32 @@ impl host::Host for HostState {
     fn remaining_ms(&mut self) -> Result<u64> {
         let left = self.deadline.saturating_duration_since(std::time::Instant::now());
         Ok(left.as_millis() as u64)
+    }
+}
+
+impl handshakes::Host for HostState {
+    fn last(&mut self) -> Result<Option<handshakes::Handshake>> {
+        use crate::capabilities::tls::Problem;
+        use handshakes::Problem as P;
+        Ok(self.handshakes.last().map(|handshake| handshakes::Handshake {
+            server_name: handshake.server_name,
+            certificates: handshake.certificates,
+            verified: handshake.verified,
+            outcome: handshake.outcome.map_err(|failure| handshakes::Failure {
+                problem: match failure.problem {
+                    Problem::Expired => P::Expired,
+                    Problem::NotYetValid => P::NotYetValid,
+                    Problem::NameMismatch => P::NameMismatch,
+                    Problem::UnknownIssuer => P::UnknownIssuer,
+                    Problem::ClientCertificate => P::ClientCertificate,
+                    Problem::Denied => P::Denied,
+                    Problem::Other => P::Other,
+                },
+                message: failure.message,
+            }),
+            protocol: handshake.protocol,
+            cipher_suite: handshake.cipher_suite,
+        }))
     }
 }
 
