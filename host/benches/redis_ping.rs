@@ -12,6 +12,7 @@
 //! Run with `scripts/bench` (builds the plugins, then `cargo bench --profile dev`).
 
 use runbox::capabilities::Grants;
+use runbox::capabilities::tls::{TlsSettings, Trust};
 use runbox::result::Status;
 use runbox::runtime::{Limits, Runtime, RuntimeOptions};
 use std::io::{Read, Write};
@@ -428,11 +429,15 @@ fn runbox_tls_check(
 ) -> Stats {
     let loaded = single.block_on(runtime.load(&harness::plugin("redis_ping"))).unwrap();
     let config = serde_json::json!({"url": format!("rediss://127.0.0.1:{port}")});
+    let settings = TlsSettings {
+        ca: vec![pki.ca.pem_file.clone()],
+        ..TlsSettings::default()
+    };
     let grants = Grants {
         network: vec![format!("tcp://127.0.0.1:{port}").parse().unwrap()],
+        tls: std::sync::Arc::new(Trust::build(&settings, &[]).unwrap()),
         ..Grants::default()
     };
-    let _ = pki; // TODO(tls): the step's CA, once the host's per-step trust API lands
     let limits = Limits::default();
     single.block_on(measure_async("runbox redis-ping rediss://", 1000, || async {
         let outcome = runtime.run_check(&loaded, &config, &grants, &limits).await;
