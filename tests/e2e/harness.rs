@@ -280,6 +280,14 @@ pub enum PgTls<'a> {
         /// The key file.
         key: &'a Path,
     },
+    /// `ssl=on` with this certificate and key (PEM), plaintext allowed as with
+    /// `SelfSigned`.
+    Also {
+        /// The certificate chain file.
+        cert: &'a Path,
+        /// The key file.
+        key: &'a Path,
+    },
 }
 
 /// A real PostgreSQL 15 on a random 127.0.0.1 port (initdb in a temp dir), stopped on
@@ -340,7 +348,7 @@ impl Postgres {
             ]),
         );
         let hba = match tls {
-            PgTls::SelfSigned | PgTls::Off => {
+            PgTls::SelfSigned | PgTls::Off | PgTls::Also { .. } => {
                 "local all all trust\n\
                  host all postgres 127.0.0.1/32 trust\n\
                  host all trust_user 127.0.0.1/32 trust\n\
@@ -381,7 +389,7 @@ impl Postgres {
                     .arg("-out")
                     .arg(data.join("server.crt")),
             ),
-            PgTls::Only { cert, key: key_file } => {
+            PgTls::Only { cert, key: key_file } | PgTls::Also { cert, key: key_file } => {
                 std::fs::copy(cert, data.join("server.crt")).unwrap();
                 std::fs::copy(key_file, &key).unwrap();
             }
