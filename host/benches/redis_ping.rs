@@ -4,6 +4,9 @@
 //! - the sandbox's own cost: a no-op check (new store, instantiate, call, teardown);
 //! - one redis-ping check through runbox vs a native Rust connect+PING vs spawning
 //!   `redis-cli ping` (what a Nagios-style runner does);
+//! - the same over TLS: redis-ping on `rediss://` with the step's CA (connect, full
+//!   handshake, PING, close) vs a native rustls client (ring, no session resumption)
+//!   doing the same against the same TLS redis-server, the two ratios side by side;
 //! - `runbox run` of 1,000 independent redis-ping steps with `--parallel 64`: wall time,
 //!   checks/s, peak RSS;
 //! - `runbox run` of a 6-step runbook as a whole process, warm vs cold cache, vs a
