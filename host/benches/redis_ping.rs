@@ -91,13 +91,12 @@ fn native_tls_config(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfi
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     std::sync::Arc::new(config)
 }
@@ -424,12 +423,7 @@ fn main() {
 
 /// redis-ping over `rediss://` through the runtime, as `runbox check` runs it, with the
 /// step's trust (the test CA).
-fn runbox_tls_check(
-    single: &tokio::runtime::Runtime,
-    runtime: &Runtime,
-    pki: &tls_servers::Pki,
-    port: u16,
-) -> Stats {
+fn runbox_tls_check(single: &tokio::runtime::Runtime, runtime: &Runtime, pki: &tls_servers::Pki, port: u16) -> Stats {
     let loaded = single.block_on(runtime.load(&harness::plugin("redis_ping"))).unwrap();
     let config = serde_json::json!({"url": format!("rediss://127.0.0.1:{port}")});
     let settings = TlsSettings {

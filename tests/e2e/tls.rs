@@ -80,7 +80,7 @@ fn assert_says(run: &Run, text: &str) {
     assert!(said(run).contains(text), "expected {text:?} in: {run:#?}");
 }
 
-/// Asserts that the first step was denied network access, and nothing else happened.
+/// Asserts that the first step is UNKNOWN for a denial that names `naming`.
 #[track_caller]
 fn assert_denied(run: &Run, naming: &str) {
     assert_status(run, 3, "unknown");
@@ -100,7 +100,12 @@ fn assert_denied(run: &Run, naming: &str) {
 fn redis_ping_over_rediss_with_the_step_ca_is_ok() {
     let pki = Pki::new();
     let redis = TlsRedis::start(&pki, &pki.server, false);
-    let run = check("redis-ping", &redis.url("127.0.0.1"), &redis.grant(), &ca(&pki.ca.pem_file));
+    let run = check(
+        "redis-ping",
+        &redis.url("127.0.0.1"),
+        &redis.grant(),
+        &ca(&pki.ca.pem_file),
+    );
     assert_status(&run, 0, "ok");
     let summary = step(&run)["summary"].as_str().unwrap().to_string();
     assert!(
@@ -169,7 +174,12 @@ fn a_server_name_no_grant_covers_is_denied_and_the_server_sees_no_client() {
     let redis = TlsRedis::start(&pki, &pki.server, false);
     let before = redis.accepted();
     // The name is not granted (only the address is).
-    let run = check("redis-ping", &redis.url("localhost"), &redis.grant(), &ca(&pki.ca.pem_file));
+    let run = check(
+        "redis-ping",
+        &redis.url("localhost"),
+        &redis.grant(),
+        &ca(&pki.ca.pem_file),
+    );
     assert_denied(&run, "localhost");
     // A grant for another host.
     let run = check(
@@ -190,7 +200,11 @@ fn a_server_name_no_grant_covers_is_denied_and_the_server_sees_no_client() {
         &ca(&pki.ca.pem_file),
     );
     assert_denied(&run, "localhost");
-    assert!(server.events().is_empty(), "the server saw a client: {:?}", server.events());
+    assert!(
+        server.events().is_empty(),
+        "the server saw a client: {:?}",
+        server.events()
+    );
 }
 
 #[test]
@@ -219,7 +233,10 @@ fn mutual_tls_redis_takes_the_client_certificate_from_files_or_a_secret() {
     let pki = Pki::new();
     let redis = TlsRedis::start(&pki, &pki.server, true);
     let url = redis.url("127.0.0.1");
-    let (cert, key) = (pki.client.cert_file.to_str().unwrap(), pki.client.key_file.to_str().unwrap());
+    let (cert, key) = (
+        pki.client.cert_file.to_str().unwrap(),
+        pki.client.key_file.to_str().unwrap(),
+    );
     let mut args = ca(&pki.ca.pem_file).to_vec();
     args.extend(["--client-cert", cert, "--client-key", key]);
     let run = check("redis-ping", &url, &redis.grant(), &args);
@@ -229,7 +246,6 @@ fn mutual_tls_redis_takes_the_client_certificate_from_files_or_a_secret() {
     let run = check("redis-ping", &url, &redis.grant(), &ca(&pki.ca.pem_file));
     assert_status(&run, 2, "critical");
     assert_says(&run, "client certificate");
-
 
     // The key from a granted secret; it never reaches the output, even verbose.
     let secret = format!("key=file:{key}");
@@ -289,7 +305,10 @@ steps:
     let json = run.json();
     let depth = step_of(&json, "depth");
     let metrics = depth["metrics"].as_array().unwrap();
-    let list = metrics.iter().find(|m| m["name"] == "queue:default").unwrap_or_else(|| panic!("{depth}"));
+    let list = metrics
+        .iter()
+        .find(|m| m["name"] == "queue:default")
+        .unwrap_or_else(|| panic!("{depth}"));
     assert_eq!(list["value"], 3.0, "{depth}");
     assert_eq!(step_of(&json, "pause")["applied"], true, "{run:#?}");
     let flag = redis.redis_cli(&["--cacert", ca], false, &["GET", "queue:paused"]);
@@ -306,15 +325,24 @@ fn unreadable_tls_files_and_half_a_client_identity_are_invalid_input() {
     let cert = pki.client.cert_file.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
         (&["--ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
-        (&["--ca", not_pem.path().to_str().unwrap()], not_pem.path().to_str().unwrap()),
+        (
+            &["--ca", not_pem.path().to_str().unwrap()],
+            not_pem.path().to_str().unwrap(),
+        ),
         (&["--client-cert", cert], "--client-key"),
-        (&["--client-key", pki.client.key_file.to_str().unwrap()], "--client-cert"),
+        (
+            &["--client-key", pki.client.key_file.to_str().unwrap()],
+            "--client-cert",
+        ),
     ];
     let before = redis.accepted();
     for (args, named) in cases {
         let run = check("redis-ping", &url, &redis.grant(), args);
         assert_eq!(run.code, 64, "{args:?}: {run:#?}");
-        assert!(run.stderr.contains(named), "{args:?}: the error does not name {named:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(named),
+            "{args:?}: the error does not name {named:?}: {run:#?}"
+        );
     }
     assert_eq!(redis.accepted(), before, "invalid input reached the server");
 }
@@ -325,9 +353,12 @@ fn a_client_certificate_the_server_refuses_is_critical_naming_it() {
     // with an alert after the client's Finished: the failure comes on the first read.
     let pki = Pki::new();
     let redis = TlsRedis::start(&pki, &pki.server, true);
-    let stranger = pki
-        .other_ca
-        .leaf("stranger", &["runbox-e2e-stranger"], Validity::days(90), Purpose::Client);
+    let stranger = pki.other_ca.leaf(
+        "stranger",
+        &["runbox-e2e-stranger"],
+        Validity::days(90),
+        Purpose::Client,
+    );
     let mut args = ca(&pki.ca.pem_file).to_vec();
     args.extend([
         "--client-cert",
@@ -375,7 +406,10 @@ fn pg_over_tls_with_verify_full_counts_and_plaintext_is_refused_by_the_server() 
     let before = pg.connections_received();
     let run = pg_check(&pg, "localhost", "disable", &trust);
     assert_status(&run, 2, "critical");
-    assert!(pg.connections_received() > before, "the server saw no plaintext attempt");
+    assert!(
+        pg.connections_received() > before,
+        "the server saw no plaintext attempt"
+    );
     let summary = step(&run)["summary"].as_str().unwrap().to_string();
     assert!(
         summary.contains("TLS") || summary.contains("no encryption"),
@@ -479,14 +513,19 @@ fn http_health_presents_the_client_certificate_over_https() {
     let run = check("http-health", &url, &grant, &args);
     assert_status(&run, 0, "ok");
     assert!(
-        server.events().contains(&"handshake-ok client=runbox-e2e-client".to_string()),
+        server
+            .events()
+            .contains(&"handshake-ok client=runbox-e2e-client".to_string()),
         "{:?}",
         server.events()
     );
     let run = check("http-health", &url, &grant, &ca(&pki.ca.pem_file));
     assert!(matches!(run.code, 2 | 3), "{run:#?}");
     assert!(
-        server.events().iter().all(|e| !e.starts_with("request") || e == "request GET /health"),
+        server
+            .events()
+            .iter()
+            .all(|e| !e.starts_with("request") || e == "request GET /health"),
         "{:?}",
         server.events()
     );
@@ -667,7 +706,12 @@ fn verify_false_connects_says_so_and_validate_warns() {
 fn tls_no_verify_on_the_command_line_says_verification_was_off() {
     let pki = Pki::new();
     let redis = TlsRedis::start(&pki, &pki.server_cert("expired", Validity::expired()), false);
-    let run = check("redis-ping", &redis.url("127.0.0.1"), &redis.grant(), &["--tls-no-verify"]);
+    let run = check(
+        "redis-ping",
+        &redis.url("127.0.0.1"),
+        &redis.grant(),
+        &["--tls-no-verify"],
+    );
     assert_status(&run, 0, "ok");
     let details = step(&run)["details"].to_string().to_lowercase();
     assert!(details.contains("verification") && details.contains("off"), "{run:#?}");
@@ -779,14 +823,23 @@ fn tls_cert_speaks_every_scheme() {
     let pg = tls_only_postgres(&pki.server);
     let smtp = PyTls::smtp(&pki.server);
     let cases = [
-        (format!("tls://localhost:{}", https.port), format!("tcp://localhost:{}", https.port)),
-        (format!("https://localhost:{}/", https.port), format!("https://localhost:{}", https.port)),
+        (
+            format!("tls://localhost:{}", https.port),
+            format!("tcp://localhost:{}", https.port),
+        ),
+        (
+            format!("https://localhost:{}/", https.port),
+            format!("https://localhost:{}", https.port),
+        ),
         (redis.url("localhost"), format!("tcp://localhost:{}", redis.port)),
         (
             format!("postgres://localhost:{}", pg.port),
             format!("tcp://localhost:{}", pg.port),
         ),
-        (format!("smtp://localhost:{}", smtp.port), format!("tcp://localhost:{}", smtp.port)),
+        (
+            format!("smtp://localhost:{}", smtp.port),
+            format!("tcp://localhost:{}", smtp.port),
+        ),
     ];
     for (url, grant) in &cases {
         let run = check("tls-cert", url, grant, &trust);

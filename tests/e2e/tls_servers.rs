@@ -204,7 +204,12 @@ impl Pki {
         let other_ca = Ca::new(dir.path(), "other-ca");
         let client_ca = Ca::new(dir.path(), "client-ca");
         let client = client_ca.leaf("client", &["runbox-e2e-client"], Validity::days(90), Purpose::Client);
-        let server = ca.leaf("server", &["localhost", "127.0.0.1"], Validity::days(90), Purpose::Server);
+        let server = ca.leaf(
+            "server",
+            &["localhost", "127.0.0.1"],
+            Validity::days(90),
+            Purpose::Server,
+        );
         Pki {
             ca,
             other_ca,
@@ -233,7 +238,10 @@ fn wait_listening(child: &mut Child, what: &str, stderr_file: &Path) -> u16 {
         let _ = send.send(line);
     });
     let line = receive.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-    let port = line.trim().strip_prefix("listening ").and_then(|port| port.parse().ok());
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|port| port.parse().ok());
     port.unwrap_or_else(|| {
         let _ = child.kill();
         let _ = child.wait();
@@ -301,7 +309,9 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot start redis-server ({err}); install it: apt-get install redis-server"));
+            .unwrap_or_else(|err| {
+                panic!("cannot start redis-server ({err}); install it: apt-get install redis-server")
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -325,9 +335,13 @@ impl TlsRedis {
     /// harness's client certificate if `with_client_cert`, and `command`.
     pub fn redis_cli(&self, tls: &[&str], with_client_cert: bool, command: &[&str]) -> Output {
         let mut cli = Command::new("redis-cli");
-        cli.args(["--tls", "-h", "127.0.0.1", "-p", &self.port.to_string()]).args(tls);
+        cli.args(["--tls", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(tls);
         if with_client_cert {
-            cli.arg("--cert").arg(&self.client.cert_file).arg("--key").arg(&self.client.key_file);
+            cli.arg("--cert")
+                .arg(&self.client.cert_file)
+                .arg("--key")
+                .arg(&self.client.key_file);
         }
         cli.args(command).output().expect("redis-cli is installed")
     }
@@ -345,7 +359,10 @@ impl TlsRedis {
     /// How many TCP connections it has accepted, TLS handshake or not (its own log's
     /// `Accepted` lines; the harness's readiness PING is one).
     pub fn accepted(&self) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().matches(" Accepted ").count()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(" Accepted ")
+            .count()
     }
 
     /// Its log so far.
@@ -498,7 +515,12 @@ mod self_tests {
     #[test]
     fn certificates_say_what_was_asked_for() {
         let pki = Pki::new();
-        for validity in [Validity::days(90), Validity::days(3), Validity::expired(), Validity::not_yet_valid()] {
+        for validity in [
+            Validity::days(90),
+            Validity::days(3),
+            Validity::expired(),
+            Validity::not_yet_valid(),
+        ] {
             let leaf = pki.server_cert("probe", validity);
             assert_eq!(
                 openssl_not_after(&leaf.cert_file),
@@ -515,7 +537,11 @@ mod self_tests {
                 .output()
                 .unwrap()
         };
-        let ok = verify(&pki.ca.pem_file, &pki.server, &["-purpose", "sslserver", "-verify_hostname", "localhost"]);
+        let ok = verify(
+            &pki.ca.pem_file,
+            &pki.server,
+            &["-purpose", "sslserver", "-verify_hostname", "localhost"],
+        );
         assert!(ok.status.success(), "{}", both(&ok));
         let ok = verify(&pki.ca.pem_file, &pki.server, &["-verify_ip", "127.0.0.1"]);
         assert!(ok.status.success(), "{}", both(&ok));
@@ -558,7 +584,11 @@ mod self_tests {
         redis.restart_with(&expired);
         assert_eq!(redis.port, port);
         let refused = redis.redis_cli(&["--cacert", ca], false, &["PING"]);
-        assert!(both(&refused).contains("certificate verify failed"), "{}", both(&refused));
+        assert!(
+            both(&refused).contains("certificate verify failed"),
+            "{}",
+            both(&refused)
+        );
         // It presents the expired certificate (redis-cli does not say why it failed).
         let shown = Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-CAfile", ca])
@@ -595,7 +625,10 @@ mod self_tests {
                 .expect("psql is installed")
         };
         let base = format!("host=localhost port={} user=trust_user dbname=app", pg.port);
-        let ok = psql(format!("{base} sslmode=verify-full sslrootcert={}", pki.ca.pem_file.display()));
+        let ok = psql(format!(
+            "{base} sslmode=verify-full sslrootcert={}",
+            pki.ca.pem_file.display()
+        ));
         assert!(ok.status.success(), "{}", both(&ok));
         assert_eq!(stdout(&ok), "16");
         let plain = psql(format!("{base} sslmode=disable"));
@@ -610,7 +643,11 @@ mod self_tests {
         let off = Postgres::start_with(PgTls::Off);
         let base = format!("host=127.0.0.1 port={} user=trust_user dbname=app", off.port);
         let refused = psql(format!("{base} sslmode=require"));
-        assert!(both(&refused).contains("server does not support SSL"), "{}", both(&refused));
+        assert!(
+            both(&refused).contains("server does not support SSL"),
+            "{}",
+            both(&refused)
+        );
         let fallback = psql(format!("{base} sslmode=prefer"));
         assert!(fallback.status.success(), "{}", both(&fallback));
     }
@@ -666,7 +703,9 @@ mod self_tests {
             .unwrap();
         assert!(!without.status.success(), "{}", both(&without));
         assert!(
-            mutual.events().contains(&"handshake-ok client=runbox-e2e-client".to_string()),
+            mutual
+                .events()
+                .contains(&"handshake-ok client=runbox-e2e-client".to_string()),
             "{:?}",
             mutual.events()
         );
@@ -677,7 +716,14 @@ mod self_tests {
         let pki = Pki::new();
         let server = PyTls::smtp(&pki.server);
         let mut s_client = Command::new("openssl")
-            .args(["s_client", "-starttls", "smtp", "-verify_return_error", "-verify_hostname", "localhost"])
+            .args([
+                "s_client",
+                "-starttls",
+                "smtp",
+                "-verify_return_error",
+                "-verify_hostname",
+                "localhost",
+            ])
             .arg("-CAfile")
             .arg(&pki.ca.pem_file)
             .arg("-connect")
