@@ -17,4 +17,5 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod tls_plugins;
 mod trust;
