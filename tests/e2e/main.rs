@@ -17,5 +17,6 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod tls_hostile;
 mod tls_plugins;
 mod trust;
