@@ -19,5 +19,6 @@ mod sandbox;
 mod scaffold;
 mod tls;
 mod tls_hostile;
+mod tls_plugins;
 mod tls_servers;
 mod trust;

@@ -68,7 +68,7 @@ pub fn log(level: Level, message: &str) {
 
 /// A network error in words for a report ("connection refused", "timed out waiting for
 /// the server", ...), with the sandbox's refusal named as such. A failed TLS handshake
-/// reads "TLS handshake failed: " and the host's reason.
+/// reads as the host's reason ("TLS handshake with NAME failed: …").
 pub fn describe_io(err: &std::io::Error) -> String {
     use std::io::ErrorKind;
     if let Some(tls) = net::tls_error(err) {

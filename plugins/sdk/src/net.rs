@@ -221,8 +221,10 @@ impl TlsError {
 }
 
 impl fmt::Display for TlsError {
+    /// The host's message, which says "TLS handshake with NAME failed: …"; prefixed with
+    /// "TLS handshake failed: " if it does not.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TLS handshake failed: {}", self.message)
+        f.write_str(&crate::tls::failure_text(&self.message))
     }
 }
 
@@ -461,6 +463,8 @@ mod tests {
             "TLS handshake failed: invalid peer certificate: certificate expired"
         );
         assert!(tls_error(&err).is_some());
+        let err: io::Error = TlsError::new("TLS handshake with db failed: unknown issuer".into()).into();
+        assert_eq!(crate::describe_io(&err), "TLS handshake with db failed: unknown issuer");
 
         let err: io::Error = TlsError::new("server name db.internal is not granted".into()).into();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);

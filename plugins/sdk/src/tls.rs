@@ -40,6 +40,16 @@ pub fn last_handshake() -> Option<Handshake> {
     bindings::runbox::tls::handshakes::last()
 }
 
+/// A failed handshake in words for a report: the host's message, which says "TLS
+/// handshake with NAME failed: …", prefixed with "TLS handshake failed: " if it does not.
+pub fn failure_text(message: &str) -> String {
+    if message.starts_with("TLS handshake") {
+        message.to_string()
+    } else {
+        format!("TLS handshake failed: {message}")
+    }
+}
+
 /// A handshake failure in a few words, for a summary ("certificate expired").
 pub fn describe_problem(problem: Problem) -> &'static str {
     match problem {
@@ -139,6 +149,18 @@ mod tests {
         assert_eq!(expiry_days(&[now + 86_400 * 90, now + 86_400 * 10], now), Some(10.0));
         assert_eq!(expiry_days(&[now + 43_200], now), Some(0.5));
         assert_eq!(expiry_days(&[now - 86_400 * 2, now + 86_400], now), Some(-2.0));
+    }
+
+    #[test]
+    fn failures_read_once() {
+        assert_eq!(
+            failure_text("TLS handshake with db failed: unknown issuer"),
+            "TLS handshake with db failed: unknown issuer"
+        );
+        assert_eq!(
+            failure_text("connection reset"),
+            "TLS handshake failed: connection reset"
+        );
     }
 
     #[test]

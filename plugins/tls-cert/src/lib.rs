@@ -15,6 +15,8 @@ use runbox_plugin_sdk::tls::{self, Handshake, Protocol};
 use runbox_plugin_sdk::url::{ServiceUrl, redact};
 use runbox_plugin_sdk::{Info, Report, Status, config, describe_io, http, postgres, smtp, time};
 use serde::Deserialize;
+use std::io::{self, Read};
+use std::time::Duration;
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -33,6 +35,8 @@ const SCHEMA: &str = r#"{
 const DEFAULT_WARN: &str = "30:";
 /// CRITICAL under 7 days left.
 const DEFAULT_CRIT: &str = "7:";
+/// How long to wait after a handshake for the server to refuse it (see [`late_failure`]).
+const LATE_FAILURE_WAIT: Duration = Duration::from_millis(300);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +122,7 @@ impl Probe {
         };
         match (tls::last_handshake(), error) {
             (Some(handshake), error) => self.report(&handshake, error),
-            (None, Some(error)) => Report::critical(format!("{}: TLS handshake failed: {error}", self.display)),
+            (None, Some(error)) => Report::critical(format!("{}: {}", self.display, tls::failure_text(&error))),
             (None, None) => Report::unknown("the host kept no record of the TLS handshake"),
         }
     }
@@ -147,7 +151,9 @@ impl Probe {
             _ => {}
         }
         match stream.start_tls(&self.host) {
-            Ok(_) => Reached::Handshake { error: None },
+            Ok(mut stream) => Reached::Handshake {
+                error: late_failure(&mut stream),
+            },
             Err(err) => Reached::Handshake {
                 error: Some(tls_error(&err).map_or_else(|| describe_io(&err), |tls| tls.message.clone())),
             },
@@ -177,9 +183,7 @@ impl Probe {
         let not_afters: Vec<i64> = chain.iter().flatten().map(|cert| cert.not_after).collect();
         let days = tls::expiry_days(&not_afters, time::now());
         let mut report = match (&handshake.outcome, earliest.zip(days)) {
-            (Err(failure), _) => {
-                Report::critical(format!("{}: TLS handshake failed: {}", self.display, failure.message))
-            }
+            (Err(failure), _) => Report::critical(format!("{}: {}", self.display, tls::failure_text(&failure.message))),
             (Ok(()), Some((cert, days))) => Report::new(Status::Ok, expiry_summary(&self.display, cert, days)),
             (Ok(()), None) => Report::unknown(format!(
                 "{}: the server presented no certificate this check can read",
@@ -216,6 +220,19 @@ impl Probe {
             report = report.detail(format!("after the handshake: {error}"));
         }
         report
+    }
+}
+
+/// A TLS 1.3 server that refuses the client's certificate (or wants one) says so only
+/// after the handshake, on the client's first read. Waits briefly for that: the host then
+/// records the failure as the handshake's outcome. Silence, data or a close mean the
+/// server accepted the connection.
+fn late_failure(stream: &mut Stream) -> Option<String> {
+    let wait = runbox_plugin_sdk::io_timeout().map_or(LATE_FAILURE_WAIT, |timeout| timeout.min(LATE_FAILURE_WAIT));
+    stream.set_timeout(Some(wait));
+    match stream.read(&mut [0u8; 1]) {
+        Err(err) if err.kind() != io::ErrorKind::TimedOut => Some(describe_io(&err)),
+        _ => None,
     }
 }
 
