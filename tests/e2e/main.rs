@@ -18,4 +18,5 @@ mod s3;
 mod sandbox;
 mod scaffold;
 mod tls_hostile;
+mod tls_plugins;
 mod trust;

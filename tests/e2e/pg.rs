@@ -2,10 +2,17 @@
 
 use crate::harness::{Postgres, Run, runbox, runbox_env};
 
+/// The server's URL for `user`, without TLS. The harness's server has TLS on with a
+/// self-signed, name-less certificate that the host cannot verify, and the plugin's
+/// default (`sslmode=prefer`) would use it and fail; TLS is tested in `tls_plugins.rs`.
+fn plain_url(pg: &Postgres, user: &str) -> String {
+    format!("{}?sslmode=disable", pg.url(user))
+}
+
 /// Runs the check as `user` with extra `--with` values; passwords come from
 /// `PG_PASSWORD` through a granted secret.
 fn check(pg: &Postgres, user: &str, password: Option<&str>, with: &[&str]) -> Run {
-    let url = format!("url={}", pg.url(user));
+    let url = format!("url={}", plain_url(pg, user));
     let grant = pg.grant();
     let mut args = vec![
         "check",
@@ -177,7 +184,7 @@ fn a_where_that_tries_to_write_is_refused_and_nothing_changes() {
 #[test]
 fn a_slow_query_is_cancelled_below_the_deadline() {
     let pg = Postgres::start();
-    let url = format!("url={}", pg.url("trust_user"));
+    let url = format!("url={}", plain_url(&pg, "trust_user"));
     let run = runbox(&[
         "check",
         "pg-dangling-metadata",
@@ -216,7 +223,7 @@ fn server_down_tls_only_and_no_grant() {
         "check",
         "pg-dangling-metadata",
         "--with",
-        &format!("url={}", pg.url("trust_user")),
+        &format!("url={}", plain_url(&pg, "trust_user")),
     ]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
@@ -244,7 +251,7 @@ fn server_down_tls_only_and_no_grant() {
 fn the_retention_validation_runbook_runs_against_postgres() {
     let pg = Postgres::start();
     let runbook = crate::harness::workspace().join("runbooks/retention-validation.yaml");
-    let db_url = format!("db_url={}", pg.url("scram_user"));
+    let db_url = format!("db_url={}", plain_url(&pg, "scram_user"));
     let db_grant = format!("db_grant={}", pg.grant());
     let args = [
         "run",

@@ -1,24 +1,29 @@
 //! `pg-dangling-metadata`: after a retention job, counts the rows that expired but were
 //! never deleted (`deleted IS NULL AND expires < now()`), and how long ago the oldest of
 //! them expired. Runs in a READ ONLY transaction with a statement timeout below the
-//! step's deadline, so it can never change data.
+//! step's deadline, so it can never change data. TLS follows libpq's `sslmode`, except
+//! that the host verifies the certificate in every mode that uses TLS.
 
 mod sql;
 mod wire;
 
 use runbox_plugin_sdk::check::Guest;
+use runbox_plugin_sdk::net::tls_error;
+use runbox_plugin_sdk::postgres::SslMode;
 use runbox_plugin_sdk::threshold::Thresholds;
+use runbox_plugin_sdk::tls::{self, Problem};
 use runbox_plugin_sdk::url::{ServiceUrl, redact};
 use runbox_plugin_sdk::{Info, Level, Report, Status, config, describe_io, host, log, secret};
 use serde::Deserialize;
-use wire::{Failure, Session};
+use wire::{Failure, Params, Session};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "title": "pg-dangling-metadata config",
   "type": "object",
   "properties": {
-    "url": {"type": "string", "description": "postgres://user[:password]@host[:port]/database; port defaults to 5432"},
+    "url": {"type": "string", "description": "postgres://user[:password]@host[:port]/database[?sslmode=MODE]; port defaults to 5432"},
+    "sslmode": {"type": "string", "enum": ["disable", "prefer", "require", "verify-ca", "verify-full"], "description": "TLS as libpq's sslmode (default prefer; or ?sslmode= in the url). Unlike libpq, every mode that uses TLS has the host verify the certificate with the step's trust (`tls:`); verify-ca and verify-full also fail when the step turns verification off"},
     "password_secret": {"type": "string", "description": "Name of a granted secret holding the password (overrides a password in the URL)"},
     "schema": {"type": "string", "description": "Schema of the table (default: the search path)"},
     "table": {"type": "string", "default": "recordings"},
@@ -41,6 +46,7 @@ const SCHEMA: &str = r#"{
 #[serde(deny_unknown_fields)]
 struct Config {
     url: String,
+    sslmode: Option<String>,
     password_secret: Option<String>,
     schema: Option<String>,
     #[serde(default = "default_table")]
@@ -100,6 +106,7 @@ impl Guest for PgDanglingMetadata {
 struct Target {
     host: String,
     port: u16,
+    sslmode: SslMode,
     user: String,
     password: Option<String>,
     database: String,
@@ -116,16 +123,7 @@ impl Target {
         let config: Config = config::parse(json)?;
         let url = ServiceUrl::parse(&config.url, &["postgres", "postgresql"])
             .map_err(|err| config::field_error("url", err))?;
-        if let Some(query) = &url.query
-            && query
-                .split('&')
-                .any(|pair| matches!(pair, "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"))
-        {
-            return Err(config::field_error(
-                "url",
-                "TLS (sslmode=require/verify-*) is not supported yet",
-            ));
-        }
+        let sslmode = sslmode(&url, config.sslmode.as_deref())?;
         let user = url
             .user
             .clone()
@@ -154,6 +152,7 @@ impl Target {
             display: redact(&config.url),
             host: url.host,
             port: url.port.unwrap_or(5432),
+            sslmode,
             user,
             password,
             database,
@@ -169,21 +168,34 @@ impl Target {
     }
 
     fn check(&self) -> Report {
-        let mut session = match Session::connect(
-            &self.host,
-            self.port,
-            &self.user,
-            self.password.as_deref(),
-            &self.database,
-        ) {
-            Ok(session) => session,
+        let params = Params {
+            host: &self.host,
+            port: self.port,
+            sslmode: self.sslmode,
+            user: &self.user,
+            password: self.password.as_deref(),
+            database: &self.database,
+        };
+        let (mut session, tls) = match Session::connect(&params) {
+            Ok(connected) => connected,
             Err(failure) => return self.failed(failure),
         };
+        log(
+            Level::Debug,
+            &format!(
+                "connected ({}, sslmode={})",
+                if tls { "TLS" } else { "plaintext" },
+                self.sslmode
+            ),
+        );
         let result = self.measure(&mut session);
         // Whatever happened, nothing is committed: the transaction is read-only and rolled back.
         let _ = session.query("ROLLBACK");
         session.terminate();
         match result {
+            Ok(report) if !tls && self.sslmode == SslMode::Prefer => {
+                report.detail("the server offers no TLS: connected in plaintext (sslmode=prefer)")
+            }
             Ok(report) => report,
             Err(failure) => self.failed(failure),
         }
@@ -256,8 +268,18 @@ impl Target {
 
     fn failed(&self, failure: Failure) -> Report {
         match failure {
-            Failure::Io(err) => Report::critical(format!("{}: {}", self.display, describe_io(&err))),
+            Failure::Io(err) => {
+                let mut summary = format!("{}: {}", self.display, describe_io(&err));
+                if tls_error(&err).is_some() && certificate_refused() {
+                    summary.push_str(&format!(
+                        " (sslmode={}: runbox verifies the certificate in every mode that uses TLS)",
+                        self.sslmode
+                    ));
+                }
+                Report::critical(summary)
+            }
             Failure::Auth(message) | Failure::TlsRequired(message) => Report::critical(message),
+            Failure::Tls(message) => Report::critical(format!("{}: {message}", self.display)),
             Failure::Protocol(message) => Report::critical(format!("{}: protocol error: {message}", self.display)),
             Failure::Server(error) => match error.code.as_str() {
                 "57014" => Report::critical(format!(
@@ -282,6 +304,33 @@ impl Target {
     }
 }
 
+/// Whether the last handshake failed on the server's certificate (where libpq's
+/// `prefer` and `require`, which do not verify, would have gone on): any failure but a
+/// denied server name or a client certificate the server wants.
+fn certificate_refused() -> bool {
+    tls::last_handshake().is_some_and(|handshake| match handshake.outcome {
+        Ok(()) => false,
+        Err(failure) => !matches!(failure.problem, Problem::Denied | Problem::ClientCertificate),
+    })
+}
+
+/// The sslmode from the URL's query and the `sslmode` field (they must agree), or
+/// libpq's default, `prefer`.
+fn sslmode(url: &ServiceUrl, field: Option<&str>) -> Result<SslMode, String> {
+    let in_url = SslMode::from_query(url.query.as_deref()).map_err(|err| config::field_error("url", err))?;
+    let in_field = field
+        .map(SslMode::parse)
+        .transpose()
+        .map_err(|err| config::field_error("sslmode", err))?;
+    match (in_url, in_field) {
+        (Some(a), Some(b)) if a != b => Err(config::field_error(
+            "sslmode",
+            format!("{b} contradicts sslmode={a} in `url`"),
+        )),
+        (url, field) => Ok(field.or(url).unwrap_or_default()),
+    }
+}
+
 fn human_age(seconds: f64) -> String {
     match seconds {
         s if s < 120.0 => format!("{s:.0} s"),
@@ -292,3 +341,41 @@ fn human_age(seconds: f64) -> String {
 }
 
 runbox_plugin_sdk::export_check!(PgDanglingMetadata);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_comes_from_the_url_or_the_field_and_defaults_to_prefer() {
+        // (url, sslmode field, result)
+        let table: &[(&str, Option<&str>, Result<SslMode, &str>)] = &[
+            ("postgres://u@h/db", None, Ok(SslMode::Prefer)),
+            ("postgres://u@h/db?sslmode=require", None, Ok(SslMode::Require)),
+            ("postgres://u@h/db", Some("verify-full"), Ok(SslMode::VerifyFull)),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                Some("disable"),
+                Ok(SslMode::Disable),
+            ),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                Some("require"),
+                Err("config field `sslmode`: require contradicts sslmode=disable in `url`"),
+            ),
+            (
+                "postgres://u@h/db?sslmode=on",
+                None,
+                Err("config field `url`: sslmode \"on\" is not one of"),
+            ),
+        ];
+        for (url, field, expected) in table {
+            let url = ServiceUrl::parse(url, &["postgres"]).unwrap();
+            match (sslmode(&url, *field), expected) {
+                (Ok(mode), Ok(expected)) => assert_eq!(mode, *expected, "{url:?}"),
+                (Err(err), Err(expected)) => assert!(err.starts_with(expected), "{err}"),
+                (got, _) => panic!("{url:?} {field:?}: {got:?}"),
+            }
+        }
+    }
+}

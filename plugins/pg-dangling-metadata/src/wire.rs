@@ -1,6 +1,7 @@
-//! A PostgreSQL v3 client over a blocking TCP stream: startup, authentication (trust,
-//! cleartext, md5, SCRAM-SHA-256), simple query, termination. Message encoding and
-//! decoding is `postgres-protocol`'s; this module only sequences it.
+//! A PostgreSQL v3 client over a blocking TCP stream: TLS as `sslmode` says (the
+//! SSLRequest, then the host's handshake), startup, authentication (trust, cleartext,
+//! md5, SCRAM-SHA-256), simple query, termination. Message encoding and decoding is
+//! `postgres-protocol`'s; this module only sequences it.
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -8,8 +9,10 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
+use runbox_plugin_sdk::net::Stream;
+use runbox_plugin_sdk::postgres::{SslMode, ssl_request};
+use runbox_plugin_sdk::tls;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 
 /// An error the server sent (an `ErrorResponse`).
 #[derive(Debug, Clone)]
@@ -47,6 +50,8 @@ pub enum Failure {
     Auth(String),
     /// The server refused the connection because it requires TLS.
     TlsRequired(String),
+    /// The sslmode demands TLS (or a verified certificate) and did not get it.
+    Tls(String),
     /// The server answered with an error.
     Server(ServerError),
     /// The server said something this client does not understand.
@@ -64,27 +69,41 @@ pub type Row = Vec<Option<String>>;
 
 /// An authenticated session.
 pub struct Session {
-    stream: TcpStream,
+    stream: Stream,
     buffer: BytesMut,
 }
 
+/// Where and how to connect.
+pub struct Params<'a> {
+    /// Host name or address (also the TLS server name).
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// Whether to use TLS, and what it must be.
+    pub sslmode: SslMode,
+    /// User name.
+    pub user: &'a str,
+    /// Password, if one is configured.
+    pub password: Option<&'a str>,
+    /// Database name.
+    pub database: &'a str,
+}
+
 impl Session {
-    /// Connects and authenticates as `user` to `database`.
-    pub fn connect(
-        host: &str,
-        port: u16,
-        user: &str,
-        password: Option<&str>,
-        database: &str,
-    ) -> Result<Session, Failure> {
-        let stream = TcpStream::connect((host, port))?;
-        let timeout = runbox_plugin_sdk::io_timeout();
-        stream.set_read_timeout(timeout).ok();
-        stream.set_write_timeout(timeout).ok();
+    /// Connects, starts TLS as `sslmode` says, and authenticates. Returns the session
+    /// and whether it is encrypted.
+    pub fn connect(params: &Params) -> Result<(Session, bool), Failure> {
+        let (stream, tls) = open(params)?;
         let mut session = Session {
             stream,
             buffer: BytesMut::with_capacity(8192),
         };
+        let Params {
+            user,
+            password,
+            database,
+            ..
+        } = *params;
         let mut out = BytesMut::new();
         frontend::startup_message(
             [
@@ -99,7 +118,7 @@ impl Session {
         // Parameter status, backend key data, then ready.
         loop {
             match session.receive()? {
-                Message::ReadyForQuery(_) => return Ok(session),
+                Message::ReadyForQuery(_) => return Ok((session, tls)),
                 Message::ErrorResponse(body) => {
                     return Err(Failure::Server(ServerError::from_body(&body)));
                 }
@@ -236,6 +255,40 @@ impl Session {
     }
 }
 
+/// Connects and, unless `sslmode=disable`, asks for TLS: on 'S' the handshake (which
+/// the host verifies with the step's trust); on 'N' plaintext for `prefer`, a failure
+/// for the modes that require TLS. A failed handshake is never retried in plaintext.
+fn open(params: &Params) -> Result<(Stream, bool), Failure> {
+    let mut stream = Stream::connect(params.host, params.port)?;
+    let sslmode = params.sslmode;
+    if !sslmode.asks_for_tls() {
+        return Ok((stream, false));
+    }
+    if !ssl_request(&mut stream)? {
+        if sslmode.requires_tls() {
+            return Err(Failure::Tls(format!("server does not support TLS (sslmode={sslmode})")));
+        }
+        return Ok((stream, false));
+    }
+    let stream = stream.start_tls(params.host)?;
+    if sslmode.demands_verification() {
+        match tls::last_handshake() {
+            Some(handshake) if handshake.verified => {}
+            Some(_) => {
+                return Err(Failure::Tls(format!(
+                    "sslmode={sslmode} demands a verified certificate, and the step turns verification off (`tls: {{verify: false}}`)"
+                )));
+            }
+            None => {
+                return Err(Failure::Tls(format!(
+                    "sslmode={sslmode}: the host has no record of verifying the certificate"
+                )));
+            }
+        }
+    }
+    Ok((stream, true))
+}
+
 fn auth_error(user: &str, body: &ErrorResponseBody) -> Failure {
     let error = ServerError::from_body(body);
     let lowered = error.message.to_lowercase();
@@ -243,7 +296,7 @@ fn auth_error(user: &str, body: &ErrorResponseBody) -> Failure {
     // then says "... no encryption" (PostgreSQL 15+) or "... SSL off" (older).
     if error.code == "28000" && (lowered.contains("no encryption") || lowered.contains("ssl off")) {
         return Failure::TlsRequired(format!(
-            "the server accepts user {user} only over TLS (pg_hba.conf `hostssl`), which this check does not speak yet: {}",
+            "the server accepts user {user} only over TLS (pg_hba.conf `hostssl`), and this connection is plaintext (sslmode=disable, or prefer with a server that offered no TLS): {}",
             error.message
         ));
     }

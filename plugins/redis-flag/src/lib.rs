@@ -1,6 +1,7 @@
 //! `redis-flag` (mitigation): set or clear one Redis key, optionally with a TTL — the
 //! switch many services read to pause enqueueing or block new sessions. The plan reads
-//! the current value and says what will change; apply makes the change.
+//! the current value and says what will change; apply makes the change. Over TLS for
+//! `rediss://` URLs.
 
 use runbox_plugin_sdk::mitigation::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, Reply};
@@ -12,7 +13,7 @@ const SCHEMA: &str = r#"{
   "title": "redis-flag config",
   "type": "object",
   "properties": {
-    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db]"},
+    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db], or rediss:// for TLS (the step's `tls:` says what to trust); port defaults to 6379, db to 0"},
     "password_secret": {"type": "string"},
     "key": {"type": "string", "description": "The flag's key, e.g. queue:enqueue-paused"},
     "action": {"type": "string", "enum": ["set", "clear"], "default": "set"},

@@ -1,5 +1,6 @@
-//! `redis-ping`: connects to Redis, authenticates, selects the database, sends PING
-//! and reports the round-trip latency; optionally the server's role and client count.
+//! `redis-ping`: connects to Redis (over TLS for `rediss://`), authenticates, selects the
+//! database, sends PING and reports the round-trip latency; optionally the server's role
+//! and client count.
 
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
@@ -14,7 +15,7 @@ const SCHEMA: &str = r#"{
   "title": "redis-ping config",
   "type": "object",
   "properties": {
-    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db]; port defaults to 6379, db to 0"},
+    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db], or rediss:// for TLS (the step's `tls:` says what to trust); port defaults to 6379, db to 0"},
     "password_secret": {"type": "string", "description": "Name of a granted secret holding the password (overrides a password in the URL)"},
     "warn": {"type": "string", "description": "Nagios range for latency_ms that raises WARNING, e.g. \"50\""},
     "crit": {"type": "string", "description": "Nagios range for latency_ms that raises CRITICAL, e.g. \"200\""},
@@ -74,7 +75,7 @@ impl Check {
     fn check(&self) -> Report {
         let display = &self.target.display;
         let connected = Instant::now();
-        let mut conn = match Connection::open(&self.target.host, self.target.port) {
+        let mut conn = match Connection::open(&self.target) {
             Ok(conn) => conn,
             Err(err) => return Report::critical(format!("cannot connect to {display}: {}", describe_io(&err))),
         };

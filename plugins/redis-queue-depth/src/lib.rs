@@ -1,10 +1,11 @@
 //! `redis-queue-depth`: how deep the work queues are. LLEN of lists (RQ, Sidekiq,
-//! Celery queues) and, for streams, each consumer group's pending count and lag.
+//! Celery queues) and, for streams, each consumer group's pending count and lag. Over
+//! TLS for `rediss://` URLs.
 
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::{Info, Report, Status, config};
+use runbox_plugin_sdk::{Info, Report, Status, config, describe_io};
 use serde::Deserialize;
 
 const SCHEMA: &str = r#"{
@@ -12,7 +13,7 @@ const SCHEMA: &str = r#"{
   "title": "redis-queue-depth config",
   "type": "object",
   "properties": {
-    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db]"},
+    "url": {"type": "string", "description": "redis://[user[:password]@]host[:port][/db], or rediss:// for TLS (the step's `tls:` says what to trust); port defaults to 6379, db to 0"},
     "password_secret": {"type": "string"},
     "lists": {"type": "array", "items": {"type": "string"}, "description": "List keys whose length is the queue depth"},
     "streams": {"type": "array", "items": {"type": "object", "properties": {"stream": {"type": "string"}, "group": {"type": "string"}}, "required": ["stream", "group"], "additionalProperties": false}},
@@ -67,12 +68,17 @@ fn check(json: &str) -> Result<Report, String> {
     let shown = target.display.clone();
     let mut conn = match target.connect() {
         Ok(conn) => conn,
-        Err(LoginError::Io(err)) => return Ok(Report::critical(format!("cannot connect to {shown}: {err}"))),
+        Err(LoginError::Io(err)) => {
+            return Ok(Report::critical(format!(
+                "cannot connect to {shown}: {}",
+                describe_io(&err)
+            )));
+        }
         Err(err) => return Ok(Report::critical(format!("{shown}: {err}"))),
     };
     let call = |conn: &mut Connection, args: &[&str]| -> Result<Reply, Report> {
         conn.call(args)
-            .map_err(|err| Report::critical(format!("{shown}: {err}")))
+            .map_err(|err| Report::critical(format!("{shown}: {}", describe_io(&err))))
     };
     let mut run = || -> Result<Report, Report> {
         let mut report = Report::new(Status::Ok, String::new());

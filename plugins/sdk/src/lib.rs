@@ -7,17 +7,25 @@
 //! the generated bindings of the `runbox:plugin@0.1.0` worlds, config parsing whose
 //! errors name the offending field ([`config`]), Nagios threshold ranges
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
-//! builder ([`report`]), a Redis client ([`redis`]) and an HTTP client over wasi:http ([`http`]).
+//! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
+//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), and the plaintext steps that
+//! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
 
 pub mod config;
 pub mod http;
+pub mod net;
+pub mod postgres;
 pub mod redis;
 pub mod report;
 pub mod s3;
 pub mod s3log;
 pub mod sigv4;
+pub mod smtp;
+#[cfg(test)]
+mod testing;
 pub mod threshold;
 pub mod time;
+pub mod tls;
 pub mod url;
 
 /// Bindings of the `check` world. Implement [`check::Guest`] and call
@@ -59,9 +67,13 @@ pub fn log(level: Level, message: &str) {
 }
 
 /// A network error in words for a report ("connection refused", "timed out waiting for
-/// the server", ...), with the sandbox's refusal named as such.
+/// the server", ...), with the sandbox's refusal named as such. A failed TLS handshake
+/// reads as the host's reason ("TLS handshake with NAME failed: …").
 pub fn describe_io(err: &std::io::Error) -> String {
     use std::io::ErrorKind;
+    if let Some(tls) = net::tls_error(err) {
+        return tls.to_string();
+    }
     match err.kind() {
         ErrorKind::ConnectionRefused => "connection refused".into(),
         ErrorKind::PermissionDenied => "connection not permitted by the sandbox".into(),

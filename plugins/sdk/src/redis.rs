@@ -1,10 +1,11 @@
-//! A small Redis client: RESP2 commands and replies over a blocking TCP stream, with
-//! socket timeouts set from the host's deadline.
+//! A small Redis client: RESP2 commands and replies over a blocking TCP stream
+//! ([`crate::net::Stream`]), TLS for `rediss://` URLs, with timeouts set from the host's
+//! deadline.
 
 use crate::config::field_error;
+use crate::net::Stream;
 use crate::url::{ServiceUrl, redact};
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::TcpStream;
 
 /// A reply from the server.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,14 +62,17 @@ pub struct Target {
     pub password: Option<String>,
     /// Database number (the URL's path, default 0).
     pub db: u32,
+    /// TLS (`rediss://`), with the URL's host as the server name.
+    pub tls: bool,
     /// The URL with its password hidden, for messages.
     pub display: String,
 }
 
 impl Target {
-    /// Reads `redis://[user[:password]@]host[:port][/db]`; errors name the config field.
+    /// Reads `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS); errors
+    /// name the config field.
     pub fn from_config(url: &str, password_secret: Option<&str>) -> Result<Target, String> {
-        let parsed = ServiceUrl::parse(url, &["redis"]).map_err(|err| field_error("url", err))?;
+        let parsed = ServiceUrl::parse(url, &["redis", "rediss"]).map_err(|err| field_error("url", err))?;
         let db = match parsed.path.as_str() {
             "" => 0,
             path => path
@@ -85,13 +89,14 @@ impl Target {
             user: parsed.user,
             password,
             db,
+            tls: parsed.scheme == "rediss",
             display: redact(url),
         })
     }
 
-    /// Connects and logs in.
+    /// Connects (with TLS for `rediss://`) and logs in.
     pub fn connect(&self) -> Result<Connection, LoginError> {
-        let mut conn = Connection::open(&self.host, self.port).map_err(LoginError::Io)?;
+        let mut conn = Connection::open(self).map_err(LoginError::Io)?;
         conn.login(self)?;
         Ok(conn)
     }
@@ -123,18 +128,19 @@ const MAX_LEN: i64 = 16 * 1024 * 1024;
 
 /// One connection to a Redis server.
 pub struct Connection {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
 }
 
 impl Connection {
-    /// Connects to `host:port`.
-    pub fn open(host: &str, port: u16) -> io::Result<Connection> {
-        let stream = TcpStream::connect((host, port))?;
-        stream.set_nodelay(true).ok();
-        // Answer "timed out" ourselves rather than be stopped by the host's deadline.
-        let timeout = crate::io_timeout();
-        stream.set_read_timeout(timeout).ok();
-        stream.set_write_timeout(timeout).ok();
+    /// Connects to the target's host and port, and makes the TLS handshake if it is
+    /// `rediss://` (a failed one is an error carrying the host's reason, see
+    /// [`crate::net::TlsError`]). Reads and writes time out a little before the host's
+    /// deadline, so the plugin can say "timed out" itself.
+    pub fn open(target: &Target) -> io::Result<Connection> {
+        let mut stream = Stream::connect(&target.host, target.port)?;
+        if target.tls {
+            stream = stream.start_tls(&target.host)?;
+        }
         Ok(Connection {
             reader: BufReader::new(stream),
         })
@@ -232,4 +238,36 @@ fn protocol(message: impl Into<String>) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("protocol error: {}", message.into()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_read_redis_and_rediss_urls() {
+        // (url, host, port, tls, db)
+        let table: &[(&str, &str, u16, bool, u32)] = &[
+            ("redis://127.0.0.1", "127.0.0.1", 6379, false, 0),
+            ("rediss://cache.internal", "cache.internal", 6379, true, 0),
+            ("REDISS://u:pw@[::1]:6390/3", "::1", 6390, true, 3),
+        ];
+        for (url, host, port, tls, db) in table {
+            let target = Target::from_config(url, None).unwrap();
+            assert_eq!(
+                (target.host.as_str(), target.port, target.tls, target.db),
+                (*host, *port, *tls, *db),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            Target::from_config("rediss://u:pw@h", None).unwrap().display,
+            "rediss://u:***@h"
+        );
+        let err = Target::from_config("https://h", None).unwrap_err();
+        assert!(
+            err.starts_with("config field `url`:") && err.contains("redis or rediss"),
+            "{err}"
+        );
+    }
 }

@@ -74,6 +74,14 @@ impl Utc {
     pub fn amz_day(self) -> String {
         format!("{:04}{:02}{:02}", self.year, self.month, self.day)
     }
+
+    /// `2013-05-24T00:00:00Z` (RFC 3339).
+    pub fn rfc3339(self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
 }
 
 /// Parses RFC 3339 / ISO 8601 UTC or offset times (`2026-11-22T12:00:00.000Z`,
@@ -192,6 +200,11 @@ mod tests {
             assert_eq!(Utc::from_unix(secs).to_unix(), secs);
         }
         assert_eq!(Utc::from_unix(1_369_353_600).amz_date(), "20130524T000000Z");
+        assert_eq!(Utc::from_unix(1_369_353_600).rfc3339(), "2013-05-24T00:00:00Z");
+        assert_eq!(
+            parse_rfc3339(&Utc::from_unix(1_795_000_123).rfc3339()),
+            Some(1_795_000_123)
+        );
         assert_eq!(
             Utc::from_unix(951_782_400),
             Utc {
