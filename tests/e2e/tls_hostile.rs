@@ -83,3 +83,119 @@ fn the_client_key_in_a_secret_is_the_hosts_alone() {
         "{run:#?}"
     );
 }
+
+/// A listener on 127.0.0.1 that accepts connections and records every byte it receives.
+fn recording_listener() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+/// Over a connection its grant allows, a plugin asks `wasi:tls` for a handshake with
+/// another host's name: refused before a byte of the ClientHello is written, and listed
+/// as a denial naming the grant. The granted address as the name is sent (the control).
+#[test]
+fn a_server_name_the_grants_do_not_cover_sends_nothing() {
+    let (port, received) = recording_listener();
+    let mischief = plugin("mischief").display().to_string();
+    let target = format!("127.0.0.1:{port}");
+    let grant = format!("tcp://127.0.0.1:{port}");
+    let attack = |name: &str| {
+        runbox(&[
+            "check",
+            &mischief,
+            "--config",
+            &serde_json::json!({"mode": "tls-name", "target": target, "server_name": name}).to_string(),
+            "--allow",
+            &grant,
+            "--timeout",
+            "3s",
+            "--format",
+            "json",
+        ])
+    };
+    for name in ["db.internal", "localhost", "127.0.0.2", "[::1]"] {
+        let run = attack(name);
+        let step = &run.json()["steps"][0];
+        let summary = step["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with("TLS handshake refused") && summary.contains("not granted"),
+            "{name}: {run:#?}"
+        );
+        assert!(
+            step["denied"].to_string().contains(&format!("server name `{name}`")),
+            "{name}: {step}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(received.lock().unwrap().is_empty(), "{name}: bytes reached the server");
+    }
+    // The control: the granted address as the name goes out as a ClientHello (a TLS
+    // handshake record, 0x16), which this listener never answers.
+    let run = attack("127.0.0.1");
+    assert!(
+        run.json()["steps"][0]["denied"].as_array().unwrap().is_empty(),
+        "{run:#?}"
+    );
+    assert_eq!(received.lock().unwrap().first(), Some(&0x16), "no ClientHello arrived");
+}
+
+/// A plugin opens TLS connections until the host refuses: at most 32 at once, the next
+/// handshake fails with that reason, and the host is fine for the next check.
+#[test]
+fn open_tls_connections_are_capped() {
+    let server = crate::harness::HttpsServer::start(|_| crate::harness::HttpsReply::ok(b"ok"));
+    let mischief = plugin("mischief").display().to_string();
+    let ca = server.ca.pem_file.display().to_string();
+    let grant = format!("tcp://127.0.0.1:{}", server.addr.port());
+    let run = runbox(&[
+        "check",
+        &mischief,
+        "--config",
+        &serde_json::json!({"mode": "tls-flood", "target": format!("127.0.0.1:{}", server.addr.port()), "size": 40})
+            .to_string(),
+        "--allow",
+        &grant,
+        "--ca",
+        &ca,
+        "--format",
+        "json",
+    ]);
+    let summary = run.json()["steps"][0]["summary"].as_str().unwrap().to_string();
+    assert!(
+        summary.contains("TLS connection 33 failed") && summary.contains("more than 32 TLS connections open at once"),
+        "{run:#?}"
+    );
+    let run = runbox(&[
+        "check",
+        &mischief,
+        "--config",
+        &serde_json::json!({"mode": "tls-flood", "target": format!("127.0.0.1:{}", server.addr.port()), "size": 32})
+            .to_string(),
+        "--allow",
+        &grant,
+        "--ca",
+        &ca,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.json()["steps"][0]["summary"], "held 32 TLS connections", "{run:#?}");
+}

@@ -171,6 +171,9 @@ pub async fn connect(
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
+    // A request is written whole; waiting for an ACK before its last segment (Nagle) only
+    // delays it, and the TLS handshake's last flight most of all.
+    tcp.set_nodelay(true).ok();
     let Some(tls) = tls else {
         return Ok(Box::new(tcp));
     };

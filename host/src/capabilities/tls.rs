@@ -816,7 +816,65 @@ impl TlsProvider {
     }
 }
 
-impl wasmtime_wasi_tls::TlsStream for LoggedConnection<Box<dyn wasmtime_wasi_tls::TlsTransport>> {}
+impl wasmtime_wasi_tls::TlsStream for LoggedConnection<Coalesce<Box<dyn wasmtime_wasi_tls::TlsTransport>>> {}
+
+/// Hands the transport each batch of TLS records rustls writes as one write. The
+/// transport of a `wasi:tls` handshake is the plugin's socket stream, which writes one
+/// buffer per call on a socket with Nagle's algorithm on (wasi:sockets 0.2 cannot turn it
+/// off): the client's last flight (ChangeCipherSpec, Finished) went out as two segments,
+/// and the second waited for the server's delayed ACK, some 40 ms, before the first byte
+/// of the plugin's request could follow.
+pub struct Coalesce<T>(pub T);
+
+/// Most bytes joined into one write (a TLS record is at most some 16 KiB).
+const MAX_COALESCED_BYTES: usize = 64 << 10;
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut nonempty = bufs.iter().filter(|buf| !buf.is_empty());
+        let (Some(first), Some(_)) = (nonempty.next(), nonempty.next()) else {
+            let only = bufs.iter().find(|buf| !buf.is_empty()).map_or(&[][..], |buf| &buf[..]);
+            return Pin::new(&mut self.0).poll_write(cx, only);
+        };
+        let mut joined = Vec::with_capacity(MAX_COALESCED_BYTES.min(bufs.iter().map(|buf| buf.len()).sum()));
+        joined.extend_from_slice(&first[..first.len().min(MAX_COALESCED_BYTES)]);
+        for buf in bufs.iter().skip_while(|buf| buf.is_empty()).skip(1) {
+            let room = MAX_COALESCED_BYTES - joined.len();
+            if room == 0 {
+                break;
+            }
+            joined.extend_from_slice(&buf[..buf.len().min(room)]);
+        }
+        // A write of part of `joined` reports that many bytes of `bufs`, as vectored writes may.
+        Pin::new(&mut self.0).poll_write(cx, &joined)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 impl wasmtime_wasi_tls::TlsProvider for TlsProvider {
     fn connect(
@@ -832,7 +890,7 @@ impl wasmtime_wasi_tls::TlsProvider for TlsProvider {
                 let failure = log.denied(&server_name, failure, trust.verify);
                 return Err(wasmtime_wasi_tls::Error::msg(failure));
             }
-            match trust.handshake(&server_name, transport, &log, deadline).await {
+            match trust.handshake(&server_name, Coalesce(transport), &log, deadline).await {
                 Ok(conn) => Ok(Box::new(LoggedConnection::new(conn, log)) as Box<dyn wasmtime_wasi_tls::TlsStream>),
                 Err(failure) => Err(wasmtime_wasi_tls::Error::msg(failure)),
             }

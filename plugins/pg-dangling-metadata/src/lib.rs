@@ -11,6 +11,7 @@ use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::net::tls_error;
 use runbox_plugin_sdk::postgres::SslMode;
 use runbox_plugin_sdk::threshold::Thresholds;
+use runbox_plugin_sdk::tls::{self, Problem};
 use runbox_plugin_sdk::url::{ServiceUrl, redact};
 use runbox_plugin_sdk::{Info, Level, Report, Status, config, describe_io, host, log, secret};
 use serde::Deserialize;
@@ -269,7 +270,7 @@ impl Target {
         match failure {
             Failure::Io(err) => {
                 let mut summary = format!("{}: {}", self.display, describe_io(&err));
-                if tls_error(&err).is_some_and(|tls| !tls.is_denied()) {
+                if tls_error(&err).is_some() && certificate_refused() {
                     summary.push_str(&format!(
                         " (sslmode={}: runbox verifies the certificate in every mode that uses TLS)",
                         self.sslmode
@@ -301,6 +302,16 @@ impl Target {
             },
         }
     }
+}
+
+/// Whether the last handshake failed on the server's certificate (where libpq's
+/// `prefer` and `require`, which do not verify, would have gone on): any failure but a
+/// denied server name or a client certificate the server wants.
+fn certificate_refused() -> bool {
+    tls::last_handshake().is_some_and(|handshake| match handshake.outcome {
+        Ok(()) => false,
+        Err(failure) => !matches!(failure.problem, Problem::Denied | Problem::ClientCertificate),
+    })
 }
 
 /// The sslmode from the URL's query and the `sslmode` field (they must agree), or

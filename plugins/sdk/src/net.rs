@@ -396,9 +396,14 @@ fn write_error(err: StreamError) -> io::Error {
 }
 
 /// A failed read or write. `wasi:sockets` 0.2 cannot say which error code it was (that
-/// function is unstable), so the kind is read from the host's description.
+/// function is unstable), so the kind is read from the host's description. A TLS
+/// failure after the handshake (a TLS 1.3 server refusing the client certificate says so
+/// on the first read) is a [`TlsError`], like one during it.
 fn stream_error(error: &wasi::io::error::Error) -> io::Error {
     let message = error.to_debug_string();
+    if message.starts_with("TLS handshake") {
+        return TlsError::new(message).into();
+    }
     io::Error::new(kind_from_message(&message), message)
 }
 

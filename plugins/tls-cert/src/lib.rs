@@ -197,11 +197,9 @@ impl Probe {
                 metric.min = None;
             }
         }
+        // The host adds a detail line saying verification was off; the summary says it too.
         if !handshake.verified {
             report.summary.push_str(" (certificate not verified)");
-            report = report.detail(
-                "certificate verification was off for this step (`tls: {verify: false}`): the chain was not checked",
-            );
         }
         if let (Some(protocol), Some(suite)) = (&handshake.protocol, &handshake.cipher_suite) {
             report = report.detail(format!("{protocol}, {suite}, server name {}", handshake.server_name));

@@ -106,6 +106,7 @@ pub fn run(mode: &str, config: &str) -> Result<Report, String> {
                 method: "GET".into(),
                 headers: forge.headers.iter().map(|h| fill(h)).collect(),
                 body: String::new(),
+                server_name: String::new(),
             };
             let http = if forge.target.is_empty() {
                 String::new()

@@ -25,6 +25,9 @@ struct Config {
     /// `http`: request headers, `name: value`.
     #[serde(default)]
     headers: Vec<String>,
+    /// `tls-name`: the server name to ask `wasi:tls` for over a connection to `target`.
+    #[serde(default)]
+    server_name: String,
     /// `http`: request body.
     #[serde(default)]
     body: String,
@@ -38,7 +41,7 @@ impl Guest for Mischief {
             name: "mischief".into(),
             version: "0.1.0".into(),
             description: "Misbehaves on purpose (sandbox tests only)".into(),
-            config_schema: r#"{"type": "object", "properties": {"mode": {"type": "string"}, "target": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "method": {"type": "string"}, "headers": {"type": "array", "items": {"type": "string"}}, "body": {"type": "string"}}, "required": ["mode"]}"#.into(),
+            config_schema: r#"{"type": "object", "properties": {"mode": {"type": "string"}, "target": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "method": {"type": "string"}, "headers": {"type": "array", "items": {"type": "string"}}, "body": {"type": "string"}, "server_name": {"type": "string"}}, "required": ["mode"]}"#.into(),
         }
     }
 
@@ -117,6 +120,10 @@ impl Guest for Mischief {
                 std::io::stdout().write_all(&[b'a', 0xff, b'b', b'\n']).unwrap();
                 "printed invalid UTF-8".to_string()
             }
+            // A granted connection, a handshake for another host's name.
+            "tls-name" => tls_handshake(&config.target, &config.server_name),
+            // Each TLS connection keeps buffers in the host: hold as many as it lets us.
+            "tls-flood" => tls_flood(&config.target, config.size),
             // Each TCP socket is a host file descriptor: try to exhaust them.
             "sockets" => {
                 use wasi::sockets::network::IpAddressFamily;
@@ -233,3 +240,36 @@ fn recurse(depth: u64) -> u64 {
 }
 
 runbox_plugin_sdk::export_check!(Mischief);
+
+fn split_target(target: &str) -> Result<(&str, u16), String> {
+    let (host, port) = target.rsplit_once(':').ok_or("target is host:port")?;
+    Ok((host, port.parse().map_err(|_| "bad port")?))
+}
+
+fn tls_handshake(target: &str, server_name: &str) -> String {
+    use runbox_plugin_sdk::net::Stream;
+    let (host, port) = match split_target(target) {
+        Ok(pair) => pair,
+        Err(err) => return err,
+    };
+    match Stream::connect(host, port).and_then(|stream| stream.start_tls(server_name)) {
+        Ok(_) => format!("TLS handshake with {server_name} completed"),
+        Err(err) => format!("TLS handshake refused: {err}"),
+    }
+}
+
+fn tls_flood(target: &str, count: usize) -> String {
+    use runbox_plugin_sdk::net::Stream;
+    let (host, port) = match split_target(target) {
+        Ok(pair) => pair,
+        Err(err) => return err,
+    };
+    let mut held = Vec::new();
+    for n in 1..=count {
+        match Stream::connect(host, port).and_then(|stream| stream.start_tls(host)) {
+            Ok(stream) => held.push(stream),
+            Err(err) => return format!("TLS connection {n} failed: {err}"),
+        }
+    }
+    format!("held {} TLS connections", held.len())
+}
