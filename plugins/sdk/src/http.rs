@@ -272,7 +272,7 @@ fn read_body(incoming: &IncomingBody, max_body: usize) -> Result<Vec<u8>, Failur
 }
 
 fn describe(code: ErrorCode) -> Failure {
-    match code {
+    match &code {
         ErrorCode::HttpRequestDenied => Failure::Denied,
         ErrorCode::ConnectionRefused => Failure::Refused,
         ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout => {
@@ -281,6 +281,13 @@ fn describe(code: ErrorCode) -> Failure {
         ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => Failure::Other("cannot resolve the host".into()),
         ErrorCode::HttpResponseBodySize(limit) => {
             Failure::Other(format!("response body larger than the host allows ({limit:?} bytes)"))
+        }
+        // The error code only says "TLS"; the host's record of the handshake says why.
+        ErrorCode::TlsCertificateError | ErrorCode::TlsProtocolError | ErrorCode::TlsAlertReceived(_) => {
+            match crate::tls::last_handshake().and_then(|handshake| handshake.outcome.err()) {
+                Some(failure) => Failure::Other(crate::tls::failure_text(&failure.message)),
+                None => Failure::Other(format!("{code:?}")),
+            }
         }
         other => Failure::Other(format!("{other:?}")),
     }
