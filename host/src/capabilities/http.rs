@@ -232,7 +232,8 @@ async fn send(mut request: http::Request<WasiBody>, stream: Box<dyn Stream>, tim
     let send = async move {
         let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
             .await
-            .map_err(|_| Error::ConnectionReadTimeout)??;
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(from_hyper)?;
         // Tokio panics on a zero interval.
         let between = timeouts.between_bytes.max(Duration::from_nanos(1));
         let mut timeout = tokio::time::interval(between);
@@ -252,7 +253,7 @@ async fn send(mut request: http::Request<WasiBody>, stream: Box<dyn Stream>, tim
             conn = None;
             match done {
                 Ok(()) => send.as_mut().poll(cx),
-                Err(err) => Poll::Ready(Err(Error::from(err))),
+                Err(err) => Poll::Ready(Err(from_hyper(err))),
             }
         }
     })
@@ -265,7 +266,7 @@ async fn send(mut request: http::Request<WasiBody>, stream: Box<dyn Stream>, tim
             if err.is_timeout() {
                 Error::HttpResponseTimeout
             } else {
-                Error::from(err)
+                from_hyper(err)
             }
         })
     };
@@ -273,6 +274,26 @@ async fn send(mut request: http::Request<WasiBody>, stream: Box<dyn Stream>, tim
         response.map(BodyExt::boxed_unsync),
         Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
     ))
+}
+
+/// A hyper error as `wasi:http` reports it; a TLS failure under it (a TLS 1.3 server
+/// refusing the client certificate on the first read after the handshake) keeps its TLS
+/// error code and message rather than becoming a protocol error.
+fn from_hyper(err: hyper::Error) -> Error {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(cause) = next {
+        let failure = cause.downcast_ref::<Failure>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Failure>())
+        });
+        if let Some(failure) = failure {
+            return http_error(failure.clone());
+        }
+        next = cause.source();
+    }
+    Error::from(err)
 }
 
 /// A response body that fails when the next frame takes longer than its interval.
@@ -289,7 +310,7 @@ impl Body for IncomingBody {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(err))) if err.is_timeout() => Poll::Ready(Some(Err(Error::HttpResponseTimeout))),
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Error::from(err)))),
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(from_hyper(err)))),
             Poll::Ready(Some(Ok(frame))) => {
                 self.timeout.reset();
                 Poll::Ready(Some(Ok(frame)))
