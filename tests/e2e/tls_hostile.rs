@@ -166,36 +166,27 @@ fn open_tls_connections_are_capped() {
     let mischief = plugin("mischief").display().to_string();
     let ca = server.ca.pem_file.display().to_string();
     let grant = format!("tcp://127.0.0.1:{}", server.addr.port());
-    let run = runbox(&[
-        "check",
-        &mischief,
-        "--config",
-        &serde_json::json!({"mode": "tls-flood", "target": format!("127.0.0.1:{}", server.addr.port()), "size": 40})
-            .to_string(),
-        "--allow",
-        &grant,
-        "--ca",
-        &ca,
-        "--format",
-        "json",
-    ]);
-    let summary = run.json()["steps"][0]["summary"].as_str().unwrap().to_string();
+    let flood = |size: usize| {
+        let config = serde_json::json!({"mode": "tls-flood", "target": format!("127.0.0.1:{}", server.addr.port()), "size": size});
+        let run = runbox(&[
+            "check",
+            &mischief,
+            "--config",
+            &config.to_string(),
+            "--allow",
+            &grant,
+            "--ca",
+            &ca,
+            "--format",
+            "json",
+        ]);
+        (run.json()["steps"][0]["summary"].as_str().unwrap().to_string(), run)
+    };
+    let (summary, run) = flood(40);
     assert!(
         summary.contains("TLS connection 33 failed") && summary.contains("more than 32 TLS connections open at once"),
         "{run:#?}"
     );
-    let run = runbox(&[
-        "check",
-        &mischief,
-        "--config",
-        &serde_json::json!({"mode": "tls-flood", "target": format!("127.0.0.1:{}", server.addr.port()), "size": 32})
-            .to_string(),
-        "--allow",
-        &grant,
-        "--ca",
-        &ca,
-        "--format",
-        "json",
-    ]);
-    assert_eq!(run.json()["steps"][0]["summary"], "held 32 TLS connections", "{run:#?}");
+    let (summary, run) = flood(32);
+    assert_eq!(summary, "held 32 TLS connections", "{run:#?}");
 }

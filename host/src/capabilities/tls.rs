@@ -736,15 +736,13 @@ pub struct TlsConnection<T> {
 impl<T> TlsConnection<T> {
     /// Turns an error the server reported after the handshake into a [`Failure`]
     /// message where it has one (a refused client certificate), keeping its kind.
-    fn explain(&self, err: std::io::Error, log: Option<&Handshakes>) -> std::io::Error {
+    fn explain(&self, err: std::io::Error, log: &Handshakes) -> std::io::Error {
         let is_tls = err.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
         if !is_tls {
             return err;
         }
         let failure = Failure::from_io(&self.server_name, &err);
-        if let Some(log) = log {
-            log.failed_after(&self.server_name, &failure);
-        }
+        log.failed_after(&self.server_name, &failure);
         std::io::Error::new(err.kind(), failure)
     }
 }
@@ -767,7 +765,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for LoggedConnection<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.conn.inner).poll_read(cx, buf) {
-            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, Some(&this.log)))),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, &this.log))),
             other => other,
         }
     }
@@ -777,7 +775,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LoggedConnection<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         match Pin::new(&mut this.conn.inner).poll_write(cx, buf) {
-            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, Some(&this.log)))),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, &this.log))),
             other => other,
         }
     }
@@ -785,7 +783,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LoggedConnection<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.conn.inner).poll_flush(cx) {
-            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, Some(&this.log)))),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, &this.log))),
             other => other,
         }
     }
