@@ -2,7 +2,7 @@
 //! secret that holds it, presenting a granted connection's server with an ungranted
 //! name, and holding host memory with open TLS connections.
 
-use crate::harness::{plugin, runbox};
+use crate::harness::{plugin, runbox, runbox_env};
 
 /// A client certificate and key (PEM files) from a CA made here.
 fn client_identity(dir: &std::path::Path) -> (String, String, String) {
@@ -63,6 +63,59 @@ fn the_client_key_in_a_secret_is_the_hosts_alone() {
             "key material leaked: {line}"
         );
     }
+
+    // Granted again under another name, or handed over as an environment variable: still
+    // the host's alone (what decides is the value).
+    let copy = format!("copy=file:{key}");
+    let run = runbox_env(
+        &[
+            "-vv",
+            "check",
+            &mischief,
+            "--config",
+            r#"{"mode": "secret", "target": "copy"}"#,
+            "--secret",
+            &secret,
+            "--secret",
+            &copy,
+            "--env",
+            "RUNBOX_TEST_CLIENT_KEY",
+            "--client-cert",
+            &cert,
+            "--client-key",
+            "secret:client_key",
+            "--format",
+            "json",
+        ],
+        &[("RUNBOX_TEST_CLIENT_KEY", &pem)],
+    );
+    assert_eq!(run.json()["steps"][0]["summary"], "secret not granted", "{run:#?}");
+    let env = runbox_env(
+        &[
+            "check",
+            &mischief,
+            "--config",
+            r#"{"mode": "env"}"#,
+            "--secret",
+            &secret,
+            "--env",
+            "RUNBOX_TEST_CLIENT_KEY",
+            "--env",
+            "OTHER=visible",
+            "--client-cert",
+            &cert,
+            "--client-key",
+            "secret:client_key",
+            "--format",
+            "json",
+        ],
+        &[("RUNBOX_TEST_CLIENT_KEY", &pem)],
+    );
+    let summary = env.json()["steps"][0]["summary"].to_string();
+    assert!(
+        summary.contains("OTHER") && !summary.contains("RUNBOX_TEST_CLIENT_KEY"),
+        "{env:#?}"
+    );
 
     // The same secret granted without being a TLS key is the plugin's, as before.
     let run = runbox(&[
@@ -189,4 +242,36 @@ fn open_tls_connections_are_capped() {
     );
     let (summary, run) = flood(32);
     assert_eq!(summary, "held 32 TLS connections", "{run:#?}");
+}
+
+/// A server name of a megabyte: cut before the host keeps it, refused as ungranted, and
+/// the denial is a line, not a megabyte.
+#[test]
+fn a_huge_server_name_is_cut_and_refused() {
+    let (port, received) = recording_listener();
+    let mischief = plugin("mischief").display().to_string();
+    let run = runbox(&[
+        "-v",
+        "check",
+        &mischief,
+        "--config",
+        &serde_json::json!({"mode": "tls-name", "target": format!("127.0.0.1:{port}"), "server_name": ".internal", "size": 1 << 20}).to_string(),
+        "--allow",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--format",
+        "json",
+    ]);
+    let step = &run.json()["steps"][0];
+    assert!(
+        step["summary"].as_str().unwrap().contains("not granted"),
+        "{}",
+        &run.stdout[..2000.min(run.stdout.len())]
+    );
+    let denied = step["denied"].to_string();
+    assert!(denied.len() < 2_000, "the denial is {} bytes", denied.len());
+    assert!(
+        run.stdout.len() + run.stderr.len() < 64 << 10,
+        "output grew with the name"
+    );
+    assert!(received.lock().unwrap().is_empty());
 }

@@ -53,6 +53,16 @@ impl Default for Grants {
 }
 
 impl Grants {
+    /// What the plan and the approval prompt say about these grants: the read-only notes
+    /// ([`Grants::read_only_notes`]) and, when the step turns TLS verification off, that.
+    pub fn plan_notes(&self) -> Vec<String> {
+        let mut notes = self.read_only_notes(true);
+        if !self.tls.verifies() {
+            notes.push(tls::VERIFY_OFF_NOTE.to_string());
+        }
+        notes
+    }
+
     /// Secrets the step's TLS settings read (client certificate or key): the host's, never
     /// the plugin's.
     pub fn tls_secret_names(&self) -> impl Iterator<Item = &str> {

@@ -85,19 +85,10 @@ impl TlsSettings {
                 _ => None,
             })
     }
-
-    /// What `validate`, the plan and the approval prompt say about these settings.
-    pub fn notes(&self) -> Vec<String> {
-        if self.verify {
-            Vec::new()
-        } else {
-            vec![VERIFY_OFF_NOTE.to_string()]
-        }
-    }
 }
 
 /// The note a step with `tls: {verify: false}` carries in `validate` and in its result.
-pub const VERIFY_OFF_NOTE: &str = "TLS certificate verification is off for this step (tls: {verify: false}): \
+pub const VERIFY_OFF_NOTE: &str = "TLS certificate verification is off for this step (tls: {verify: false}, or --tls-no-verify): \
      connections are encrypted but the server is not authenticated";
 
 /// Where a PEM item comes from: a file, or a secret the step grants.
@@ -193,6 +184,8 @@ pub struct Trust {
     verify: bool,
     /// Secrets the client identity was read from, withheld from the plugin.
     secret_names: Vec<String>,
+    /// Their values (PEM), so no other grant hands them to the plugin.
+    secret_values: Vec<String>,
     /// For logs: "system roots + ca.pem".
     description: String,
 }
@@ -263,6 +256,11 @@ impl Trust {
             client,
             verify: settings.verify,
             secret_names: settings.secret_names().map(str::to_string).collect(),
+            secret_values: settings
+                .secret_names()
+                .filter_map(|name| secrets.iter().find(|grant| grant.name == name))
+                .filter_map(|grant| grant.resolve().ok())
+                .collect(),
             description,
         })
     }
@@ -270,6 +268,11 @@ impl Trust {
     /// The secrets this trust's client identity came from: the host's, never the plugin's.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.secret_names.iter().map(String::as_str)
+    }
+
+    /// The values of [`Trust::secret_names`]: no environment grant may carry them either.
+    pub fn secret_values(&self) -> &[String] {
+        &self.secret_values
     }
 
     /// Whether this trust verifies server certificates.
@@ -314,14 +317,14 @@ impl Trust {
     {
         let name = match parse_server_name(server_name) {
             Ok(name) => name,
-            Err(failure) => return Err(log.finish(server_name, self.verify, Vec::new(), Err(failure), None)),
+            Err(failure) => return Err(log.finish(server_name, self.verify, Vec::new(), Err(failure), None).1),
         };
         let Some(slot) = log.open_slot() else {
             let failure = Failure::new(
                 Problem::Other,
                 format!("more than {MAX_OPEN_CONNECTIONS} TLS connections open at once in one invocation"),
             );
-            return Err(log.finish(server_name, self.verify, Vec::new(), Err(failure), None));
+            return Err(log.finish(server_name, self.verify, Vec::new(), Err(failure), None).1);
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connector = tokio_rustls::TlsConnector::from(self.client_config(seen.clone()));
@@ -341,23 +344,25 @@ impl Trust {
                         .and_then(|suite| suite.suite().as_str())
                         .map(str::to_string),
                 };
-                log.finish(server_name, self.verify, chain, Ok(()), Some(negotiated));
+                let (id, _) = log.finish(server_name, self.verify, chain, Ok(()), Some(negotiated));
                 Ok(TlsConnection {
                     inner: stream,
                     _slot: slot,
                     server_name: server_name.to_string(),
+                    id,
+                    read_any: false,
                 })
             }
             Ok(Err(err)) => {
                 let failure = Failure::from_io(server_name, &err);
-                Err(log.finish(server_name, self.verify, chain, Err(failure), None))
+                Err(log.finish(server_name, self.verify, chain, Err(failure), None).1)
             }
             Err(_) => {
                 let failure = Failure::new(
                     Problem::Other,
                     format!("TLS handshake with {server_name} timed out (the step's deadline passed)"),
                 );
-                Err(log.finish(server_name, self.verify, chain, Err(failure), None))
+                Err(log.finish(server_name, self.verify, chain, Err(failure), None).1)
             }
         }
     }
@@ -610,6 +615,8 @@ struct Negotiated {
 /// One handshake as the host saw it (`runbox:tls/handshakes.handshake`).
 #[derive(Debug, Clone)]
 pub struct Handshake {
+    /// Which handshake of the invocation (1, 2, ...).
+    id: usize,
     /// The name the plugin asked for.
     pub server_name: String,
     /// DER, leaf first.
@@ -659,9 +666,11 @@ impl Handshakes {
         chain: Vec<CertificateDer<'static>>,
         outcome: Result<(), Failure>,
         negotiated: Option<Negotiated>,
-    ) -> Failure {
-        self.made.fetch_add(1, Ordering::Relaxed);
-        if !verified {
+    ) -> (usize, Failure) {
+        let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only a connection that was made without verification makes a result rest on an
+        // unauthenticated server.
+        if !verified && outcome.is_ok() {
             self.unverified.fetch_add(1, Ordering::Relaxed);
         }
         match &outcome {
@@ -688,6 +697,7 @@ impl Handshakes {
             .unwrap_or_else(|| Failure::new(Problem::Other, String::new()));
         let (protocol, cipher_suite) = negotiated.map_or((None, None), |n| (n.protocol, n.cipher_suite));
         *self.last.lock().unwrap() = Some(Handshake {
+            id,
             server_name: crate::text::cut(server_name.to_string(), 256),
             certificates: chain.into_iter().map(|cert| cert.to_vec()).collect(),
             verified,
@@ -695,19 +705,20 @@ impl Handshakes {
             protocol,
             cipher_suite,
         });
-        failure
+        (id, failure)
     }
 
     /// Records a handshake the policy refused before anything was sent.
     pub fn denied(&self, server_name: &str, failure: Failure, verified: bool) -> Failure {
-        self.finish(server_name, verified, Vec::new(), Err(failure), None)
+        self.finish(server_name, verified, Vec::new(), Err(failure), None).1
     }
 
-    /// Records a failure after the handshake (a TLS 1.3 server refusing the client's
-    /// certificate says so on the first read) as the outcome of the last handshake.
-    fn failed_after(&self, server_name: &str, failure: &Failure) {
+    /// Records a failure right after handshake `id` (a TLS 1.3 server refusing the
+    /// client's certificate says so on the first read) as that handshake's outcome, if it
+    /// is still the last one.
+    fn failed_after(&self, id: usize, failure: &Failure) {
         if let Some(last) = self.last.lock().unwrap().as_mut()
-            && last.server_name == server_name
+            && last.id == id
             && last.outcome.is_ok()
         {
             last.outcome = Err(failure.clone());
@@ -731,18 +742,24 @@ pub struct TlsConnection<T> {
     inner: tokio_rustls::client::TlsStream<T>,
     _slot: Slot,
     server_name: String,
+    /// Its handshake's record.
+    id: usize,
+    /// Whether application data has arrived (after that, a TLS error is the
+    /// connection's, not the handshake's).
+    read_any: bool,
 }
 
 impl<T> TlsConnection<T> {
-    /// Turns an error the server reported after the handshake into a [`Failure`]
-    /// message where it has one (a refused client certificate), keeping its kind.
+    /// Turns a TLS error the server reported before any application data (a refused
+    /// client certificate) into a [`Failure`] message, keeping its kind, and records it
+    /// as the handshake's outcome. Later errors pass as they are.
     fn explain(&self, err: std::io::Error, log: &Handshakes) -> std::io::Error {
         let is_tls = err.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-        if !is_tls {
+        if !is_tls || self.read_any {
             return err;
         }
         let failure = Failure::from_io(&self.server_name, &err);
-        log.failed_after(&self.server_name, &failure);
+        log.failed_after(self.id, &failure);
         std::io::Error::new(err.kind(), failure)
     }
 }
@@ -764,9 +781,14 @@ impl<T> LoggedConnection<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for LoggedConnection<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.conn.inner).poll_read(cx, buf) {
             Poll::Ready(Err(err)) => Poll::Ready(Err(this.conn.explain(err, &this.log))),
-            other => other,
+            Poll::Ready(Ok(())) => {
+                this.conn.read_any |= buf.filled().len() > before;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

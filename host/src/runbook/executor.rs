@@ -393,7 +393,7 @@ async fn run_step(
             summary: outcome.summary.clone(),
             changes: outcome.details.clone(),
             destructive: plan.destructive,
-            notes: step.grants.read_only_notes(true),
+            notes: step.grants.plan_notes(),
         };
         outcome.summary = format!(
             "plan: {}{}",

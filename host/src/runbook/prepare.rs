@@ -307,12 +307,29 @@ pub async fn prepare(
                     );
                     Trust::system()
                 } else {
-                    // Secrets are read at run time; `validate` checks the CA files.
-                    let settings = if mode == Mode::Validate && settings.secret_names().next().is_some() {
-                        TlsSettings {
-                            client_cert: None,
-                            client_key: None,
-                            ..settings
+                    // Secrets are read at run time; `validate` checks the files.
+                    let settings = if mode == Mode::Validate {
+                        let file = |source: Option<PemSource>| source.filter(|pem| matches!(pem, PemSource::File(_)));
+                        match (file(settings.client_cert.clone()), file(settings.client_key.clone())) {
+                            // Half an identity in a secret: check the other half's file alone.
+                            (Some(path), None) | (None, Some(path)) => {
+                                if let PemSource::File(path) = &path
+                                    && let Err(err) = std::fs::metadata(path)
+                                {
+                                    cx.problem(&at("tls"), Some(id), format!("{}: {err}", path.display()));
+                                }
+                                TlsSettings {
+                                    client_cert: None,
+                                    client_key: None,
+                                    ..settings
+                                }
+                            }
+                            (None, None) => TlsSettings {
+                                client_cert: None,
+                                client_key: None,
+                                ..settings
+                            },
+                            (Some(_), Some(_)) => settings,
                         }
                     } else {
                         settings

@@ -595,8 +595,9 @@ impl Runtime {
                 });
             }
         }
-        // A result that rests on an unauthenticated server says so.
-        if host.handshakes.any_unverified() {
+        // A result that rests on an unauthenticated server says so (a plan's details are
+        // its changes: its notes say it instead, from the grants).
+        if host.handshakes.any_unverified() && !matches!(answer, Some(Answer::Plan(_))) {
             details.push(crate::capabilities::tls::VERIFY_OFF_NOTE.to_string());
         }
         let denied = host.denials.lines();

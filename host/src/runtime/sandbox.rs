@@ -138,7 +138,20 @@ impl Sandbox {
 
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
-        builder.envs(&grants.env);
+        let tls_values = grants.tls.secret_values();
+        let env: Vec<(&str, &str)> = grants
+            .env
+            .iter()
+            .filter(|(name, value)| {
+                let key = tls_values.iter().any(|secret| value.contains(secret.as_str()));
+                if key {
+                    tracing::debug!(plugin, variable = %name, "environment variable withheld: it holds the step's TLS client identity");
+                }
+                !key
+            })
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        builder.envs(&env);
         for dir in &grants.dirs {
             builder
                 .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
@@ -183,12 +196,21 @@ impl Sandbox {
             .build();
         // The host reads a TLS client certificate or key held in a secret; the plugin
         // never sees it.
+        // A secret granted twice (two names, one source) or passed on as an environment
+        // variable is withheld too: what decides is the value, not the name.
         let mut secrets = secrets;
-        let withheld: Vec<String> = grants
+        let key_values: Vec<String> = grants
             .tls_secret_names()
-            .filter(|name| secrets.remove(*name).is_some())
-            .map(str::to_string)
+            .filter_map(|name| secrets.get(name).cloned())
             .collect();
+        let withheld: Vec<String> = secrets
+            .iter()
+            .filter(|(name, value)| key_values.contains(value) || grants.tls_secret_names().any(|tls| tls == *name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &withheld {
+            secrets.remove(name);
+        }
 
         Ok(Sandbox {
             wasi: builder.build(),
@@ -249,6 +271,7 @@ impl Sandbox {
         let mut tls = wasmtime_wasi_tls::p2::LinkOptions::default();
         tls.tls(true);
         wasmtime_wasi_tls::p2::add_to_linker(linker, &tls)?;
+        limit_tls_server_names(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         handshakes::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
@@ -274,6 +297,33 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// Bytes of headers one `fields` resource may hold (wasmtime-wasi-http's default is
 /// 128 KiB, times up to [`MAX_HANDLES`] resources).
 pub const MAX_HTTP_FIELDS_BYTES: usize = 32 << 10;
+
+/// Shadows `wasi:tls/types.client-handshake`'s constructor, which keeps the server name
+/// in the host until the handshake is made: a name longer than a DNS name can be
+/// (a plugin's megabytes, times a handle per pending handshake) is cut to
+/// [`MAX_LOOKUP_NAME_BYTES`] + 1 bytes first, where the policy refuses it as ungranted.
+fn limit_tls_server_names(linker: &mut Linker<Sandbox>) -> Result<()> {
+    use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+    use wasmtime_wasi_tls::p2::HostClientHandshake;
+    use wasmtime_wasi_tls::p2::bindings::types::HostClientHandshake as _;
+    type Args = (String, Resource<DynInputStream>, Resource<DynOutputStream>);
+    linker.allow_shadowing(true);
+    let mut types = linker.instance("wasi:tls/types@0.2.0-draft")?;
+    types.func_wrap(
+        "[constructor]client-handshake",
+        |mut store, (name, input, output): Args| -> Result<(Resource<HostClientHandshake>,)> {
+            let name = if name.len() > MAX_LOOKUP_NAME_BYTES {
+                let end = crate::text::floor_char_boundary(&name, MAX_LOOKUP_NAME_BYTES + 1);
+                name[..end].to_string()
+            } else {
+                name
+            };
+            Ok((store.data_mut().tls().new(name, input, output)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// Shadows the setters of `wasi:http/types.outgoing-request` that keep a string, so an
 /// overlong one is refused before the host keeps it.

@@ -20,6 +20,10 @@ pub struct Certificate {
     pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
+    /// The subject name as encoded (DER), for following the chain.
+    pub subject_der: Vec<u8>,
+    /// The issuer name as encoded (DER).
+    pub issuer_der: Vec<u8>,
 }
 
 impl Certificate {
@@ -38,7 +42,14 @@ impl Certificate {
             names,
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
+            subject_der: cert.subject().as_raw().to_vec(),
+            issuer_der: cert.issuer().as_raw().to_vec(),
         })
+    }
+
+    /// Whether it names itself as its issuer (a root, or a self-signed server).
+    pub fn self_issued(&self) -> bool {
+        self.subject_der == self.issuer_der
     }
 
     /// The certificate as detail lines, each prefixed with its place in the chain
@@ -58,6 +69,33 @@ impl Certificate {
         ));
         lines
     }
+}
+
+/// The places in `chain` whose expiry matters: the server's own certificate (`[0]`), then
+/// each certificate whose subject is the previous one's issuer, stopping before a
+/// self-issued one. A root the server sends along is not the one a client trusts (its
+/// own store's copy is), and certificates off that path (stale cross-signs, extra
+/// roots) are not used: an old AddTrust or DST root in a chain must not make a working
+/// server look expired.
+pub fn path_from_leaf(chain: &[Result<Certificate, String>]) -> Vec<usize> {
+    let Some(Ok(leaf)) = chain.first() else {
+        return Vec::new();
+    };
+    let mut path = vec![0];
+    let mut current = leaf;
+    while !current.self_issued() {
+        let next = chain.iter().enumerate().find(|(index, cert)| {
+            !path.contains(index) && matches!(cert, Ok(cert) if cert.subject_der == current.issuer_der)
+        });
+        match next {
+            Some((index, Ok(cert))) if !cert.self_issued() => {
+                path.push(index);
+                current = cert;
+            }
+            _ => break,
+        }
+    }
+    path
 }
 
 /// A Unix time as `2026-01-31T12:00:00Z`.
@@ -133,6 +171,50 @@ mod tests {
                 "[0] valid from 2026-11-30T08:30:59Z to 2036-11-27T08:30:59Z",
             ]
         );
+    }
+
+    /// A CA (root), its intermediate, and a leaf the intermediate signs.
+    fn chain_with_extras() -> Vec<Result<Certificate, String>> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca = |name: &str, expired: bool| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            if expired {
+                params.not_before = rcgen::date_time_ymd(2010, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2020, 5, 30);
+            }
+            params
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca("Root", false).self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(ca("Root", false), root_key);
+        let mid_key = KeyPair::generate().unwrap();
+        let mid = ca("Intermediate", false).signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_issuer = Issuer::new(ca("Intermediate", false), mid_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["svc.test".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &mid_issuer)
+            .unwrap();
+        let stale_key = KeyPair::generate().unwrap();
+        let stale_root = ca("AddTrust-like old root", true).self_signed(&stale_key).unwrap();
+        let other_key = KeyPair::generate().unwrap();
+        let unrelated = ca("Unrelated", true).signed_by(&other_key, &root_issuer).unwrap();
+        [leaf.der(), mid.der(), stale_root.der(), unrelated.der(), root.der()]
+            .iter()
+            .map(|der| Certificate::parse(der))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_leaf_and_the_intermediates_leading_from_it_count() {
+        let chain = chain_with_extras();
+        assert_eq!(path_from_leaf(&chain), [0, 1]);
+        // A self-signed server certificate is its own path.
+        assert_eq!(path_from_leaf(&[Certificate::parse(CERT)]), [0]);
+        assert!(path_from_leaf(&[Err("garbage".into())]).is_empty());
+        assert!(path_from_leaf(&[]).is_empty());
     }
 
     #[test]

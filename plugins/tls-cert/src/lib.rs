@@ -179,8 +179,11 @@ impl Probe {
             .iter()
             .map(|der| Certificate::parse(der))
             .collect();
-        let earliest = chain.iter().flatten().min_by_key(|cert| cert.not_after);
-        let not_afters: Vec<i64> = chain.iter().flatten().map(|cert| cert.not_after).collect();
+        // Only the server's certificate and the intermediates that lead from it count.
+        let path = cert::path_from_leaf(&chain);
+        let counted = || path.iter().filter_map(|&index| chain[index].as_ref().ok());
+        let earliest = counted().min_by_key(|cert| cert.not_after);
+        let not_afters: Vec<i64> = counted().map(|cert| cert.not_after).collect();
         let days = tls::expiry_days(&not_afters, time::now());
         let mut report = match (&handshake.outcome, earliest.zip(days)) {
             (Err(failure), _) => Report::critical(format!("{}: {}", self.display, tls::failure_text(&failure.message))),
@@ -209,6 +212,16 @@ impl Probe {
                 Ok(cert) => {
                     for line in cert.details(index) {
                         report = report.detail(line);
+                    }
+                    if !path.contains(&index) {
+                        report = report.detail(format!(
+                            "[{index}] not counted: {}",
+                            if cert.self_issued() {
+                                "a root (the client's own trust store holds the one that counts)"
+                            } else {
+                                "not on the path from the server's certificate"
+                            }
+                        ));
                     }
                 }
                 Err(err) => report = report.detail(format!("[{index}] {err}")),
@@ -333,6 +346,8 @@ mod tests {
             names: vec![],
             not_before: 0,
             not_after: 1_700_000_000,
+            subject_der: Vec::new(),
+            issuer_der: Vec::new(),
         };
         assert_eq!(
             expiry_summary("tls://h:1", &cert, 42.0),

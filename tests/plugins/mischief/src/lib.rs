@@ -121,7 +121,8 @@ impl Guest for Mischief {
                 "printed invalid UTF-8".to_string()
             }
             // A granted connection, a handshake for another host's name.
-            "tls-name" => tls_handshake(&config.target, &config.server_name),
+            // `size` bytes of `a` before the name: a name the host must not keep whole.
+            "tls-name" => tls_handshake(&config.target, &("a".repeat(config.size) + &config.server_name)),
             // Each TLS connection keeps buffers in the host: hold as many as it lets us.
             "tls-flood" => tls_flood(&config.target, config.size),
             // Each TCP socket is a host file descriptor: try to exhaust them.
