@@ -248,7 +248,7 @@ fn verify_ca_and_verify_full_demand_verification_and_require_does_not() {
     let run = check("pg-dangling-metadata", &url("require"), pg.port, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
-        summary(&run).ends_with("(sslmode=require: runbox verifies the certificate in every mode that uses TLS)"),
+        summary(&run).ends_with("(sslmode=require: runbox verifies the certificate in every mode that uses TLS; trust the server's CA with --ca or tls: {ca: FILE}, or use sslmode=disable)"),
         "{run:#?}"
     );
 }

@@ -272,7 +272,7 @@ impl Target {
                 let mut summary = format!("{}: {}", self.display, describe_io(&err));
                 if tls_error(&err).is_some() && certificate_refused() {
                     summary.push_str(&format!(
-                        " (sslmode={}: runbox verifies the certificate in every mode that uses TLS)",
+                        " (sslmode={}: runbox verifies the certificate in every mode that uses TLS; trust the server's CA with --ca or tls: {{ca: FILE}}, or use sslmode=disable)",
                         self.sslmode
                     ));
                 }
