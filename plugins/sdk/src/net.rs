@@ -137,10 +137,13 @@ impl Read for Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = self.deadline();
+        // The clock is read only if a wait is needed: a read that finds data, or a write
+        // with room, costs no host call for the timeout.
+        let mut deadline = None;
         loop {
             match self.input.read(buf.len() as u64) {
                 Ok(chunk) if chunk.is_empty() => {
+                    let deadline = *deadline.get_or_insert_with(|| self.deadline());
                     if !deadline.wait(&self.input.subscribe()) {
                         return Err(timed_out());
                     }
@@ -164,10 +167,11 @@ impl Write for Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = self.deadline();
+        let mut deadline = None;
         loop {
             match self.output.check_write() {
                 Ok(0) => {
+                    let deadline = *deadline.get_or_insert_with(|| self.deadline());
                     if !deadline.wait(&self.output.subscribe()) {
                         return Err(timed_out());
                     }
