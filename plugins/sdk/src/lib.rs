@@ -83,6 +83,14 @@ pub fn describe_io(err: &std::io::Error) -> String {
     }
 }
 
+/// A reply that breaks its protocol, as an `InvalidData` error ("protocol error: ...").
+pub(crate) fn protocol_error(message: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("protocol error: {}", message.into()),
+    )
+}
+
 /// The plugin's [`Info`], with the calling crate's version:
 /// `info!("redis-ping", "Checks that ...", SCHEMA)`.
 #[macro_export]

@@ -4,6 +4,7 @@
 
 use crate::config::field_error;
 use crate::net::Stream;
+use crate::protocol_error as protocol;
 use crate::url::{ServiceUrl, redact};
 use std::io::{self, BufRead, BufReader, Write};
 
@@ -231,13 +232,6 @@ fn parse_len(text: &str) -> io::Result<Option<usize>> {
         len if (0..=MAX_LEN).contains(&len) => Ok(Some(len as usize)),
         len => Err(protocol(format!("length {len} out of range"))),
     }
-}
-
-fn protocol(message: impl Into<String>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("protocol error: {}", message.into()),
-    )
 }
 
 #[cfg(test)]

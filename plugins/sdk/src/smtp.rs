@@ -4,6 +4,7 @@
 //! let stream = smtp::starttls(net::Stream::connect(&host, 25)?)?.start_tls(&host)?;
 //! ```
 
+use crate::protocol_error as protocol;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 /// The name this client gives in EHLO.
@@ -132,13 +133,6 @@ fn cut(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-fn protocol(message: impl Into<String>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("protocol error: {}", message.into()),
-    )
 }
 
 #[cfg(test)]
