@@ -439,7 +439,9 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.inner
+            .verify_tls12_signature(message, cert, dss)
+            .map_err(forged_signature)
     }
 
     fn verify_tls13_signature(
@@ -448,11 +450,38 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.inner
+            .verify_tls13_signature(message, cert, dss)
+            .map_err(forged_signature)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The server's handshake signature does not verify with its certificate's key: it does
+/// not hold that key (whether the certificate is trusted or not).
+#[derive(Debug)]
+struct ForgedSignature;
+
+impl fmt::Display for ForgedSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the server's handshake signature does not match its certificate: it does not hold the certificate's key",
+        )
+    }
+}
+
+impl std::error::Error for ForgedSignature {}
+
+/// A bad handshake signature as its own error, so it is not read as a badly signed chain.
+fn forged_signature(err: rustls::Error) -> rustls::Error {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(ForgedSignature))))
+        }
+        other => other,
     }
 }
 
@@ -572,6 +601,9 @@ impl Failure {
                     Problem::UnknownIssuer,
                     "unknown issuer: the certificate is not signed by the trusted CA it names (add its real CA with --ca FILE or tls: {ca: FILE})".to_string(),
                 ),
+                CertificateError::Other(other) if other.0.is::<ForgedSignature>() => {
+                    (Problem::Other, other.0.to_string())
+                }
                 other => (Problem::Other, format!("invalid certificate: {other:?}")),
             },
             E::AlertReceived(alert) => match alert {
@@ -1309,5 +1341,47 @@ mod tests {
             .err()
             .expect("untrusted");
         assert!(err.to_string().contains("unknown issuer"), "{err}");
+    }
+
+    /// Presents one certificate with a key that is not its own: an impostor who has a
+    /// server's certificate but not its key.
+    #[derive(Debug)]
+    struct Impostor(Arc<CertifiedKey>);
+
+    impl rustls::server::ResolvesServerCert for Impostor {
+        fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn verification_off_still_checks_that_the_server_holds_the_certificates_key() {
+        let ca = Pki::new();
+        let (chain, _own_key) = ca.leaf(&["localhost"], false);
+        let (_, other_key) = ca.leaf(&["localhost"], false);
+        let signing_key = provider().key_provider.load_private_key(other_key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Impostor(Arc::new(CertifiedKey::new(chain, signing_key)))));
+        let (addr, _) = serve(config).await;
+        let unverified = Trust::build(
+            &TlsSettings {
+                verify: false,
+                ..TlsSettings::default()
+            },
+            &[],
+        )
+        .unwrap();
+        let log = Handshakes::default();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let failure = unverified
+            .handshake("localhost", tcp, &log, in_5s())
+            .await
+            .err()
+            .expect("refused");
+        assert!(failure.message.contains("signature"), "{failure}");
+        assert!(!log.any_unverified(), "no connection was made");
     }
 }
