@@ -35,21 +35,22 @@ fn the_client_key_in_a_secret_is_the_hosts_alone() {
     let (cert, key, pem) = client_identity(dir.path());
     let mischief = plugin("mischief").display().to_string();
     let secret = format!("client_key=file:{key}");
-    let run = runbox(&[
-        "-vv",
-        "check",
-        &mischief,
-        "--config",
-        r#"{"mode": "secret", "target": "client_key"}"#,
-        "--secret",
-        &secret,
-        "--client-cert",
-        &cert,
-        "--client-key",
-        "secret:client_key",
-        "--format",
-        "json",
-    ]);
+    // mischief in `mode`, with the key in a secret that is the step's TLS client key,
+    // `extra` grants, and the key's PEM in the variable RUNBOX_TEST_CLIENT_KEY.
+    let attack = |mode: &str, extra: &[&str]| {
+        let mut args = vec!["-vv", "check", &mischief, "--config", mode, "--secret", &secret];
+        args.extend_from_slice(extra);
+        args.extend([
+            "--client-cert",
+            &cert,
+            "--client-key",
+            "secret:client_key",
+            "--format",
+            "json",
+        ]);
+        runbox_env(&args, &[("RUNBOX_TEST_CLIENT_KEY", &pem)])
+    };
+    let run = attack(r#"{"mode": "secret", "target": "client_key"}"#, &[]);
     let json = run.json();
     let step = &json["steps"][0];
     assert_eq!(step["summary"], "secret not granted", "{run:#?}");
@@ -67,49 +68,14 @@ fn the_client_key_in_a_secret_is_the_hosts_alone() {
     // Granted again under another name, or handed over as an environment variable: still
     // the host's alone (what decides is the value).
     let copy = format!("copy=file:{key}");
-    let run = runbox_env(
-        &[
-            "-vv",
-            "check",
-            &mischief,
-            "--config",
-            r#"{"mode": "secret", "target": "copy"}"#,
-            "--secret",
-            &secret,
-            "--secret",
-            &copy,
-            "--env",
-            "RUNBOX_TEST_CLIENT_KEY",
-            "--client-cert",
-            &cert,
-            "--client-key",
-            "secret:client_key",
-            "--format",
-            "json",
-        ],
-        &[("RUNBOX_TEST_CLIENT_KEY", &pem)],
+    let run = attack(
+        r#"{"mode": "secret", "target": "copy"}"#,
+        &["--secret", &copy, "--env", "RUNBOX_TEST_CLIENT_KEY"],
     );
     assert_eq!(run.json()["steps"][0]["summary"], "secret not granted", "{run:#?}");
-    let env = runbox_env(
-        &[
-            "check",
-            &mischief,
-            "--config",
-            r#"{"mode": "env"}"#,
-            "--secret",
-            &secret,
-            "--env",
-            "RUNBOX_TEST_CLIENT_KEY",
-            "--env",
-            "OTHER=visible",
-            "--client-cert",
-            &cert,
-            "--client-key",
-            "secret:client_key",
-            "--format",
-            "json",
-        ],
-        &[("RUNBOX_TEST_CLIENT_KEY", &pem)],
+    let env = attack(
+        r#"{"mode": "env"}"#,
+        &["--env", "RUNBOX_TEST_CLIENT_KEY", "--env", "OTHER=visible"],
     );
     let summary = env.json()["steps"][0]["summary"].to_string();
     assert!(
