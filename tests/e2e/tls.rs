@@ -590,6 +590,46 @@ fn step_of<'a>(json: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id}: {json}"))
 }
 
+/// A runbook's own `tls:` is the trust of every step without one; a step's `tls:`
+/// replaces it whole; a missing CA file in it is reported once, at its line.
+#[test]
+fn a_runbook_tls_default_serves_every_step_without_its_own() {
+    let pki = Pki::new();
+    let redis = TlsRedis::start(&pki, &pki.server, false);
+    let book = Book::new(&pki);
+    let steps = format!(
+        "steps:
+  - id: inherits
+    uses: redis-ping
+    with: {{url: \"{url}\"}}
+    allow: [\"{grant}\"]
+  - id: own
+    uses: redis-ping
+    with: {{url: \"{url}\"}}
+    allow: [\"{grant}\"]
+    tls: {{ca: certs/other-ca.pem}}
+",
+        url = redis.url("127.0.0.1"),
+        grant = redis.grant()
+    );
+    let path = book.write(&format!("name: tls-default\ntls: {{ca: certs/ca.pem}}\n{steps}"));
+    let run = runbox(&["run", &path, "--format", "json"]);
+    let json = run.json();
+    assert_eq!(step_of(&json, "inherits")["status"], "ok", "{run:#?}");
+    let own = step_of(&json, "own");
+    assert_eq!(own["status"], "critical", "{run:#?}");
+    assert!(own.to_string().contains("unknown issuer"), "{own}");
+
+    let path = book.write(&format!("name: tls-default\ntls: {{ca: certs/missing.pem}}\n{steps}"));
+    let validate = runbox(&["validate", &path]);
+    assert_eq!(validate.code, 64, "{validate:#?}");
+    assert_eq!(validate.stderr.matches("missing.pem").count(), 1, "{validate:#?}");
+    assert!(
+        validate.stderr.contains(":2:"),
+        "the runbook's `tls:` line: {validate:#?}"
+    );
+}
+
 #[test]
 fn a_runbook_step_trusts_its_ca_files_relative_to_the_runbook() {
     let pki = Pki::new();

@@ -32,6 +32,9 @@ pub struct Manifest {
     /// Parameters, set with `--set NAME=VALUE`.
     #[serde(default)]
     pub inputs: BTreeMap<String, Input>,
+    /// TLS trust of every step that has no `tls:` of its own (a step's replaces it whole).
+    #[serde(default)]
+    pub tls: Option<StepTls>,
     /// The steps, in any order (`needs` orders them).
     pub steps: Vec<Step>,
 }

@@ -5,7 +5,7 @@
 //! violate their plugin's schema. Each problem carries the file, the line and the step.
 
 use super::condition::{self, Expr};
-use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, PemRef, Step};
+use super::manifest::{AllowEntry, Approval, Manifest, OnFailure, PemRef, Step, StepTls};
 use super::template::{self, Reference};
 use super::yaml;
 use crate::capabilities::network::Grant;
@@ -188,6 +188,16 @@ pub async fn prepare(
     let ancestors = ancestors(&manifest, &index);
 
     let runbook_dir = file.parent().unwrap_or(Path::new("."));
+    // The runbook's `tls:`, shared by every step without its own, built once when it
+    // names no secret (a CA file's problem is then reported once, at its line).
+    let runbook_trust = manifest.tls.as_ref().and_then(|tls| {
+        let names_secrets = tls
+            .client_cert
+            .iter()
+            .chain(&tls.client_key)
+            .any(|pem| matches!(pem, PemRef::Secret(_)));
+        (!names_secrets).then(|| step_trust(&mut cx, "tls", "", tls, &BTreeMap::new(), &[], runbook_dir, mode))
+    });
     let mut steps = Vec::new();
     let mut loaded = HashMap::new();
     for (i, step) in manifest.steps.iter().enumerate() {
@@ -279,70 +289,15 @@ pub async fn prepare(
                 Err(err) => cx.problem(&at(&format!("secrets.{name}")), Some(id), err),
             }
         }
-        let tls = match &step.tls {
-            None => Trust::system(),
-            Some(tls) => {
-                let source = |pem: &PemRef| match pem {
-                    PemRef::File(path) => PemSource::File(runbook_dir.join(path)),
-                    PemRef::Secret(name) => PemSource::Secret(name.clone()),
-                };
-                let settings = TlsSettings {
-                    ca: tls.ca.iter().map(|path| runbook_dir.join(path)).collect(),
-                    client_cert: tls.client_cert.as_ref().map(source),
-                    client_key: tls.client_key.as_ref().map(source),
-                    verify: tls.verify,
-                };
-                let undefined: Vec<&str> = settings
-                    .secret_names()
-                    .filter(|name| !step.secrets.contains_key(*name))
-                    .collect();
-                if !undefined.is_empty() {
-                    cx.problem(
-                        &at("tls"),
-                        Some(id),
-                        format!(
-                            "secret `{}` is not among the step's `secrets:` (add `{}: env:VAR` or `file:PATH` there; the host reads it, the plugin cannot)",
-                            undefined[0], undefined[0]
-                        ),
-                    );
-                    Trust::system()
-                } else {
-                    // Secrets are read at run time; `validate` checks the files.
-                    let settings = if mode == Mode::Validate {
-                        let file = |source: Option<PemSource>| source.filter(|pem| matches!(pem, PemSource::File(_)));
-                        match (file(settings.client_cert.clone()), file(settings.client_key.clone())) {
-                            // Half an identity in a secret: check the other half's file alone.
-                            (Some(path), None) | (None, Some(path)) => {
-                                if let PemSource::File(path) = &path
-                                    && let Err(err) = std::fs::metadata(path)
-                                {
-                                    cx.problem(&at("tls"), Some(id), format!("{}: {err}", path.display()));
-                                }
-                                TlsSettings {
-                                    client_cert: None,
-                                    client_key: None,
-                                    ..settings
-                                }
-                            }
-                            (None, None) => TlsSettings {
-                                client_cert: None,
-                                client_key: None,
-                                ..settings
-                            },
-                            (Some(_), Some(_)) => settings,
-                        }
-                    } else {
-                        settings
-                    };
-                    match Trust::build(&settings, &secrets) {
-                        Ok(trust) => Arc::new(trust),
-                        Err(message) => {
-                            cx.problem(&at("tls"), Some(id), message);
-                            Trust::system()
-                        }
-                    }
-                }
+        // The step's own `tls:`, else the runbook's (built once above unless it names
+        // secrets, which are each step's own).
+        let tls = match (&step.tls, &manifest.tls, &runbook_trust) {
+            (Some(own), _, _) => step_trust(&mut cx, &at("tls"), id, own, &step.secrets, &secrets, runbook_dir, mode),
+            (None, Some(_), Some(shared)) => shared.clone(),
+            (None, Some(default), None) => {
+                step_trust(&mut cx, "tls", id, default, &step.secrets, &secrets, runbook_dir, mode)
             }
+            (None, None, _) => Trust::system(),
         };
         let mut env = Vec::new();
         for (name, value) in &step.env {
@@ -786,4 +741,70 @@ async fn resolve_plugin(
 ) -> Result<Arc<Plugin>, String> {
     let reference = PluginRef::parse(uses, Some(runbook_dir)).map_err(|err| format!("`uses: {uses}`: {err}"))?;
     plugin_path.load(runtime, &reference, memory_bytes, loaded).await
+}
+
+/// The trust of `tls` (a step's `tls:` mapping, or the runbook's at `path`) for step `id`
+/// with its `step_secrets` (as written) and `secrets` (parsed); problems go to `cx`, and
+/// the system's trust stands in for a `tls:` that has one.
+#[allow(clippy::too_many_arguments)]
+fn step_trust(
+    cx: &mut Context,
+    path: &str,
+    id: &str,
+    tls: &StepTls,
+    step_secrets: &BTreeMap<String, String>,
+    secrets: &[SecretGrant],
+    runbook_dir: &Path,
+    mode: Mode,
+) -> Arc<Trust> {
+    let step = (!id.is_empty()).then_some(id);
+    let source = |pem: &PemRef| match pem {
+        PemRef::File(path) => PemSource::File(runbook_dir.join(path)),
+        PemRef::Secret(name) => PemSource::Secret(name.clone()),
+    };
+    let settings = TlsSettings {
+        ca: tls.ca.iter().map(|path| runbook_dir.join(path)).collect(),
+        client_cert: tls.client_cert.as_ref().map(source),
+        client_key: tls.client_key.as_ref().map(source),
+        verify: tls.verify,
+    };
+    if let Some(undefined) = settings.secret_names().find(|name| !step_secrets.contains_key(*name)) {
+        cx.problem(
+            path,
+            step,
+            format!(
+                "secret `{undefined}` is not among the step's `secrets:` (add `{undefined}: env:VAR` or `file:PATH` there; the host reads it, the plugin cannot)"
+            ),
+        );
+        return Trust::system();
+    }
+    // Secrets are read at run time; `validate` checks the files.
+    let settings = if mode == Mode::Validate {
+        let file = |source: Option<PemSource>| source.filter(|pem| matches!(pem, PemSource::File(_)));
+        match (file(settings.client_cert.clone()), file(settings.client_key.clone())) {
+            (Some(_), Some(_)) => settings,
+            (cert, key) => {
+                // Half an identity in a secret: check the other half's file alone.
+                if let Some(PemSource::File(half)) = cert.or(key)
+                    && let Err(err) = std::fs::metadata(&half)
+                {
+                    cx.problem(path, step, format!("{}: {err}", half.display()));
+                }
+                TlsSettings {
+                    client_cert: None,
+                    client_key: None,
+                    ..settings
+                }
+            }
+        }
+    } else {
+        settings
+    };
+    match Trust::build(&settings, secrets) {
+        Ok(trust) => Arc::new(trust),
+        Err(message) => {
+            cx.problem(path, step, message);
+            Trust::system()
+        }
+    }
 }
