@@ -197,7 +197,7 @@ fn http_error(failure: Failure) -> Error {
             alert_message: Some(failure.message),
         },
         Problem::Denied => Error::HttpRequestDenied,
-        Problem::Other if failure.message.contains("timed out") => Error::ConnectionTimeout,
+        Problem::TimedOut => Error::ConnectionTimeout,
         Problem::Other => Error::TlsProtocolError,
     }
 }

@@ -63,12 +63,6 @@ impl Grants {
         notes
     }
 
-    /// Secrets the step's TLS settings read (client certificate or key): the host's, never
-    /// the plugin's.
-    pub fn tls_secret_names(&self) -> impl Iterator<Item = &str> {
-        self.tls.secret_names()
-    }
-
     /// What these grants let a step do beyond reading while it only reads (a check's run
     /// or, for a `mitigation`, its plan), one note per line for `validate`, the plan and
     /// the approval prompt: HTTP methods a grant lists, and, for a mitigation, raw TCP

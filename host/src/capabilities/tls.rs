@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -176,10 +176,13 @@ fn system_roots() -> &'static RootCertStore {
     &ROOTS
 }
 
-/// A step's TLS trust, built once per step: the verifier of its roots, its client
-/// certificate, and whether it verifies.
+/// A step's TLS trust, built once per step: its CA certificates, its client
+/// certificate, and whether it verifies. The verifier, which needs the system's roots,
+/// is made at the first handshake: a run that makes none never reads the system store.
 pub struct Trust {
-    verifier: Arc<WebPkiServerVerifier>,
+    /// The step's own CA certificates (checked usable when the trust was built).
+    ca: RootCertStore,
+    verifier: OnceLock<Arc<WebPkiServerVerifier>>,
     client: Option<Arc<CertifiedKey>>,
     verify: bool,
     /// Secrets the client identity was read from, withheld from the plugin.
@@ -203,7 +206,7 @@ impl fmt::Debug for Trust {
 impl Default for Trust {
     /// The system's roots, no client certificate, verified.
     fn default() -> Trust {
-        Trust::build(&TlsSettings::default(), &[]).expect("the system roots make a verifier")
+        Trust::build(&TlsSettings::default(), &[]).expect("no files or secrets to read")
     }
 }
 
@@ -218,15 +221,14 @@ impl Trust {
     /// Reads the CA files and the client certificate `settings` name (secrets from
     /// `secrets`) and builds the trust. Errors name the file or secret and what is wrong.
     pub fn build(settings: &TlsSettings, secrets: &[SecretGrant]) -> Result<Trust, String> {
-        let mut roots = system_roots().clone();
+        let mut ca = RootCertStore::empty();
         let mut description = String::from("system roots");
         for path in &settings.ca {
             let bytes = read_pem_file(path, "CA file")?;
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(&bytes) {
                 let cert = cert.map_err(|err| format!("CA file {}: not valid PEM: {err}", path.display()))?;
-                roots
-                    .add(cert)
+                ca.add(cert)
                     .map_err(|err| format!("CA file {}: a certificate runbox cannot use: {err}", path.display()))?;
                 found += 1;
             }
@@ -238,9 +240,6 @@ impl Trust {
             }
             description.push_str(&format!(" + {}", path.display()));
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|err| format!("TLS trust: {err}"))?;
         let client = match (&settings.client_cert, &settings.client_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(Arc::new(client_identity(cert, key, secrets)?)),
@@ -252,7 +251,8 @@ impl Trust {
             }
         };
         Ok(Trust {
-            verifier,
+            ca,
+            verifier: OnceLock::new(),
             client,
             verify: settings.verify,
             secret_names: settings.secret_names().map(str::to_string).collect(),
@@ -280,12 +280,25 @@ impl Trust {
         self.verify
     }
 
+    /// The verifier of the system's roots plus the step's CAs, made on first use.
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = system_roots().clone();
+                roots.roots.extend(self.ca.roots.iter().cloned());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .expect("the system roots, or webpki-roots where it has none, are never empty")
+            })
+            .clone()
+    }
+
     /// A client configuration for one handshake, whose verifier records the chain the
     /// server presents into `seen`. A new configuration per handshake: no session is
     /// resumed, so every handshake verifies a whole chain.
     fn client_config(&self, seen: Arc<Mutex<Vec<CertificateDer<'static>>>>) -> Arc<rustls::ClientConfig> {
         let verifier = Arc::new(RecordingVerifier {
-            inner: self.verifier.clone(),
+            inner: self.verifier(),
             verify: self.verify,
             seen,
         });
@@ -358,10 +371,7 @@ impl Trust {
                 Err(log.finish(server_name, self.verify, chain, Err(failure), None).1)
             }
             Err(_) => {
-                let failure = Failure::new(
-                    Problem::Other,
-                    format!("TLS handshake with {server_name} timed out (the step's deadline passed)"),
-                );
+                let failure = Failure::new(Problem::TimedOut, format!("TLS handshake with {server_name} timed out"));
                 Err(log.finish(server_name, self.verify, chain, Err(failure), None).1)
             }
         }
@@ -520,6 +530,8 @@ pub enum Problem {
     ClientCertificate,
     /// The server name is not granted.
     Denied,
+    /// The handshake did not finish by the deadline (`other` to the plugin).
+    TimedOut,
     /// Anything else.
     Other,
 }

@@ -195,17 +195,17 @@ impl Sandbox {
             )))
             .build();
         // The host reads a TLS client certificate or key held in a secret; the plugin
-        // never sees it.
-        // A secret granted twice (two names, one source) or passed on as an environment
-        // variable is withheld too: what decides is the value, not the name.
+        // never sees it, nor any secret with the same value (one source granted under two
+        // names): what decides is the value, not the name.
         let mut secrets = secrets;
         let key_values: Vec<String> = grants
-            .tls_secret_names()
+            .tls
+            .secret_names()
             .filter_map(|name| secrets.get(name).cloned())
             .collect();
         let withheld: Vec<String> = secrets
             .iter()
-            .filter(|(name, value)| key_values.contains(value) || grants.tls_secret_names().any(|tls| tls == *name))
+            .filter(|(_, value)| key_values.contains(value))
             .map(|(name, _)| name.clone())
             .collect();
         for name in &withheld {
@@ -487,7 +487,7 @@ impl handshakes::Host for HostState {
                     Problem::UnknownIssuer => P::UnknownIssuer,
                     Problem::ClientCertificate => P::ClientCertificate,
                     Problem::Denied => P::Denied,
-                    Problem::Other => P::Other,
+                    Problem::TimedOut | Problem::Other => P::Other,
                 },
                 message: failure.message,
             }),
