@@ -347,27 +347,22 @@ impl Postgres {
                 "--no-sync",
             ]),
         );
-        let hba = match tls {
-            PgTls::SelfSigned | PgTls::Off | PgTls::Also { .. } => {
-                "local all all trust\n\
-                 host all postgres 127.0.0.1/32 trust\n\
-                 host all trust_user 127.0.0.1/32 trust\n\
-                 host all clear_user 127.0.0.1/32 password\n\
-                 host all md5_user 127.0.0.1/32 md5\n\
-                 host all scram_user 127.0.0.1/32 scram-sha-256\n\
-                 hostssl all tls_user 127.0.0.1/32 trust\n"
-            }
-            // Only `hostssl` over TCP: a plaintext connection finds no entry and is refused.
-            PgTls::Only { .. } => {
-                "local all all trust\n\
-                 hostssl all postgres 127.0.0.1/32 trust\n\
-                 hostssl all trust_user 127.0.0.1/32 trust\n\
-                 hostssl all clear_user 127.0.0.1/32 password\n\
-                 hostssl all md5_user 127.0.0.1/32 md5\n\
-                 hostssl all scram_user 127.0.0.1/32 scram-sha-256\n\
-                 hostssl all tls_user 127.0.0.1/32 trust\n"
-            }
+        // With `Only`, TCP has `hostssl` lines alone: a plaintext connection finds no entry
+        // and is refused. `tls_user` always needs TLS.
+        let tcp = if matches!(tls, PgTls::Only { .. }) {
+            "hostssl"
+        } else {
+            "host"
         };
+        let hba = format!(
+            "local all all trust\n\
+             {tcp} all postgres 127.0.0.1/32 trust\n\
+             {tcp} all trust_user 127.0.0.1/32 trust\n\
+             {tcp} all clear_user 127.0.0.1/32 password\n\
+             {tcp} all md5_user 127.0.0.1/32 md5\n\
+             {tcp} all scram_user 127.0.0.1/32 scram-sha-256\n\
+             hostssl all tls_user 127.0.0.1/32 trust\n"
+        );
         std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         let key = data.join("server.key");
         match tls {
@@ -812,8 +807,8 @@ impl Drop for S3Server {
 /// Runs `runbox` like [`runbox_env`], but with `remove` taken out of its environment
 /// (e.g. proxies and certificate settings, so a test's TLS trust is exactly its own).
 pub fn runbox_env_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Run {
-    let started = Instant::now();
     let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    // The first use builds the plugins: before the clock starts, so `elapsed` is runbox's.
     command
         .arg("--plugin-dir")
         .arg(plugin_dir())
@@ -826,6 +821,7 @@ pub fn runbox_env_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) 
     for (key, value) in env {
         command.env(key, value);
     }
+    let started = Instant::now();
     let Output { status, stdout, stderr } = command.output().expect("runbox runs");
     Run {
         code: status.code().expect("runbox exited normally, not by a signal"),

@@ -3,36 +3,19 @@
 //! name, and holding host memory with open TLS connections.
 
 use crate::harness::{plugin, runbox, runbox_env};
-
-/// A client certificate and key (PEM files) from a CA made here.
-fn client_identity(dir: &std::path::Path) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["runbox-client".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_file, key_file) = (dir.join("client.pem"), dir.join("client.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    (
-        cert_file.display().to_string(),
-        key_file.display().to_string(),
-        key.serialize_pem(),
-    )
-}
+use crate::tls_servers::Pki;
 
 /// The secret that holds the step's TLS client key is read by the host; a plugin that
 /// asks for it by name gets nothing, the denial says why, and no line of the key appears
 /// in any output, logs at `-vv` included.
 #[test]
 fn the_client_key_in_a_secret_is_the_hosts_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, pem) = client_identity(dir.path());
+    let pki = Pki::new();
+    let (cert, key) = (
+        pki.client.cert_file.display().to_string(),
+        pki.client.key_file.display().to_string(),
+    );
+    let pem = std::fs::read_to_string(&pki.client.key_file).unwrap();
     let mischief = plugin("mischief").display().to_string();
     let secret = format!("client_key=file:{key}");
     // mischief in `mode`, with the key in a secret that is the step's TLS client key,
