@@ -721,6 +721,7 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
             .collect::<Result<_, _>>()?,
         allow_metadata: args.allow_metadata,
         tls: Trust::system(),
+        header_secrets: Vec::new(),
     };
     for grant in &grants.secrets {
         grant.resolve().map_err(invalid)?;
@@ -768,6 +769,8 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
         summary: outcome.summary,
         details: outcome.details,
         metrics: outcome.metrics,
+        outputs: outcome.outputs,
+        item: None,
         attempts: 1,
         duration_ms: outcome.duration.as_secs_f64() * 1e3,
         skipped: None,
@@ -859,7 +862,7 @@ async fn inspect(
                 "version": plugin.info.version,
                 "description": plugin.info.description,
                 "kind": plugin.kind,
-                "world": plugin.kind.world(),
+                "world": plugin.world(),
                 "path": plugin.path,
                 "sha256": plugin.digest,
                 "imports": plugin.imports,
@@ -874,7 +877,7 @@ async fn inspect(
             plugin.info.name,
             plugin.info.version,
             plugin.info.description,
-            plugin.kind.world(),
+            plugin.world(),
             plugin.path.display(),
             plugin.digest,
             plugin.imports.iter().map(|i| format!("  {i}\n")).collect::<String>(),

@@ -56,16 +56,6 @@ pub enum Kind {
     Mitigation,
 }
 
-impl Kind {
-    /// The WIT world, versioned.
-    pub fn world(self) -> &'static str {
-        match self {
-            Kind::Check => "runbox:plugin/check@0.1.0",
-            Kind::Mitigation => "runbox:plugin/mitigation@0.1.0",
-        }
-    }
-}
-
 /// One metric of a step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricResult {
@@ -116,6 +106,12 @@ pub struct StepResult {
     pub details: Vec<String>,
     /// Metrics.
     pub metrics: Vec<MetricResult>,
+    /// Named values the plugin handed to later steps (`${{ steps.ID.outputs.NAME }}`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, serde_json::Value>,
+    /// For one item of a `for_each` step: the step it belongs to and its item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<ItemRecord>,
     /// How many times the step ran.
     pub attempts: u32,
     /// Wall time.
@@ -136,6 +132,19 @@ pub struct StepResult {
     /// For a mitigation: whether the plan was applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<bool>,
+}
+
+/// Which item of a `for_each` step a result is.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemRecord {
+    /// The step's id (the result's own id is `STEP[INDEX]`).
+    pub step: String,
+    /// Position in the list, from 0.
+    pub index: usize,
+    /// How many items the list had.
+    pub of: usize,
+    /// The item's value.
+    pub value: serde_json::Value,
 }
 
 /// A mitigation's plan as reported.

@@ -280,7 +280,10 @@ impl Guest for Plugin {
     fn run(config: String) -> Result<Report, String> {
         let config: Config = config::parse(&config)?;
         let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
-        Ok(Report::new(Status::Ok, format!("{name} measured {}", config.value)).judged_metric("value", config.value, "", &thresholds))
+        // `.output(NAME, &value)` hands a value to later steps: `${{ steps.ID.outputs.NAME }}`.
+        Ok(Report::new(Status::Ok, format!("{name} measured {}", config.value))
+            .judged_metric("value", config.value, "", &thresholds)
+            .output("value", &config.value))
     }
 }
 
@@ -324,7 +327,8 @@ impl Guest for Plugin {
 
     fn apply(config: String, _plan: Plan) -> Result<Outcome, String> {
         let config: Config = config::parse(&config)?;
-        Ok(Outcome { status: Status::Ok, summary: format!("changed {}", config.target), changes: vec![format!("changed {}", config.target)] })
+        // `.output(NAME, &value)` hands a value to later steps: `${{ steps.ID.outputs.NAME }}`.
+        Ok(Outcome::new(Status::Ok, format!("changed {}", config.target), vec![format!("changed {}", config.target)]).output("target", &config.target))
     }
 }
 
@@ -344,7 +348,7 @@ const JS_PACKAGE: &str = r#"{
 "#;
 
 const JS_CHECK: &str = r#"// {name}: a runbox check in JavaScript. `run` may be async (await fetch(...) works).
-import { log } from "runbox:plugin/host@0.1.0";
+import { log } from "runbox:plugin/host@0.2.0";
 
 export function info() {
   return {
@@ -364,6 +368,8 @@ export async function run(configText) {
     summary: `{name} measured ${value}`,
     details: [],
     metrics: [{ name: "value", value, unit: "", warn: undefined, crit: undefined, min: undefined, max: undefined }],
+    // Values for later steps (`${{ steps.ID.outputs.NAME }}`): each value is JSON text.
+    outputs: [{ name: "value", value: JSON.stringify(value) }],
   };
 }
 "#;
@@ -378,7 +384,7 @@ export function plan(configText) {
 }
 
 export async function apply(configText, plan) {
-  return { status: "ok", summary: "changed example", changes: ["changed example"] };
+  return { status: "ok", summary: "changed example", changes: ["changed example"], outputs: [] };
 }
 "#;
 
@@ -398,7 +404,9 @@ class WitWorld(wit_world.WitWorld):
         value = float(json.loads(config).get("value", 1))
         host.log(types.Level.INFO, f"measured {value}")
         metric = types.Metric(name="value", value=value, unit="", warn=None, crit=None, min=None, max=None)
-        return types.Report(status=types.Status.OK, summary=f"{name} measured {value}", details=[], metrics=[metric])
+        # Values for later steps (`${{ steps.ID.outputs.NAME }}`): each value is JSON text.
+        outputs = [types.Output(name="value", value=json.dumps(value))]
+        return types.Report(status=types.Status.OK, summary=f"{name} measured {value}", details=[], metrics=[metric], outputs=outputs)
 "#;
 
 const PY_MITIGATION: &str = r#""""{name}: a runbox mitigation in Python (componentize-py)."""
@@ -416,12 +424,12 @@ class WitWorld(wit_world.WitWorld):
         return types.Plan(summary="change example", changes=["change example"], destructive=False)
 
     def apply(self, config: str, plan: types.Plan) -> types.Outcome:
-        return types.Outcome(status=types.Status.OK, summary="changed example", changes=["changed example"])
+        return types.Outcome(status=types.Status.OK, summary="changed example", changes=["changed example"], outputs=[])
 "#;
 
 const README: &str = r#"# {name}
 
-A runbox plugin (world `runbox:plugin/{world}@0.1.0`, made by `runbox plugin new`).
+A runbox plugin (world `runbox:plugin/{world}@0.2.0`, made by `runbox plugin new`).
 
 ## Build
 

@@ -121,7 +121,7 @@ class WitWorld(wit_world.WitWorld):
 
 
 def report(status: types.Status, summary: str, details=(), metrics=()) -> types.Report:
-    return types.Report(status=status, summary=summary, details=list(details), metrics=list(metrics))
+    return types.Report(status=status, summary=summary, details=list(details), metrics=list(metrics), outputs=[])
 
 
 def check(config: dict) -> types.Report:

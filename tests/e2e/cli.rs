@@ -8,7 +8,7 @@ fn inspect_shows_world_imports_and_schema() {
     assert_eq!(run.code, 0, "{run:#?}");
     let json = run.json();
     assert_eq!(json["name"], "redis-ping");
-    assert_eq!(json["world"], "runbox:plugin/check@0.1.0");
+    assert_eq!(json["world"], "runbox:plugin/check@0.2.0");
     assert_eq!(json["config_schema"]["required"][0], "url");
     let imports: Vec<&str> = json["imports"]
         .as_array()
@@ -16,7 +16,7 @@ fn inspect_shows_world_imports_and_schema() {
         .iter()
         .map(|i| i.as_str().unwrap())
         .collect();
-    assert!(imports.contains(&"runbox:plugin/host@0.1.0"), "{imports:?}");
+    assert!(imports.contains(&"runbox:plugin/host@0.2.0"), "{imports:?}");
     assert!(
         imports.iter().any(|i| i.starts_with("wasi:sockets/tcp@0.2.")),
         "{imports:?}"
@@ -31,7 +31,7 @@ fn inspect_shows_world_imports_and_schema() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("world:        runbox:plugin/check@0.1.0"),
+        run.stdout.contains("world:        runbox:plugin/check@0.2.0"),
         "{}",
         run.stdout
     );

@@ -17,7 +17,7 @@ fn a_component_of_another_world_names_both_worlds() {
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
         run.stderr
-            .contains("does not implement a runbox world: expected `runbox:plugin/check@0.1.0`"),
+            .contains("does not implement a runbox world: expected `runbox:plugin/check@0.2.0`"),
         "{}",
         run.stderr
     );

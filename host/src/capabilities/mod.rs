@@ -37,6 +37,10 @@ pub struct Grants {
     pub allow_metadata: bool,
     /// The TLS trust of every connection the plugin makes (see [`tls`]).
     pub tls: Arc<tls::Trust>,
+    /// Secrets (names among `secrets`) the plugin never reads: the step's config holds
+    /// them as `${{ secrets.NAME }}` placeholders, which the host replaces in the
+    /// plugin's outgoing HTTP request headers, to the step's granted hosts only.
+    pub header_secrets: Vec<String>,
 }
 
 impl Default for Grants {
@@ -48,6 +52,7 @@ impl Default for Grants {
             dirs: Vec::new(),
             allow_metadata: false,
             tls: tls::Trust::system(),
+            header_secrets: Vec::new(),
         }
     }
 }

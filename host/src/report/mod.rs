@@ -321,6 +321,8 @@ mod tests {
                 summary: "PONG | fine\nreally".into(),
                 details: vec!["role: master".into()],
                 metrics,
+                outputs: Default::default(),
+                item: None,
                 attempts: 1,
                 duration_ms: 1.5,
                 skipped: None,

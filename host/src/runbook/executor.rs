@@ -23,12 +23,13 @@
 //!   report is still produced, with every step accounted for.
 
 use super::audit::{AuditLog, current_user};
-use super::prepare::{PreparedStep, Runbook};
-use crate::result::{Kind, PlanRecord, RunResult, Status, StepResult, timestamp};
+use super::prepare::{Items, PreparedStep, Runbook, item_list};
+use super::template::{self, Reference};
+use crate::result::{ItemRecord, Kind, PlanRecord, RunResult, Status, StepResult, timestamp};
 use crate::runtime::sandbox::OutputCaps;
 use crate::runtime::{CheckOutcome, Limits, Runtime};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -162,7 +163,8 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         })
     });
     let n = runbook.steps.len();
-    let mut results: Vec<Option<StepResult>> = vec![None; n];
+    // One result per step, or one per item of a `for_each` step.
+    let mut results: Vec<Option<Vec<StepResult>>> = vec![None; n];
     let mut launched = vec![false; n];
     let mut running = JoinSet::new();
     let mut aborted_by: Option<String> = None;
@@ -186,14 +188,15 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                     if !expr.eval(&lookup) {
                         let result = skipped(step, format!("`when: {text}` is false"));
                         (options.progress)(Progress::Finished(&result));
-                        results[i] = Some(result);
+                        results[i] = Some(vec![result]);
                         continue;
                     }
                 }
                 (options.progress)(Progress::Started(&step.id));
+                let outputs = Arc::new(outputs_of(&runbook, &results));
                 let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
                 let deadline = run_deadline.map(|(at, _)| at);
-                running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options, deadline).await) });
+                running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options, deadline, &outputs).await) });
             }
         }
         // A stop wakes the loop so that no further step starts; running ones end by
@@ -209,20 +212,24 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         let Some(joined) = joined else {
             break;
         };
-        let (i, result) = joined.expect("step tasks do not panic");
-        (options.progress)(Progress::Finished(&result));
-        if matches!(result.status, Status::Critical | Status::Unknown)
+        let (i, step_results) = joined.expect("step tasks do not panic");
+        for result in &step_results {
+            (options.progress)(Progress::Finished(result));
+        }
+        if let Some(failed) = step_results
+            .iter()
+            .find(|result| result.skipped.is_none() && matches!(result.status, Status::Critical | Status::Unknown))
             && runbook.steps[i].on_failure == super::manifest::OnFailure::Abort
             && aborted_by.is_none()
         {
-            aborted_by = Some(result.id.clone());
+            aborted_by = Some(failed.id.clone());
         }
-        results[i] = Some(result);
+        results[i] = Some(step_results);
     }
     let steps: Vec<StepResult> = results
         .into_iter()
         .enumerate()
-        .map(|(i, result)| {
+        .flat_map(|(i, result)| {
             result.unwrap_or_else(|| {
                 let reason = match (&aborted_by, options.stop.cause()) {
                     (Some(id), _) => format!("not run: step `{id}` failed and has `on_failure: abort`"),
@@ -231,7 +238,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                 };
                 let result = skipped(&runbook.steps[i], reason);
                 (options.progress)(Progress::Finished(&result));
-                result
+                vec![result]
             })
         })
         .collect();
@@ -263,30 +270,52 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
     }
 }
 
-fn lookup(runbook: &Runbook, results: &[Option<StepResult>], path: &[String]) -> Option<Value> {
+fn lookup(runbook: &Runbook, results: &[Option<Vec<StepResult>>], path: &[String]) -> Option<Value> {
     match path {
         [root, name] if root == "inputs" => runbook.inputs.get(name).cloned(),
         [root, id, rest @ ..] if root == "steps" => {
             let index = runbook.steps.iter().position(|s| &s.id == id)?;
-            let result = results[index].as_ref()?;
+            let all = results[index].as_ref()?;
+            // A `for_each` step reads as its worst item (skipped only when every item was).
+            let ran: Vec<&StepResult> = all.iter().filter(|r| r.skipped.is_none()).collect();
             match rest {
-                [field] if field == "status" => Some(Value::String(if result.skipped.is_some() {
-                    "skipped".into()
-                } else {
-                    result.status.label().to_lowercase()
+                [field] if field == "status" => Some(Value::String(match ran.iter().map(|r| r.status).max() {
+                    None => "skipped".into(),
+                    Some(status) => status.label().to_lowercase(),
                 })),
-                [field] if field == "summary" => Some(Value::String(result.summary.clone())),
-                [field] if field == "attempts" => Some(json!(result.attempts)),
+                [field] if field == "summary" => Some(Value::String(match all.as_slice() {
+                    [one] => one.summary.clone(),
+                    _ => format!("{} items, {} run", all.len(), ran.len()),
+                })),
+                [field] if field == "attempts" => Some(json!(all.iter().map(|r| r.attempts).max().unwrap_or(0))),
                 // Metric names may contain dots (`artifacts.builders.lag`): the rest of the path.
-                [metrics, name @ ..] if metrics == "metrics" && !name.is_empty() => {
+                [metrics, name @ ..] if metrics == "metrics" && !name.is_empty() && all.len() == 1 => {
                     let name = name.join(".");
-                    result.metrics.iter().find(|m| m.name == name).map(|m| json!(m.value))
+                    all[0].metrics.iter().find(|m| m.name == name).map(|m| json!(m.value))
+                }
+                [outputs, name] if outputs == "outputs" && all.len() == 1 && all[0].item.is_none() => {
+                    all[0].outputs.get(name).cloned()
                 }
                 _ => None,
             }
         }
         _ => None,
     }
+}
+
+/// The outputs of every finished step that ran once, by step id.
+fn outputs_of(runbook: &Runbook, results: &[Option<Vec<StepResult>>]) -> HashMap<String, BTreeMap<String, Value>> {
+    runbook
+        .steps
+        .iter()
+        .zip(results)
+        .filter_map(|(step, result)| match result.as_deref() {
+            Some([one]) if one.item.is_none() && !one.outputs.is_empty() => {
+                Some((step.id.clone(), one.outputs.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn skipped(step: &PreparedStep, reason: String) -> StepResult {
@@ -299,6 +328,8 @@ fn skipped(step: &PreparedStep, reason: String) -> StepResult {
         summary: format!("skipped: {reason}"),
         details: Vec::new(),
         metrics: Vec::new(),
+        outputs: Default::default(),
+        item: None,
         attempts: 0,
         duration_ms: 0.0,
         skipped: Some(reason),
@@ -322,51 +353,211 @@ fn elapsed_text(started: Instant) -> String {
     crate::report::format_ms(started.elapsed().as_secs_f64() * 1e3)
 }
 
+/// One run of a step: the whole step, or one item of a `for_each` step.
+struct Run {
+    /// `(index, count, value)` of its item.
+    item: Option<(usize, usize, Value)>,
+    /// The config it ran with (when it could be rendered).
+    config: Option<Value>,
+    outcome: CheckOutcome,
+    plan: Option<crate::runtime::bindings::Plan>,
+    record: Option<PlanRecord>,
+    applied: Option<bool>,
+    attempts: u32,
+    /// Why it was not run, when it was skipped.
+    skipped: Option<String>,
+    started_at: SystemTime,
+    started: Instant,
+}
+
 async fn run_step(
     runtime: &Runtime,
     runbook: &Runbook,
     index: usize,
     options: &RunOptions,
     run_deadline: Option<Instant>,
-) -> StepResult {
+    outputs: &HashMap<String, BTreeMap<String, Value>>,
+) -> Vec<StepResult> {
     let step = &runbook.steps[index];
     let started_at = SystemTime::now();
     let started = Instant::now();
-    // A check or plan has the step's timeout; the run's deadline cancels it through
-    // `options.stop`. An apply is not cancelled, so its timeout is cut to what is left
-    // of the run's deadline instead.
-    let limits_now = || Limits {
-        deadline: step.timeout,
-        memory_bytes: step.memory_bytes,
-        output: OutputCaps::default(),
-    };
-    let apply_limits = || Limits {
-        deadline: match run_deadline {
-            Some(at) => step
-                .timeout
-                .min(at.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(1)),
-            None => step.timeout,
-        },
-        ..limits_now()
-    };
-
     let mut grants = step.grants.clone();
     grants.allow_metadata = options.allow_metadata;
 
-    // Checks run; mitigations plan. Both retry on failure.
+    // The items, if the step has `for_each`: a list that is missing, too long or not a
+    // list runs nothing.
+    let items: Vec<Option<(usize, usize, Value)>> = match &step.for_each {
+        None => vec![None],
+        Some(for_each) => {
+            let value = match &for_each.items {
+                Items::Known(value) => Ok(value.clone()),
+                Items::Output { step: from, name } => outputs.get(from).and_then(|o| o.get(name)).cloned().ok_or_else(|| {
+                    format!(
+                        "`for_each`: step `{from}` gave no output `{name}` (guard the step with `when: steps.{from}.outputs.{name}`)"
+                    )
+                }),
+            };
+            match value.and_then(|value| item_list(&value, for_each.max_items)) {
+                Err(message) => return vec![result_of(step, fault_run(None, message, started_at, started))],
+                Ok(list) if list.is_empty() => return vec![skipped(step, "`for_each`: the list is empty".into())],
+                Ok(list) => {
+                    let count = list.len();
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(k, value)| Some((k, count, value)))
+                        .collect()
+                }
+            }
+        }
+    };
+
+    // Checks run and mitigations plan, item after item, each with its own retries.
+    let mut runs: Vec<Run> = Vec::new();
+    for item in items {
+        let (item_started_at, item_started) = (SystemTime::now(), Instant::now());
+        let failed_before = runs
+            .iter()
+            .find(|run| matches!(run.outcome.status, Status::Critical | Status::Unknown));
+        if let Some(cause) = options.stop.cause() {
+            runs.push(fault_run(
+                item,
+                format!("not run: {cause}"),
+                item_started_at,
+                item_started,
+            ));
+            continue;
+        }
+        if let (Some(failed), super::manifest::OnFailure::Abort) = (failed_before, step.on_failure) {
+            let which = failed.item.as_ref().map(|(k, _, _)| *k).unwrap_or(0);
+            let reason = format!("not run: item {which} failed and the step has `on_failure: abort`");
+            let mut run = fault_run(item, reason.clone(), item_started_at, item_started);
+            run.outcome.status = Status::Ok;
+            run.skipped = Some(reason);
+            runs.push(run);
+            continue;
+        }
+        let config = match config_for(runbook, step, outputs, item.as_ref().map(|(_, _, value)| value)) {
+            Ok(config) => config,
+            Err(message) => {
+                runs.push(fault_run(item, message, item_started_at, item_started));
+                continue;
+            }
+        };
+        let (outcome, plan, attempts) = attempt(runtime, step, &config, &grants, options, item_started).await;
+        runs.push(Run {
+            item,
+            config: Some(config),
+            outcome,
+            plan,
+            record: None,
+            applied: None,
+            attempts,
+            skipped: None,
+            started_at: item_started_at,
+            started: item_started,
+        });
+    }
+
+    if step.plugin.kind == Kind::Mitigation {
+        decide_and_apply(runtime, runbook, step, options, &grants, run_deadline, &mut runs).await;
+    }
+    runs.into_iter().map(|run| result_of(step, run)).collect()
+}
+
+/// A run that did not get to call the plugin: UNKNOWN with `message`.
+fn fault_run(item: Option<(usize, usize, Value)>, message: String, started_at: SystemTime, started: Instant) -> Run {
+    Run {
+        item,
+        config: None,
+        outcome: CheckOutcome::fault(Status::Unknown, message, started),
+        plan: None,
+        record: None,
+        applied: None,
+        attempts: 0,
+        skipped: None,
+        started_at,
+        started,
+    }
+}
+
+/// The step's config for one run: the prepared config plus its late keys, rendered in
+/// one pass with the outputs of earlier steps and the current item (a value substituted
+/// is never read as a template again), then checked against the plugin's schema.
+fn config_for(
+    runbook: &Runbook,
+    step: &PreparedStep,
+    outputs: &HashMap<String, BTreeMap<String, Value>>,
+    item: Option<&Value>,
+) -> Result<Value, String> {
+    if step.late_with.is_empty() {
+        return Ok(step.config.clone());
+    }
+    let resolve = |reference: &Reference| -> Result<Value, String> {
+        match reference {
+            Reference::Input(name) => runbook
+                .inputs
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("input `{name}` has no value")),
+            Reference::Env(name) => std::env::var(name)
+                .map(Value::String)
+                .map_err(|_| format!("environment variable `{name}` is not set")),
+            Reference::Secret(name) => Ok(Value::String(Reference::secret_placeholder(name))),
+            Reference::Output { step: from, name } => outputs
+                .get(from)
+                .and_then(|o| o.get(name))
+                .cloned()
+                .ok_or_else(|| format!("`{reference}`: step `{from}` gave no output `{name}`")),
+            Reference::Item(None) => item.cloned().ok_or_else(|| format!("`{reference}`: no current item")),
+            Reference::Item(Some(field)) => match item {
+                Some(Value::Object(map)) => map
+                    .get(field)
+                    .cloned()
+                    .ok_or_else(|| format!("`{reference}`: the item has no field `{field}`")),
+                _ => Err(format!("`{reference}`: the item is not an object with fields")),
+            },
+        }
+    };
+    let mut config = step.config.clone();
+    let map = config.as_object_mut().expect("a step's config is an object");
+    for (key, raw) in &step.late_with {
+        let value = template::render_value(raw, &resolve).map_err(|err| format!("config `{key}`: {err}"))?;
+        map.insert(key.clone(), value);
+    }
+    crate::config::coerce(&step.plugin.info.config_schema, &mut config);
+    let violations = step.plugin.config_violations(&config);
+    if !violations.is_empty() {
+        return Err(format!(
+            "config after filling in outputs and items: {} (plugin `{}`)",
+            crate::text::visible(&violations.join("; ")),
+            step.plugin.info.name
+        ));
+    }
+    Ok(config)
+}
+
+/// Runs a check, or a mitigation's plan, with the step's retries: `(outcome, plan, attempts)`.
+async fn attempt(
+    runtime: &Runtime,
+    step: &PreparedStep,
+    config: &Value,
+    grants: &crate::capabilities::Grants,
+    options: &RunOptions,
+    started: Instant,
+) -> (CheckOutcome, Option<crate::runtime::bindings::Plan>, u32) {
     let mut attempts = 0;
     let mut delay = step.retry.delay;
-    let (mut outcome, plan) = loop {
+    loop {
         attempts += 1;
-        let limits = limits_now();
+        let limits = Limits {
+            deadline: step.timeout,
+            memory_bytes: step.memory_bytes,
+            output: OutputCaps::default(),
+        };
         let call = async {
             match step.plugin.kind {
-                Kind::Check => (
-                    runtime.run_check(&step.plugin, &step.config, &grants, &limits).await,
-                    None,
-                ),
-                Kind::Mitigation => runtime.plan(&step.plugin, &step.config, &grants, &limits).await,
+                Kind::Check => (runtime.run_check(&step.plugin, config, grants, &limits).await, None),
+                Kind::Mitigation => runtime.plan(&step.plugin, config, grants, &limits).await,
             }
         };
         // Dropping the call cancels the plugin (wasmtime unwinds its fiber).
@@ -376,128 +567,248 @@ async fn run_step(
         };
         let failed = matches!(outcome.status, Status::Critical | Status::Unknown);
         if !failed || attempts >= step.retry.attempts || options.stop.cause().is_some() {
-            break (outcome, plan);
+            return (outcome, plan, attempts);
         }
         tracing::debug!(step = %step.id, attempt = attempts, status = ?outcome.status, delay_ms = delay.as_millis() as u64, "retrying");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = options.stop.stopped() => break (outcome, plan),
+            _ = options.stop.stopped() => return (outcome, plan, attempts),
         }
         delay = Duration::from_secs_f64(delay.as_secs_f64() * step.retry.backoff);
-    };
+    }
+}
 
-    let mut plan_record = None;
-    let mut applied = None;
-    if let Some(plan) = plan {
-        let record = PlanRecord {
-            summary: outcome.summary.clone(),
-            changes: outcome.details.clone(),
-            destructive: plan.destructive,
-            notes: step.grants.plan_notes(),
-        };
-        outcome.summary = format!(
-            "plan: {}{}",
-            record.summary,
-            if plan.destructive { " (destructive)" } else { "" }
-        );
-        applied = Some(false);
-        let decision = if let Some(cause) = options.stop.cause() {
-            Err((Status::Unknown, format!("not applied: {cause}")))
-        } else if let Some(denial) = outcome.denied.first() {
+/// A mitigation's plans decide once for the whole step (every item of a `for_each`):
+/// a dry run applies nothing; approval, by `--approve ID` or at the prompt (which shows
+/// every item's plan), covers the set. A plan that failed or was denied is not applied;
+/// the others are, in list order, each audited. With `on_failure: abort`, an apply that
+/// fails stops the applies after it.
+async fn decide_and_apply(
+    runtime: &Runtime,
+    runbook: &Runbook,
+    step: &PreparedStep,
+    options: &RunOptions,
+    grants: &crate::capabilities::Grants,
+    run_deadline: Option<Instant>,
+    runs: &mut [Run],
+) {
+    for run in runs.iter_mut() {
+        if let Some(plan) = &run.plan {
+            let record = PlanRecord {
+                summary: run.outcome.summary.clone(),
+                changes: run.outcome.details.clone(),
+                destructive: plan.destructive,
+                notes: step.grants.plan_notes(),
+            };
+            run.outcome.summary = format!(
+                "plan: {}{}",
+                record.summary,
+                if plan.destructive { " (destructive)" } else { "" }
+            );
+            run.record = Some(record);
+            run.applied = Some(false);
+        }
+    }
+    // Which runs could be applied, and why the others are not.
+    let mut candidates = Vec::new();
+    for (k, run) in runs.iter_mut().enumerate() {
+        if run.plan.is_none() {
+            continue;
+        }
+        if let Some(cause) = options.stop.cause() {
+            refuse(run, Status::Unknown, format!("not applied: {cause}"));
+        } else if let Some(denial) = run.outcome.denied.first() {
             // The plan tried something its grants do not allow (a write while planning,
             // an ungranted host): it is not the plan to approve, dry run or not.
-            Err((Status::Unknown, format!("not applied: the plan was denied: {denial}")))
-        } else if !options.apply {
-            Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))
-        } else if step.approval_required && !options.approve.contains(&step.id) {
-            let text = format!(
-                "{}\n{}",
-                outcome.summary,
-                record
-                    .changes
-                    .iter()
-                    .map(|c| format!("  - {c}"))
-                    .chain(record.notes.iter().map(|note| format!("  note: {note}")))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            match &options.prompt {
-                Some(prompt) => {
-                    let prompt = prompt.clone();
-                    let id = step.id.clone();
-                    let answer = tokio::task::spawn_blocking(move || prompt(&id, &text));
-                    let yes = tokio::select! {
-                        yes = answer => yes.unwrap_or(false),
-                        _ = options.stop.stopped() => false,
-                    };
-                    if yes {
-                        Ok("approved at the prompt")
-                    } else {
-                        Err((
-                            Status::Warning,
-                            "not applied: approval refused at the prompt".to_string(),
-                        ))
-                    }
-                }
-                None => Err((
-                    Status::Warning,
-                    format!("not applied: approval required (pass --approve {})", step.id),
-                )),
-            }
-        } else if step.approval_required {
-            Ok("approved with --approve")
+            let why = format!("not applied: the plan was denied: {denial}");
+            refuse(run, Status::Unknown, why);
+        } else if matches!(run.outcome.status, Status::Critical | Status::Unknown) {
+            let why = "not applied: the plan failed".to_string();
+            refuse(run, run.outcome.status, why);
         } else {
-            Ok("approval not required")
-        };
-        match decision {
-            Err((status, why)) => {
-                outcome.status = status;
-                outcome.summary = format!("{} — {why}", outcome.summary);
-            }
-            Ok(approval) => {
-                let (applied_outcome, was_applied) = match apply(
-                    runtime,
-                    runbook,
-                    step,
-                    options,
-                    &grants,
-                    &apply_limits(),
-                    &plan,
-                    &record,
-                    approval,
-                )
-                .await
-                {
-                    Ok(outcome) => (outcome, true),
-                    Err(refused) => (refused, false),
-                };
-                applied = Some(was_applied);
-                outcome = CheckOutcome {
-                    denied: [outcome.denied, applied_outcome.denied.clone()].concat(),
-                    logs: [outcome.logs, applied_outcome.logs.clone()].concat(),
-                    ..applied_outcome
-                };
-            }
+            candidates.push(k);
         }
-        plan_record = Some(record);
     }
+    if candidates.is_empty() {
+        return;
+    }
+    let decision = if !options.apply {
+        Err((Status::Ok, "not applied (dry run: pass --apply to apply)".to_string()))
+    } else if step.approval_required && !options.approve.contains(&step.id) {
+        let text = candidates
+            .iter()
+            .map(|&k| {
+                let run = &runs[k];
+                let record = run.record.as_ref().expect("a candidate has a plan");
+                let head = match &run.item {
+                    Some((index, count, value)) => {
+                        format!(
+                            "item {index} of {count} ({}): {}",
+                            item_text(value),
+                            run.outcome.summary
+                        )
+                    }
+                    None => run.outcome.summary.clone(),
+                };
+                format!(
+                    "{head}\n{}",
+                    record
+                        .changes
+                        .iter()
+                        .map(|c| format!("  - {c}"))
+                        .chain(record.notes.iter().map(|note| format!("  note: {note}")))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        match &options.prompt {
+            Some(prompt) => {
+                let prompt = prompt.clone();
+                let id = step.id.clone();
+                let answer = tokio::task::spawn_blocking(move || prompt(&id, &text));
+                let yes = tokio::select! {
+                    yes = answer => yes.unwrap_or(false),
+                    _ = options.stop.stopped() => false,
+                };
+                if yes {
+                    Ok("approved at the prompt")
+                } else {
+                    Err((
+                        Status::Warning,
+                        "not applied: approval refused at the prompt".to_string(),
+                    ))
+                }
+            }
+            None => Err((
+                Status::Warning,
+                format!("not applied: approval required (pass --approve {})", step.id),
+            )),
+        }
+    } else if step.approval_required {
+        Ok("approved with --approve")
+    } else {
+        Ok("approval not required")
+    };
+    let approval = match decision {
+        Err((status, why)) => {
+            for &k in &candidates {
+                refuse(&mut runs[k], status, why.clone());
+            }
+            return;
+        }
+        Ok(approval) => approval,
+    };
+    let mut failed: Option<usize> = None;
+    for &k in &candidates {
+        let run = &mut runs[k];
+        if let Some(cause) = options.stop.cause() {
+            refuse(run, Status::Unknown, format!("not applied: {cause}"));
+            continue;
+        }
+        if let (Some(which), super::manifest::OnFailure::Abort) = (failed, step.on_failure) {
+            let why = format!("not applied: the apply of item {which} failed and the step has `on_failure: abort`");
+            refuse(run, Status::Unknown, why);
+            continue;
+        }
+        // An apply is not cancelled by a stop, so its timeout is cut to what is left of
+        // the run's deadline instead.
+        let limits = Limits {
+            deadline: match run_deadline {
+                Some(at) => step
+                    .timeout
+                    .min(at.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(1)),
+                None => step.timeout,
+            },
+            memory_bytes: step.memory_bytes,
+            output: OutputCaps::default(),
+        };
+        let plan = run.plan.as_ref().expect("a candidate has a plan");
+        let record = run.record.as_ref().expect("a candidate has a plan");
+        let config = run.config.as_ref().expect("a planned run has a config");
+        let item = run.item.as_ref().map(|(index, count, value)| (*index, *count, value));
+        let (applied_outcome, was_applied) = match apply(
+            runtime, runbook, step, options, grants, &limits, plan, record, config, item, approval,
+        )
+        .await
+        {
+            Ok(outcome) => (outcome, true),
+            Err(refused) => (refused, false),
+        };
+        if matches!(applied_outcome.status, Status::Critical | Status::Unknown) && failed.is_none() {
+            failed = Some(run.item.as_ref().map(|(index, _, _)| *index).unwrap_or(0));
+        }
+        run.applied = Some(was_applied);
+        let planned = std::mem::replace(&mut run.outcome, applied_outcome);
+        run.outcome.denied = [planned.denied, std::mem::take(&mut run.outcome.denied)].concat();
+        run.outcome.logs = [planned.logs, std::mem::take(&mut run.outcome.logs)].concat();
+    }
+}
 
+/// A planned run that is not applied, with `status` and why.
+fn refuse(run: &mut Run, status: Status, why: String) {
+    run.outcome.status = status;
+    run.outcome.summary = format!("{} — {why}", run.outcome.summary);
+}
+
+/// An item's value as one short, inert line.
+fn item_text(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    crate::text::truncate(&crate::text::visible(&text), 120).into_owned()
+}
+
+/// The result a run reports.
+fn result_of(step: &PreparedStep, run: Run) -> StepResult {
+    let Run {
+        item,
+        outcome,
+        record,
+        applied,
+        attempts,
+        skipped,
+        started_at,
+        started,
+        ..
+    } = run;
+    let (id, item, details) = match item {
+        None => (step.id.clone(), None, outcome.details),
+        Some((index, of, value)) => {
+            let line = format!("item {index} of {of}: {}", item_text(&value));
+            (
+                format!("{}[{index}]", step.id),
+                Some(ItemRecord {
+                    step: step.id.clone(),
+                    index,
+                    of,
+                    value,
+                }),
+                std::iter::once(line).chain(outcome.details).collect(),
+            )
+        }
+    };
     StepResult {
-        id: step.id.clone(),
+        id,
         plugin: step.plugin.info.name.clone(),
         kind: step.plugin.kind,
         status: outcome.status,
+        skipped,
         summary: outcome.summary,
-        details: outcome.details,
+        details,
         metrics: outcome.metrics,
+        outputs: outcome.outputs,
+        item,
         attempts,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        skipped: None,
         started_at: timestamp(started_at),
         ended_at: timestamp(SystemTime::now()),
         denied: outcome.denied,
         logs: outcome.logs,
-        plan: plan_record,
+        plan: record,
         applied,
     }
 }
@@ -512,6 +823,8 @@ async fn apply(
     limits: &Limits,
     plan: &crate::runtime::bindings::Plan,
     record: &PlanRecord,
+    config: &Value,
+    item: Option<(usize, usize, &Value)>,
     approval: &str,
 ) -> Result<CheckOutcome, CheckOutcome> {
     let entry = |event: &str, outcome: Option<&CheckOutcome>| {
@@ -526,6 +839,7 @@ async fn apply(
             "plugin": step.plugin.info.name,
             "plugin_sha256": step.plugin.digest,
             "approval": approval,
+            "item": item.map(|(index, of, value)| json!({"index": index, "of": of, "value": value})),
             "plan": {"summary": record.summary, "changes": record.changes, "destructive": record.destructive},
             "outcome": outcome.map(|o| json!({"status": o.status, "summary": o.summary, "changes": o.details})),
         })
@@ -544,7 +858,7 @@ async fn apply(
     // operator abandons it, and then the audit log says so.
     let started = Instant::now();
     let (outcome, event) = tokio::select! {
-        outcome = runtime.apply(&step.plugin, &step.config, grants, limits, plan) => (outcome, "apply-finished"),
+        outcome = runtime.apply(&step.plugin, config, grants, limits, plan) => (outcome, "apply-finished"),
         _ = options.stop.abandoned() => (
             CheckOutcome::fault(
                 Status::Unknown,

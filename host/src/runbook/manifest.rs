@@ -94,9 +94,19 @@ pub struct Step {
     pub name: Option<String>,
     /// Plugin name, path to a .wasm (relative to the runbook), or `name@sha256:HEX`.
     pub uses: String,
-    /// Config for the plugin; strings may use `${{ inputs.X }}` and `${{ env.X }}`.
+    /// Config for the plugin; strings may use `${{ inputs.X }}`, `${{ env.X }}`,
+    /// `${{ steps.ID.outputs.X }}`, `${{ item }}` and `${{ secrets.X }}` (see
+    /// [`super::template`]).
     #[serde(default)]
     pub with: Map<String, Value>,
+    /// Run the step once per item of this list: a YAML list, or one template naming a
+    /// list input or an earlier step's output. Each run sees `${{ item }}`.
+    #[serde(default)]
+    pub for_each: Option<Value>,
+    /// Most items `for_each` may have (default 100, at most 1000); a longer list runs
+    /// nothing and the step is UNKNOWN.
+    #[serde(default)]
+    pub max_items: Option<usize>,
     /// Network grants (`[METHODS ]scheme://host[:port]`, or `{url, methods}`), templated.
     #[serde(default)]
     pub allow: Vec<AllowEntry>,

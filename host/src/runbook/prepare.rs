@@ -68,14 +68,49 @@ pub struct RetryPolicy {
     pub backoff: f64,
 }
 
+/// Most items a `for_each` may have unless the step says `max_items:`.
+pub const DEFAULT_MAX_ITEMS: usize = 100;
+/// Most items any `for_each` may have.
+pub const MAX_ITEMS: usize = 1000;
+
+/// Where a `for_each` step's items come from.
+#[derive(Debug, Clone)]
+pub enum Items {
+    /// Known before the run: a YAML list, or an input's value.
+    Known(Value),
+    /// An earlier step's output, read when the step is about to run.
+    Output {
+        /// The step.
+        step: String,
+        /// The output.
+        name: String,
+    },
+}
+
+/// A step's `for_each`.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// The list (or what gives it).
+    pub items: Items,
+    /// Most items it may have.
+    pub max_items: usize,
+}
+
 /// A step ready to run.
 pub struct PreparedStep {
     /// Step id.
     pub id: String,
     /// The loaded plugin.
     pub plugin: Arc<Plugin>,
-    /// Rendered config, valid against the plugin's schema.
+    /// Rendered config, valid against the plugin's schema (without the keys in
+    /// `late_with`, which are rendered when the step runs).
     pub config: Value,
+    /// `with` keys whose values use `${{ steps.ID.outputs.NAME }}` or `${{ item }}`,
+    /// as written: rendered in one pass, then checked against the schema, when the step
+    /// is about to run.
+    pub late_with: Vec<(String, Value)>,
+    /// Run once per item.
+    pub for_each: Option<ForEach>,
     /// Exactly what the step grants.
     pub grants: Grants,
     /// Parsed `when`, with its text.
@@ -224,31 +259,79 @@ pub async fn prepare(
             .or_else(|| parse_memory(&mut cx, &at("memory"), id, step.memory.as_deref()))
             .unwrap_or(DEFAULT_MEMORY);
 
-        // Templates: syntax, and references to declared inputs (and set env in run mode).
+        // Templates: syntax, and references to declared inputs (and set env in run mode),
+        // to the outputs of steps this one needs, to its `for_each` item and to its secrets.
+        let for_each = step.for_each.as_ref().and_then(|source| {
+            resolve_for_each(
+                &mut cx,
+                &at("for_each"),
+                step,
+                source,
+                &inputs,
+                &manifest,
+                &ancestors[i],
+            )
+        });
         let resolver = |reference: &Reference| -> Result<Value, String> {
             match reference {
-                Reference::Input(name) => match inputs.get(name) {
-                    Some(value) => Ok(value.clone()),
-                    None if manifest.inputs.contains_key(name) => {
-                        Err(format!("input `{name}` has no value (set it with --set {name}=VALUE)"))
-                    }
-                    None => Err(format!("`${{{{ inputs.{name} }}}}` names no declared input")),
-                },
-                Reference::Env(name) => match std::env::var(name) {
-                    Ok(value) => Ok(Value::String(value)),
-                    Err(_) if mode == Mode::Validate => Ok(Value::String(format!("<env.{name}>"))),
-                    Err(_) => Err(format!(
-                        "`${{{{ env.{name} }}}}`: environment variable `{name}` is not set"
-                    )),
-                },
+                Reference::Output { step: from, name } => {
+                    check_output_reference(from, name, &manifest, &ancestors[i])?;
+                    Err(LATE.into())
+                }
+                Reference::Item(_) if step.for_each.is_none() => Err(format!(
+                    "`{reference}` is the current item of a `for_each`, and this step has none"
+                )),
+                Reference::Item(_) => Err(LATE.into()),
+                Reference::Secret(name) if step.secrets.contains_key(name) => {
+                    Ok(Value::String(Reference::secret_placeholder(name)))
+                }
+                Reference::Secret(name) => Err(format!(
+                    "`{reference}` names no secret of this step (add `{name}: env:VAR` or `file:PATH` under `secrets:`)"
+                )),
+                _ => static_value(reference, &inputs, &manifest, mode),
+            }
+        };
+        // Grants and env are fixed before the run: nothing a plugin returns may reach them.
+        let fixed_resolver = |reference: &Reference| -> Result<Value, String> {
+            match reference {
+                Reference::Output { .. } | Reference::Item(_) => Err(format!(
+                    "`{reference}` cannot be used here: grants and env are fixed before the run starts, and nothing a plugin returns may widen them (use it in `with:`)"
+                )),
+                Reference::Secret(_) => Err(format!(
+                    "`{reference}` can only be used in `with:` (the host puts it in HTTP request headers)"
+                )),
+                _ => static_value(reference, &inputs, &manifest, mode),
             }
         };
         let mut unresolved_keys = BTreeSet::new();
+        let mut late_with = Vec::new();
+        let mut header_secrets = BTreeSet::new();
         let mut config = serde_json::Map::new();
         for (key, value) in &step.with {
+            let mut found = Vec::new();
+            template::references_in(value, &mut found);
+            for reference in found.iter().flatten() {
+                if let Reference::Secret(name) = reference {
+                    header_secrets.insert(name.clone());
+                }
+            }
             match template::render_value(value, &resolver) {
                 Ok(rendered) => {
                     config.insert(key.clone(), rendered);
+                }
+                Err(message) if message == LATE => {
+                    // Rendered when the step runs; every other reference in it must
+                    // still be valid now.
+                    for reference in found.iter().flatten() {
+                        if let Err(message) = resolver(reference)
+                            && message != LATE
+                            && !(mode == Mode::Validate && message.starts_with("input `"))
+                        {
+                            cx.problem(&at(&format!("with.{key}")), Some(id), message);
+                        }
+                    }
+                    unresolved_keys.insert(key.clone());
+                    late_with.push((key.clone(), value.clone()));
                 }
                 Err(message) => {
                     // The key has no value now: schema complaints about it would only repeat this.
@@ -263,7 +346,7 @@ pub async fn prepare(
         let mut network = Vec::new();
         for (g, entry) in step.allow.iter().enumerate() {
             let path = at(&format!("allow[{g}]"));
-            let render = |text: &str| match template::render(text, &resolver) {
+            let render = |text: &str| match template::render(text, &fixed_resolver) {
                 Ok(Value::String(rendered)) => Ok(Some(rendered)),
                 Ok(other) => Err(format!("grant `{other}` is not a string")),
                 Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
@@ -301,7 +384,7 @@ pub async fn prepare(
         };
         let mut env = Vec::new();
         for (name, value) in &step.env {
-            match template::render(value, &resolver) {
+            match template::render(value, &fixed_resolver) {
                 Ok(rendered) => {
                     let value = match rendered {
                         Value::String(text) => text,
@@ -340,7 +423,11 @@ pub async fn prepare(
             let mentions_unresolved = unresolved_keys
                 .iter()
                 .any(|key| violation.contains(&format!("`{key}`")) || violation.contains(&format!("\"{key}\"")));
-            if !mentions_unresolved {
+            // A key rendered at run time is missing now; it is checked then.
+            let missing_late = late_with
+                .iter()
+                .any(|(key, _)| violation.contains(&format!("\"{key}\"")));
+            if !mentions_unresolved && !missing_late {
                 cx.problem(
                     &at("with"),
                     Some(id),
@@ -352,6 +439,8 @@ pub async fn prepare(
             id: step.id.clone(),
             plugin,
             config,
+            late_with,
+            for_each,
             grants: Grants {
                 network,
                 secrets,
@@ -359,6 +448,7 @@ pub async fn prepare(
                 dirs: Vec::new(),
                 allow_metadata: false,
                 tls,
+                header_secrets: header_secrets.into_iter().collect(),
             },
             when,
             timeout,
@@ -385,6 +475,178 @@ pub async fn prepare(
         steps,
         timeout: run_timeout,
     })
+}
+
+/// What the prepare-time resolver answers for a reference known only when the step
+/// runs (never shown: the key is kept for later).
+const LATE: &str = "\u{0}late";
+
+/// The value of an `inputs.` or `env.` reference.
+fn static_value(
+    reference: &Reference,
+    inputs: &BTreeMap<String, Value>,
+    manifest: &Manifest,
+    mode: Mode,
+) -> Result<Value, String> {
+    match reference {
+        Reference::Input(name) => match inputs.get(name) {
+            Some(value) => Ok(value.clone()),
+            None if manifest.inputs.contains_key(name) => {
+                Err(format!("input `{name}` has no value (set it with --set {name}=VALUE)"))
+            }
+            None => Err(format!("`${{{{ inputs.{name} }}}}` names no declared input")),
+        },
+        Reference::Env(name) => match std::env::var(name) {
+            Ok(value) => Ok(Value::String(value)),
+            Err(_) if mode == Mode::Validate => Ok(Value::String(format!("<env.{name}>"))),
+            Err(_) => Err(format!(
+                "`${{{{ env.{name} }}}}`: environment variable `{name}` is not set"
+            )),
+        },
+        other => Err(format!("`{other}` cannot be used here")),
+    }
+}
+
+/// Whether a step may read `steps.FROM.outputs.NAME`: FROM exists, runs once (not
+/// `for_each`), and is among the steps this one needs.
+fn check_output_reference(
+    from: &str,
+    name: &str,
+    manifest: &Manifest,
+    ancestors: &BTreeSet<usize>,
+) -> Result<(), String> {
+    let text = format!("steps.{from}.outputs.{name}");
+    let Some(j) = manifest.steps.iter().position(|s| s.id == from) else {
+        return Err(format!("`{text}`: no step `{from}` in this runbook"));
+    };
+    if !ancestors.contains(&j) {
+        return Err(format!(
+            "`{text}`: step `{from}` must be in this step's `needs` (directly or through another step) to be read here"
+        ));
+    }
+    if manifest.steps[j].for_each.is_some() {
+        return Err(format!(
+            "`{text}`: step `{from}` runs once per item (`for_each`); read its `status` instead"
+        ));
+    }
+    Ok(())
+}
+
+/// A step's `for_each`: a YAML list, or one template naming a list input or an output
+/// of a step it needs. `None` (with the problem recorded) when it is neither.
+fn resolve_for_each(
+    cx: &mut Context,
+    path: &str,
+    step: &Step,
+    source: &Value,
+    inputs: &BTreeMap<String, Value>,
+    manifest: &Manifest,
+    ancestors: &BTreeSet<usize>,
+) -> Option<ForEach> {
+    let id = step.id.as_str();
+    let max_items = match step.max_items {
+        None => DEFAULT_MAX_ITEMS,
+        Some(n) if (1..=MAX_ITEMS).contains(&n) => n,
+        Some(n) => {
+            cx.problem(
+                &path.replace("for_each", "max_items"),
+                Some(id),
+                format!("`max_items: {n}` must be from 1 to {MAX_ITEMS}"),
+            );
+            return None;
+        }
+    };
+    let usage = "`for_each` takes a YAML list, `${{ inputs.NAME }}` or `${{ steps.ID.outputs.NAME }}`";
+    let items = match source {
+        Value::Array(_) => Items::Known(source.clone()),
+        Value::String(text) => match template::references(text) {
+            Ok(found) if found.len() == 1 && text.trim().starts_with("${{") && text.trim().ends_with("}}") => {
+                match &found[0] {
+                    Reference::Input(name) => match inputs.get(name) {
+                        Some(value) => Items::Known(value.clone()),
+                        None if manifest.inputs.contains_key(name) => Items::Known(Value::Array(Vec::new())),
+                        None => {
+                            cx.problem(
+                                path,
+                                Some(id),
+                                format!("`${{{{ inputs.{name} }}}}` names no declared input"),
+                            );
+                            return None;
+                        }
+                    },
+                    Reference::Output { step: from, name } => {
+                        if let Err(message) = check_output_reference(from, name, manifest, ancestors) {
+                            cx.problem(path, Some(id), message);
+                            return None;
+                        }
+                        Items::Output {
+                            step: from.clone(),
+                            name: name.clone(),
+                        }
+                    }
+                    other => {
+                        cx.problem(path, Some(id), format!("`for_each: {other}`: {usage}"));
+                        return None;
+                    }
+                }
+            }
+            Ok(_) => {
+                cx.problem(path, Some(id), usage);
+                return None;
+            }
+            Err(message) => {
+                cx.problem(path, Some(id), message);
+                return None;
+            }
+        },
+        _ => {
+            cx.problem(path, Some(id), usage);
+            return None;
+        }
+    };
+    if let Items::Known(value) = &items
+        && let Err(message) = item_list(value, max_items)
+    {
+        cx.problem(path, Some(id), message);
+        return None;
+    }
+    if step.max_items.is_some() && step.for_each.is_none() {
+        cx.problem(path, Some(id), "`max_items` applies to a step with `for_each`");
+    }
+    Some(ForEach { items, max_items })
+}
+
+/// The items of a `for_each` list value: a list; or text, read as a JSON list when it
+/// starts with `[` and otherwise split at commas (`--set ids=a,b,c`). More than
+/// `max_items` is an error: a list is never cut short silently.
+pub fn item_list(value: &Value, max_items: usize) -> Result<Vec<Value>, String> {
+    let items = match value {
+        Value::Array(items) => items.clone(),
+        Value::String(text) if text.trim_start().starts_with('[') => match serde_json::from_str(text) {
+            Ok(Value::Array(items)) => items,
+            _ => return Err("`for_each`: the value starts with `[` but is not a JSON list".into()),
+        },
+        Value::String(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| Value::String(item.to_string()))
+            .collect(),
+        Value::Null => Vec::new(),
+        other => {
+            return Err(format!(
+                "`for_each` needs a list, and got {}",
+                crate::text::truncate(&other.to_string(), 80)
+            ));
+        }
+    };
+    if items.len() > max_items {
+        return Err(format!(
+            "`for_each` has {} items, more than its cap of {max_items}: nothing was run (raise `max_items:`, up to {MAX_ITEMS}, or narrow the list)",
+            items.len()
+        ));
+    }
+    Ok(items)
 }
 
 /// An `allow:` entry, its templates rendered by `render`, parsed into a grant. `None`
@@ -677,11 +939,16 @@ fn check_when_path(path: &[String], manifest: &Manifest, ancestors: &BTreeSet<us
                     "`{text}`: step `{step}` must be in this step's `needs` (directly or through another step) to be read here"
                 ));
             }
+            let for_each = manifest.steps[j].for_each.is_some();
             match rest {
                 [field] if matches!(field.as_str(), "status" | "summary" | "attempts") => Ok(()),
+                [which, _name, ..] if (which == "metrics" || which == "outputs") && for_each => Err(format!(
+                    "`{text}`: step `{step}` runs once per item (`for_each`); read its `status` (the worst of its items) instead"
+                )),
                 [metrics, _name, ..] if metrics == "metrics" => Ok(()),
+                [outputs, _name] if outputs == "outputs" => Ok(()),
                 _ => Err(format!(
-                    "`{text}`: a step offers `status`, `summary`, `attempts` and `metrics.NAME`"
+                    "`{text}`: a step offers `status`, `summary`, `attempts`, `metrics.NAME` and `outputs.NAME`"
                 )),
             }
         }

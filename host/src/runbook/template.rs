@@ -1,8 +1,18 @@
-//! `${{ inputs.NAME }}` and `${{ env.NAME }}` in step `with` values and grants.
+//! `${{ … }}` templates in step `with` values, grants, `env` and `for_each`.
+//!
+//! - `inputs.NAME`, `env.NAME`: known before the run starts.
+//! - `steps.ID.outputs.NAME` and `item` / `item.FIELD`: known only when the step is
+//!   about to run (an earlier step's output, the current `for_each` item); only `with`
+//!   and `for_each` may use them, never a grant.
+//! - `secrets.NAME`: never substituted here. It stays in the config as the placeholder
+//!   `${{ secrets.NAME }}`, and the host replaces it in the plugin's outgoing HTTP
+//!   request headers, so the plugin never holds the value.
 //!
 //! A string that is exactly one template takes the value's own JSON type (so
 //! `port: ${{ inputs.port }}` stays a number); templates inside a longer string are
-//! interpolated as text.
+//! interpolated as text. Rendering is one pass: a substituted value is data, never
+//! scanned for templates again, so an input or an output that contains `${{ … }}`
+//! cannot inject a reference.
 
 use serde_json::Value;
 
@@ -13,6 +23,42 @@ pub enum Reference {
     Input(String),
     /// `env.NAME`
     Env(String),
+    /// `steps.ID.outputs.NAME`
+    Output {
+        /// The step.
+        step: String,
+        /// The output.
+        name: String,
+    },
+    /// `item` (`None`) or `item.FIELD` of the current `for_each` item.
+    Item(Option<String>),
+    /// `secrets.NAME`: the host fills it in outgoing HTTP request headers.
+    Secret(String),
+}
+
+impl Reference {
+    /// Whether its value is known only when the step runs.
+    pub fn is_runtime(&self) -> bool {
+        matches!(self, Reference::Output { .. } | Reference::Item(_))
+    }
+
+    /// The placeholder a secret reference stays as: `${{ secrets.NAME }}`.
+    pub fn secret_placeholder(name: &str) -> String {
+        format!("${{{{ secrets.{name} }}}}")
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Input(name) => write!(f, "${{{{ inputs.{name} }}}}"),
+            Reference::Env(name) => write!(f, "${{{{ env.{name} }}}}"),
+            Reference::Output { step, name } => write!(f, "${{{{ steps.{step}.outputs.{name} }}}}"),
+            Reference::Item(None) => write!(f, "${{{{ item }}}}"),
+            Reference::Item(Some(field)) => write!(f, "${{{{ item.{field} }}}}"),
+            Reference::Secret(name) => write!(f, "${{{{ secrets.{name} }}}}"),
+        }
+    }
 }
 
 /// A piece of a parsed template string.
@@ -35,15 +81,12 @@ fn pieces(text: &str) -> Result<Vec<Piece>, String> {
             .find("}}")
             .ok_or_else(|| format!("unclosed `${{{{` in \"{text}\""))?;
         let expression = after[..end].trim();
-        let reference = match expression.split_once('.') {
-            Some(("inputs", name)) if valid_name(name) => Reference::Input(name.to_string()),
-            Some(("env", name)) if valid_name(name) => Reference::Env(name.to_string()),
-            _ => {
-                return Err(format!(
-                    "`${{{{ {expression} }}}}` is not a template this runbook can use (write `${{{{ inputs.NAME }}}}` or `${{{{ env.NAME }}}}`)"
-                ));
-            }
-        };
+        let reference = parse_reference(expression).ok_or_else(|| {
+            format!(
+                "`${{{{ {} }}}}` is not a template this runbook can use (write `${{{{ inputs.NAME }}}}`, `${{{{ env.NAME }}}}`, `${{{{ steps.ID.outputs.NAME }}}}`, `${{{{ item }}}}`, `${{{{ item.FIELD }}}}` or `${{{{ secrets.NAME }}}}`)",
+                crate::text::truncate(&crate::text::visible(expression), 80)
+            )
+        })?;
         pieces.push(Piece::Ref(reference));
         rest = &after[end + 2..];
     }
@@ -51,6 +94,31 @@ fn pieces(text: &str) -> Result<Vec<Piece>, String> {
         pieces.push(Piece::Text(rest.to_string()));
     }
     Ok(pieces)
+}
+
+fn parse_reference(expression: &str) -> Option<Reference> {
+    if expression == "item" {
+        return Some(Reference::Item(None));
+    }
+    let (root, rest) = expression.split_once('.')?;
+    Some(match root {
+        "inputs" if valid_name(rest) => Reference::Input(rest.to_string()),
+        "env" if valid_name(rest) => Reference::Env(rest.to_string()),
+        "secrets" if valid_name(rest) => Reference::Secret(rest.to_string()),
+        "item" if valid_name(rest) => Reference::Item(Some(rest.to_string())),
+        "steps" => {
+            let (step, rest) = rest.split_once('.')?;
+            let name = rest.strip_prefix("outputs.")?;
+            if !valid_name(step) || !valid_name(name) {
+                return None;
+            }
+            Reference::Output {
+                step: step.to_string(),
+                name: name.to_string(),
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -154,7 +222,9 @@ mod tests {
     fn bad_templates_are_reported() {
         for (text, expected) in [
             ("${{ inputs.port ", "unclosed"),
-            ("${{ secrets.pw }}", "`${{ secrets.pw }}` is not a template"),
+            ("${{ secret.pw }}", "`${{ secret.pw }}` is not a template"),
+            ("${{ steps.a.metrics.b }}", "is not a template"),
+            ("${{ steps.a.outputs. }}", "is not a template"),
             ("${{ inputs. }}", "is not a template"),
             ("${{ port }}", "is not a template"),
         ] {
@@ -164,6 +234,38 @@ mod tests {
         assert_eq!(
             references("${{ inputs.a }}-${{ env.B }}").unwrap(),
             vec![Reference::Input("a".into()), Reference::Env("B".into())]
+        );
+        assert_eq!(
+            references("${{steps.find.outputs.job_ids}} ${{ item }} ${{ item.id }} ${{ secrets.key }}").unwrap(),
+            vec![
+                Reference::Output {
+                    step: "find".into(),
+                    name: "job_ids".into()
+                },
+                Reference::Item(None),
+                Reference::Item(Some("id".into())),
+                Reference::Secret("key".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn substituted_values_are_never_scanned_again() {
+        // An output (or input) holding template text is data: one pass, no re-expansion.
+        let resolve = |reference: &Reference| -> Result<Value, String> {
+            match reference {
+                Reference::Output { .. } => Ok(json!("${{ secrets.key }} ${{ inputs.port }}")),
+                Reference::Secret(name) => Ok(json!(Reference::secret_placeholder(name))),
+                other => Err(format!("unexpected {other:?}")),
+            }
+        };
+        assert_eq!(
+            render("id=${{ steps.a.outputs.x }}", &resolve).unwrap(),
+            json!("id=${{ secrets.key }} ${{ inputs.port }}")
+        );
+        assert_eq!(
+            render("Bearer ${{secrets.key}}", &resolve).unwrap(),
+            json!("Bearer ${{ secrets.key }}")
         );
     }
 }

@@ -4,18 +4,21 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod outputs;
 pub mod sandbox;
 
 use crate::capabilities::Grants;
 use crate::capabilities::network::Access;
 use crate::capabilities::secrets::Redactor;
 use crate::result::{Kind, MetricResult, Status};
-use bindings::Plan;
 use bindings::check::CheckPre;
 use bindings::mitigation::MitigationPre;
+use bindings::v0_1::check::CheckPre as CheckPreV0_1;
+use bindings::v0_1::mitigation::MitigationPre as MitigationPreV0_1;
+use bindings::{Plan, from_v0_1};
 use cache::CompileCache;
 use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,7 +95,7 @@ pub enum LoadError {
     },
     /// A valid component that does not implement a runbox world.
     #[error(
-        "{path} does not implement a runbox world: expected `runbox:plugin/check@0.1.0` (exports `info`, `run`) or `runbox:plugin/mitigation@0.1.0` (exports `info`, `plan`, `apply`), found {found}"
+        "{path} does not implement a runbox world: expected `runbox:plugin/check@0.2.0` (exports `info`, `run`) or `runbox:plugin/mitigation@0.2.0` (exports `info`, `plan`, `apply`), or their 0.1.0 versions, found {found}"
     )]
     WrongWorld {
         /// The file.
@@ -102,7 +105,7 @@ pub enum LoadError {
     },
     /// A component that imports something the sandbox does not offer.
     #[error(
-        "{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem, sockets and http (outgoing), and runbox:plugin/host@0.1.0)"
+        "{path} imports {import}, which the runbox sandbox does not offer (it offers WASI 0.2 cli, clocks, random, io, filesystem, sockets and http (outgoing), and runbox:plugin/host@0.2.0 or @0.1.0)"
     )]
     UnsupportedImport {
         /// The file.
@@ -145,6 +148,29 @@ pub struct PluginInfo {
 enum Pre {
     Check(CheckPre<Sandbox>),
     Mitigation(MitigationPre<Sandbox>),
+    CheckV0_1(CheckPreV0_1<Sandbox>),
+    MitigationV0_1(MitigationPreV0_1<Sandbox>),
+}
+
+/// The version of the `runbox:plugin` contract a plugin was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Contract {
+    /// `runbox:plugin@0.1.0`: no outputs.
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    /// `runbox:plugin@0.2.0`, the current one.
+    #[serde(rename = "0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// `0.2.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
 }
 
 /// A loaded plugin, ready to instantiate.
@@ -155,6 +181,8 @@ pub struct Plugin {
     pub digest: String,
     /// Which world it implements.
     pub kind: Kind,
+    /// Which version of the contract.
+    pub contract: Contract,
     /// What it says about itself.
     pub info: PluginInfo,
     /// Its config schema, compiled once.
@@ -171,6 +199,15 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// The world it implements, versioned: `runbox:plugin/check@0.2.0`.
+    pub fn world(&self) -> String {
+        let world = match self.kind {
+            Kind::Check => "check",
+            Kind::Mitigation => "mitigation",
+        };
+        format!("runbox:plugin/{world}@{}", self.contract.version())
+    }
+
     /// Every way `config` violates the plugin's schema, each naming the field.
     pub fn config_violations(&self, config: &serde_json::Value) -> Vec<String> {
         crate::config::violations_of(&self.validator, config)
@@ -188,6 +225,8 @@ pub struct CheckOutcome {
     pub details: Vec<String>,
     /// Metrics.
     pub metrics: Vec<MetricResult>,
+    /// Named values for later steps (contract 0.2.0), checked, capped and redacted.
+    pub outputs: BTreeMap<String, serde_json::Value>,
     /// What the sandbox denied, each with the grant that would allow it.
     pub denied: Vec<String>,
     /// The plugin's log lines (and captured stdout/stderr).
@@ -308,15 +347,28 @@ impl Runtime {
             path: path.into(),
             found: format!("exports whose types differ from the world: {err:#}"),
         };
+        // The current contract first; a plugin built against 0.1.0 has the same exports
+        // with the older record types.
         let pre = match kind {
-            Kind::Check => Pre::Check(CheckPre::new(instance_pre).map_err(wrong_types)?),
-            Kind::Mitigation => Pre::Mitigation(MitigationPre::new(instance_pre).map_err(wrong_types)?),
+            Kind::Check => match CheckPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::Check(pre),
+                Err(err) => Pre::CheckV0_1(CheckPreV0_1::new(instance_pre).map_err(|_| wrong_types(err))?),
+            },
+            Kind::Mitigation => match MitigationPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::Mitigation(pre),
+                Err(err) => Pre::MitigationV0_1(MitigationPreV0_1::new(instance_pre).map_err(|_| wrong_types(err))?),
+            },
+        };
+        let contract = match pre {
+            Pre::Check(_) | Pre::Mitigation(_) => Contract::V0_2,
+            Pre::CheckV0_1(_) | Pre::MitigationV0_1(_) => Contract::V0_1,
         };
         let (info, validator) = self.info(path, &pre, memory_bytes).await?;
         Ok(Plugin {
             path: path.into(),
             digest,
             kind,
+            contract,
             info,
             validator: Arc::new(validator),
             imports,
@@ -358,6 +410,18 @@ impl Runtime {
             match pre {
                 Pre::Check(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
                 Pre::Mitigation(pre) => pre.instantiate_async(&mut store).await?.call_info(&mut store).await,
+                Pre::CheckV0_1(pre) => pre
+                    .instantiate_async(&mut store)
+                    .await?
+                    .call_info(&mut store)
+                    .await
+                    .map(from_v0_1::info),
+                Pre::MitigationV0_1(pre) => pre
+                    .instantiate_async(&mut store)
+                    .await?
+                    .call_info(&mut store)
+                    .await
+                    .map(from_v0_1::info),
             }
         };
         let info = run_with_deadline(call, limits.deadline, &activity)
@@ -524,8 +588,29 @@ impl Runtime {
                         .await?
                         .map(Answer::Outcome)
                 }
-                (Pre::Check(_), _) => Err(format!("{name} is a check: it has no plan or apply")),
-                (Pre::Mitigation(_), Call::Run) => {
+                (Pre::CheckV0_1(pre), Call::Run) => {
+                    let check = pre.instantiate_async(&mut store).await?;
+                    check
+                        .call_run(&mut store, &config_text)
+                        .await?
+                        .map(|report| Answer::Report(from_v0_1::report(report)))
+                }
+                (Pre::MitigationV0_1(pre), Call::Plan) => {
+                    let mitigation = pre.instantiate_async(&mut store).await?;
+                    mitigation
+                        .call_plan(&mut store, &config_text)
+                        .await?
+                        .map(|plan| Answer::Plan(from_v0_1::plan(plan)))
+                }
+                (Pre::MitigationV0_1(pre), Call::Apply(plan)) => {
+                    let mitigation = pre.instantiate_async(&mut store).await?;
+                    mitigation
+                        .call_apply(&mut store, &config_text, &from_v0_1::plan_back(plan))
+                        .await?
+                        .map(|outcome| Answer::Outcome(from_v0_1::outcome(outcome)))
+                }
+                (Pre::Check(_) | Pre::CheckV0_1(_), _) => Err(format!("{name} is a check: it has no plan or apply")),
+                (Pre::Mitigation(_) | Pre::MitigationV0_1(_), Call::Run) => {
                     Err(format!("{name} is a mitigation: it plans and applies, it does not run"))
                 }
             })
@@ -537,24 +622,31 @@ impl Runtime {
         let (stdout, stdout_dropped) = redacted_within(host.stdout.contents(), &redactor, limits.output.stdio_bytes);
         let (stderr, stderr_dropped) = redacted_within(host.stderr.contents(), &redactor, limits.output.stdio_bytes);
         let mut answer = None;
+        let mut raw_outputs = Vec::new();
         let (status, summary, mut details, metrics) = match result {
-            Ok(Ok(Answer::Report(report))) => (
-                Status::from(report.status),
-                report.summary,
-                report.details,
-                report.metrics.into_iter().map(MetricResult::from).collect(),
-            ),
+            Ok(Ok(Answer::Report(report))) => {
+                raw_outputs = report.outputs;
+                (
+                    Status::from(report.status),
+                    report.summary,
+                    report.details,
+                    report.metrics.into_iter().map(MetricResult::from).collect(),
+                )
+            }
             Ok(Ok(Answer::Plan(plan))) => {
                 let (summary, changes) = (plan.summary.clone(), plan.changes.clone());
                 answer = Some(Answer::Plan(plan));
                 (Status::Ok, summary, changes, Vec::new())
             }
-            Ok(Ok(Answer::Outcome(outcome))) => (
-                Status::from(outcome.status),
-                format!("applied: {}", outcome.summary),
-                outcome.changes,
-                Vec::new(),
-            ),
+            Ok(Ok(Answer::Outcome(outcome))) => {
+                raw_outputs = outcome.outputs;
+                (
+                    Status::from(outcome.status),
+                    format!("applied: {}", outcome.summary),
+                    outcome.changes,
+                    Vec::new(),
+                )
+            }
             Ok(Err(message)) => (
                 Status::Unknown,
                 format!("plugin error: {message}"),
@@ -601,11 +693,14 @@ impl Runtime {
             details.push(crate::capabilities::tls::VERIFY_OFF_NOTE.to_string());
         }
         let denied = host.denials.lines();
+        let (outputs, notes) = outputs::accept(raw_outputs, &redactor);
+        details.extend(notes);
         let mut outcome = CheckOutcome {
             status,
             summary,
             details,
             metrics,
+            outputs,
             denied,
             logs,
             duration: started.elapsed(),
@@ -887,6 +982,7 @@ impl CheckOutcome {
             summary,
             details: Vec::new(),
             metrics: Vec::new(),
+            outputs: BTreeMap::new(),
             denied: Vec::new(),
             logs: Vec::new(),
             duration: started.elapsed(),

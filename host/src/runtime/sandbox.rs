@@ -8,7 +8,7 @@
 //! [`crate::capabilities::http::HttpHooks`]; UDP is off.
 
 use super::bindings::tls::runbox::tls::handshakes;
-use super::bindings::{Level, check::runbox::plugin::host};
+use super::bindings::{Level, check::runbox::plugin::host, from_v0_1, v0_1::check::runbox::plugin::host as host_v0_1};
 use crate::capabilities::Grants;
 use crate::capabilities::denials::{Denial, Denials};
 use crate::capabilities::http::HttpHooks;
@@ -249,7 +249,7 @@ impl Sandbox {
 
     /// Adds every import a plugin may use to `linker`: WASI 0.2 (with name lookups
     /// replaced by the guarded version), `wasi:tls` (runbox's provider),
-    /// `runbox:plugin/host` and `runbox:tls/handshakes`.
+    /// `runbox:plugin/host` (0.2.0 and 0.1.0) and `runbox:tls/handshakes`.
     pub fn add_to_linker(linker: &mut Linker<Sandbox>) -> Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)?;
         linker.allow_shadowing(true);
@@ -273,6 +273,7 @@ impl Sandbox {
         wasmtime_wasi_tls::p2::add_to_linker(linker, &tls)?;
         limit_tls_server_names(linker)?;
         host::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
+        host_v0_1::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         handshakes::add_to_linker::<Sandbox, HostInterface>(linker, |sandbox| &mut sandbox.host)?;
         Ok(())
     }
@@ -468,6 +469,21 @@ impl host::Host for HostState {
     fn remaining_ms(&mut self) -> Result<u64> {
         let left = self.deadline.saturating_duration_since(std::time::Instant::now());
         Ok(left.as_millis() as u64)
+    }
+}
+
+/// The 0.1.0 host interface is the same three functions.
+impl host_v0_1::Host for HostState {
+    fn log(&mut self, level: super::bindings::v0_1::Level, message: String) -> Result<()> {
+        host::Host::log(self, from_v0_1::level(level), message)
+    }
+
+    fn secret(&mut self, name: String) -> Result<Option<String>> {
+        host::Host::secret(self, name)
+    }
+
+    fn remaining_ms(&mut self) -> Result<u64> {
+        host::Host::remaining_ms(self)
     }
 }
 

@@ -91,6 +91,7 @@ impl Guest for HttpAction {
             Ok(response) => response,
             Err(failure) => {
                 return Ok(Outcome {
+                    outputs: Vec::new(),
                     status: Status::Critical,
                     summary: format!("{line}: {failure}"),
                     changes: vec![],
@@ -99,6 +100,7 @@ impl Guest for HttpAction {
         };
         if config.expect_status.contains(&response.status) {
             Ok(Outcome {
+                outputs: Vec::new(),
                 status: Status::Ok,
                 summary: format!("{line} → {}", response.status),
                 changes: vec![format!("{line} → {}", response.status)],
@@ -106,6 +108,7 @@ impl Guest for HttpAction {
         } else {
             let body = response.text().split_whitespace().collect::<Vec<_>>().join(" ");
             Ok(Outcome {
+                outputs: Vec::new(),
                 status: Status::Critical,
                 summary: format!(
                     "{line} → {}, expected {}: {}",

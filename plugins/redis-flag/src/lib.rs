@@ -91,6 +91,7 @@ impl Guest for RedisFlag {
         .map_err(|err| err.to_string())?;
         if let Reply::Error(message) = reply {
             return Ok(Outcome {
+                outputs: Vec::new(),
                 status: Status::Critical,
                 summary: format!("{} {}: {message}", config.action, config.key),
                 changes: vec![],
@@ -98,6 +99,7 @@ impl Guest for RedisFlag {
         }
         let after = current(&mut conn, &config.key)?;
         Ok(Outcome {
+            outputs: Vec::new(),
             status: Status::Ok,
             summary: format!("{}: {before} → {after}", config.key),
             changes: vec![format!("{}: {before} → {after}", config.key)],

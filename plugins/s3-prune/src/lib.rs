@@ -132,6 +132,7 @@ impl Guest for S3Prune {
         )];
         changes.extend(failures.iter().take(20).map(|f| format!("failed: {f}")));
         Ok(Outcome {
+            outputs: Vec::new(),
             status,
             summary: format!(
                 "deleted {deleted} of {} objects ({bytes} B){}",

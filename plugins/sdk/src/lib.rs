@@ -50,15 +50,15 @@ pub mod mitigation {
         export_macro_name: "export_mitigation",
         default_bindings_module: "runbox_plugin_sdk::mitigation",
         with: {
-            "runbox:plugin/types@0.1.0": crate::check::runbox::plugin::types,
-            "runbox:plugin/host@0.1.0": crate::check::runbox::plugin::host,
+            "runbox:plugin/types@0.2.0": crate::check::runbox::plugin::types,
+            "runbox:plugin/host@0.2.0": crate::check::runbox::plugin::host,
         },
     });
 }
 
 pub use check::export_check;
 pub use check::runbox::plugin::host;
-pub use check::runbox::plugin::types::{Info, Level, Metric, Outcome, Plan, Report, Status};
+pub use check::runbox::plugin::types::{Info, Level, Metric, Outcome, Output, Plan, Report, Status};
 pub use mitigation::export_mitigation;
 
 /// Sends a log line to the host (tagged with the plugin and step, secrets redacted).

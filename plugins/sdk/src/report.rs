@@ -1,7 +1,7 @@
 //! Building reports: status from thresholds, metrics with their ranges, details.
 
 use crate::threshold::Thresholds;
-use crate::{Metric, Report, Status};
+use crate::{Metric, Outcome, Output, Report, Status};
 
 /// Ranks a status so the worst of several can be picked (OK < WARNING < CRITICAL < UNKNOWN).
 pub fn severity(status: Status) -> u8 {
@@ -21,6 +21,7 @@ impl Report {
             summary: summary.into(),
             details: Vec::new(),
             metrics: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -37,6 +38,13 @@ impl Report {
     /// Adds a detail line.
     pub fn detail(mut self, line: impl Into<String>) -> Report {
         self.details.push(line.into());
+        self
+    }
+
+    /// Adds an output for later steps of a runbook (`${{ steps.ID.outputs.NAME }}`):
+    /// `name` is `snake_case`, `value` anything JSON can hold (a list of job ids).
+    pub fn output(mut self, name: &str, value: &impl serde::Serialize) -> Report {
+        self.outputs.push(output(name, value));
         self
     }
 
@@ -70,6 +78,33 @@ impl Report {
             min: Some(0.0),
             max: None,
         });
+        self
+    }
+}
+
+/// An output: `name` and `value` as JSON text (a value that cannot be JSON, which serde
+/// types cannot produce, becomes `null`).
+pub fn output(name: &str, value: &impl serde::Serialize) -> Output {
+    Output {
+        name: name.into(),
+        value: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+    }
+}
+
+impl Outcome {
+    /// An outcome with a status, a summary and the changes made, without outputs.
+    pub fn new(status: Status, summary: impl Into<String>, changes: Vec<String>) -> Outcome {
+        Outcome {
+            status,
+            summary: summary.into(),
+            changes,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Adds an output for later steps of a runbook.
+    pub fn output(mut self, name: &str, value: &impl serde::Serialize) -> Outcome {
+        self.outputs.push(output(name, value));
         self
     }
 }

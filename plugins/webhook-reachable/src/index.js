@@ -3,7 +3,7 @@
 // host decides whether the request may go out (the step's grants), exactly as for Rust
 // plugins; fetch() here runs over wasi:http. A check only reads: the default POST needs a
 // grant that lists it (`POST https://hooks.example.com`); GET and HEAD need none.
-import { log, remainingMs } from "runbox:plugin/host@0.1.0";
+import { log, remainingMs } from "runbox:plugin/host@0.2.0";
 
 const SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
@@ -36,7 +36,7 @@ export function info() {
 }
 
 function report(status, summary, details = [], metrics = []) {
-  return { status, summary, details, metrics };
+  return { status, summary, details, metrics, outputs: [] };
 }
 
 export async function run(configText) {

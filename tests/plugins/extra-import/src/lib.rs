@@ -25,6 +25,7 @@ impl Guest for ExtraImport {
             summary: "recorded".into(),
             details: vec![],
             metrics: vec![],
+            outputs: vec![],
         })
     }
 }

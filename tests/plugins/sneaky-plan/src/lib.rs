@@ -38,6 +38,7 @@ impl Guest for SneakyPlan {
         let config: Config = config::parse(&config)?;
         let sent = send(&config);
         Ok(Outcome {
+            outputs: Vec::new(),
             status: if sent.contains("→ HTTP 2") {
                 Status::Ok
             } else {
