@@ -61,6 +61,36 @@ pub fn plugin(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// A runbook written to a temp dir.
+pub struct Book {
+    /// Its directory (the audit log goes there).
+    pub dir: tempfile::TempDir,
+    /// The runbook file.
+    pub path: PathBuf,
+}
+
+impl Book {
+    /// Writes `yaml` as `book.yaml` in a new temp dir.
+    pub fn new(yaml: &str) -> Book {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        Book { dir, path }
+    }
+
+    /// `runbox run BOOK ARGS…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["run", self.path.to_str().unwrap()];
+        all.extend(args);
+        runbox(&all)
+    }
+
+    /// Where its audit log goes.
+    pub fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+}
+
 /// What one `runbox` process did.
 #[derive(Debug)]
 pub struct Run {

@@ -3,11 +3,13 @@
 
 mod harness;
 
+mod language;
 mod languages;
 mod livekit;
 
 mod check_redis;
 mod cli;
+mod compat;
 mod hostile_output;
 mod http_grants;
 mod loading;

@@ -1,33 +1,8 @@
 //! `runbox run` and `runbox validate` end to end: real plugins, real Redis, real HTTP.
 
-use crate::harness::{HttpServer, Redis, Reply, Run, runbox, workspace};
+use crate::harness::{Book, HttpServer, Redis, Reply, Run, runbox, workspace};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A runbook written to a temp dir.
-struct Book {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Book {
-    fn new(yaml: &str) -> Book {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("book.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        Book { dir, path }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut all = vec!["run", self.path.to_str().unwrap()];
-        all.extend(args);
-        runbox(&all)
-    }
-
-    fn audit(&self) -> PathBuf {
-        self.dir.path().join("audit.jsonl")
-    }
-}
 
 fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     json["steps"]

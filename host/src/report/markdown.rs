@@ -110,13 +110,14 @@ fn cell(text: &str) -> String {
     text::markdown(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-/// An identifier as inline code when it is a plain name (step ids and runbook names are),
+/// An identifier as inline code when it is a plain name (step ids, `for_each` items'
+/// `id[N]`, and runbook names are),
 /// else as escaped text: backslash escapes do not work inside code spans.
 fn code(text: &str) -> String {
     if !text.is_empty()
         && text
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '[' | ']'))
     {
         format!("`{text}`")
     } else {

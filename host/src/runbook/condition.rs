@@ -12,7 +12,9 @@
 //! ```
 //!
 //! A status is one of `ok`, `warning`, `critical`, `unknown`, `skipped`. A missing value
-//! (a metric the step did not report) equals nothing and orders with nothing.
+//! (a metric the step did not report) equals nothing and orders with nothing. A value on
+//! its own is true unless it is missing, `false`, `0`, `''`, an empty list or an empty
+//! object (so `steps.find.outputs.job_ids` reads "there are some").
 
 use serde_json::Value;
 
@@ -252,7 +254,10 @@ fn truthy(value: &Option<Value>) -> bool {
         Some(Value::Bool(b)) => *b,
         Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
         Some(Value::String(s)) => !s.is_empty(),
-        Some(_) => true,
+        // An output that is an empty list (no failed jobs) is false: `when:
+        // steps.find.outputs.job_ids` reads "when there are any".
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(Value::Object(map)) => !map.is_empty(),
     }
 }
 
@@ -307,6 +312,9 @@ mod tests {
             "steps.backlog.attempts" => Some(json!(2)),
             "inputs.env" => Some(json!("prod")),
             "inputs.limit" => Some(json!("1000")),
+            "steps.find.outputs.none" => Some(json!([])),
+            "steps.find.outputs.some" => Some(json!(["j1"])),
+            "steps.find.outputs.ids" => Some(json!({})),
             _ => None,
         }
     }
@@ -331,6 +339,9 @@ mod tests {
             ("true", true),
             ("-1 < 0", true),
             ("steps.backlog.metrics.queue:failed > 2", true),
+            ("steps.find.outputs.none", false),
+            ("steps.find.outputs.some", true),
+            ("!steps.find.outputs.none && steps.find.outputs.ids", false),
         ];
         for (text, expected) in table {
             let expr = parse(text).unwrap_or_else(|err| panic!("{text}: {err}"));
