@@ -1,7 +1,6 @@
 //! `runbox run` and `runbox validate` end to end: real plugins, real Redis, real HTTP.
 
-use crate::harness::{Book, HttpServer, Redis, Reply, Run, runbox, workspace};
-use std::path::PathBuf;
+use crate::harness::{Book, HttpServer, Redis, Reply, runbox, workspace};
 use std::time::Duration;
 
 fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
