@@ -19,6 +19,7 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod storage_outage;
 mod tls;
 mod tls_hostile;
 mod tls_plugins;

@@ -32,7 +32,7 @@ fn line(age: Duration, operation: &str, status: u16, error: &str) -> String {
     )
 }
 
-fn lines(count: usize, age: Duration, operation: &str, status: u16, error: &str) -> Vec<String> {
+pub(crate) fn lines(count: usize, age: Duration, operation: &str, status: u16, error: &str) -> Vec<String> {
     (0..count).map(|_| line(age, operation, status, error)).collect()
 }
 

@@ -580,8 +580,9 @@ async fn attempt(
 
 /// A mitigation's plans decide once for the whole step (every item of a `for_each`):
 /// a dry run applies nothing; approval, by `--approve ID` or at the prompt (which shows
-/// every item's plan), covers the set. A plan that failed or was denied is not applied;
-/// the others are, in list order, each audited. With `on_failure: abort`, an apply that
+/// every item's plan), covers the set. A plan that failed or was denied is not applied,
+/// nor one without changes (which needs no approval); the others are, in list order,
+/// each audited. With `on_failure: abort`, an apply that
 /// fails stops the applies after it.
 async fn decide_and_apply(
     runtime: &Runtime,
@@ -625,6 +626,13 @@ async fn decide_and_apply(
         } else if matches!(run.outcome.status, Status::Critical | Status::Unknown) {
             let why = "not applied: the plan failed".to_string();
             refuse(run, run.outcome.status, why);
+        } else if run.record.as_ref().is_some_and(|record| record.changes.is_empty()) {
+            // Nothing to change: nothing to approve, apply or audit.
+            refuse(
+                run,
+                Status::Ok,
+                "nothing to apply (the plan has no changes)".to_string(),
+            );
         } else {
             candidates.push(k);
         }

@@ -6,6 +6,10 @@
 //! `POST https://livekit.example.com` (ListRooms changes nothing; Twirp POSTs every call).
 //! `mode: mint-only` mints and verifies the token without any network (for "token
 //! generation errors").
+//!
+//! A failure carries the output `failure`: `credentials` (401/403: a rotated or
+//! mistyped key pair), `unavailable` (unreachable, or a 5xx: an outage) or `unexpected`,
+//! so a runbook can act on an outage without acting on its own bad credentials.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -185,9 +189,10 @@ fn check(json: &str) -> Result<Report, String> {
         Ok(response) => response,
         Err(Failure::Denied) => return Ok(Report::critical(format!("POST {endpoint}: {}", Failure::Denied))),
         Err(failure) => {
-            return Ok(Report::critical(format!(
-                "LiveKit API unreachable: POST {endpoint}: {failure}"
-            )));
+            return Ok(
+                Report::critical(format!("LiveKit API unreachable: POST {endpoint}: {failure}"))
+                    .output("failure", &"unavailable"),
+            );
         }
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -216,17 +221,17 @@ fn check(json: &str) -> Result<Report, String> {
             Ok(report)
         }
         401 | 403 => Ok(
-            Report::critical(format!("credentials rejected by LiveKit ({})", twirp(&body))).metric(
-                "latency_ms",
-                latency_ms,
-                "ms",
-            ),
+            Report::critical(format!("credentials rejected by LiveKit ({})", twirp(&body)))
+                .metric("latency_ms", latency_ms, "ms")
+                .output("failure", &"credentials"),
         ),
-        status if status >= 500 => Ok(Report::critical(format!("LiveKit API error ({})", twirp(&body)))),
-        _ => Ok(Report::critical(format!(
-            "unexpected answer from ListRooms ({})",
-            twirp(&body)
-        ))),
+        status if status >= 500 => {
+            Ok(Report::critical(format!("LiveKit API error ({})", twirp(&body))).output("failure", &"unavailable"))
+        }
+        _ => Ok(
+            Report::critical(format!("unexpected answer from ListRooms ({})", twirp(&body)))
+                .output("failure", &"unexpected"),
+        ),
     }
 }
 

@@ -23,6 +23,7 @@ const SCHEMA: &str = r#"{
     "path_style": {"type": "boolean", "default": true},
     "access_key_secret": {"type": "string", "default": "aws_access_key_id"},
     "secret_key_secret": {"type": "string", "default": "aws_secret_access_key"},
+    "min_bytes": {"type": "integer", "minimum": 0, "default": 0, "description": "Delete nothing unless the old objects total more than this many bytes (a backlog threshold, e.g. 1000000000 for seed 001's \"trigger it manually if backlog > 1 GB\")"},
     "max_objects": {"type": "integer", "minimum": 1, "default": 100000},
     "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}
   },
@@ -47,6 +48,8 @@ struct Config {
     access_key_secret: String,
     #[serde(default = "s3::defaults::secret_key_secret")]
     secret_key_secret: String,
+    #[serde(default)]
+    min_bytes: u64,
     #[serde(default = "default_max")]
     max_objects: usize,
     #[serde(default = "default_batch")]
@@ -75,6 +78,20 @@ impl Guest for S3Prune {
         let (config, bucket, cutoff) = prepare(&config)?;
         let old = old_objects(&bucket, &config, cutoff)?;
         let bytes: u64 = old.iter().map(|o| o.size).sum();
+        if bytes <= config.min_bytes {
+            return Ok(Plan {
+                summary: format!(
+                    "nothing to delete: {} objects ({bytes} B) older than {} under \"{}\" in bucket {}, not over the {} B threshold",
+                    old.len(),
+                    config.older_than,
+                    config.prefix,
+                    config.bucket,
+                    config.min_bytes
+                ),
+                changes: Vec::new(),
+                destructive: false,
+            });
+        }
         let now = time::now();
         let mut changes: Vec<String> = old
             .iter()
@@ -101,6 +118,14 @@ impl Guest for S3Prune {
         let (config, bucket, cutoff) = prepare(&config)?;
         // List again: delete what is old now, never what a stale plan named.
         let old = old_objects(&bucket, &config, cutoff)?;
+        let total: u64 = old.iter().map(|o| o.size).sum();
+        if total <= config.min_bytes {
+            let summary = format!(
+                "nothing deleted: the old objects total {total} B, not over {} B",
+                config.min_bytes
+            );
+            return Ok(Outcome::new(Status::Ok, summary, Vec::new()));
+        }
         let mut deleted = 0usize;
         let mut bytes = 0u64;
         let mut failures = Vec::new();
