@@ -222,58 +222,196 @@ fn mint_only_needs_no_network() {
     );
 }
 
-#[test]
-fn the_session_start_failure_runbook_runs_against_the_stand_in() {
-    let livekit = stand_in(0);
-    let api = HttpServer::start(|_, _| Reply::new(503, r#"{"status":"degraded"}"#));
-    let runbook = crate::harness::workspace().join("runbooks/session-start-failure.yaml");
-    let (livekit_url, api_url) = (
-        format!("livekit_url={}", livekit.url()),
-        format!("api_url={}", api.url()),
-    );
-    let args = [
-        "run",
-        runbook.to_str().unwrap(),
-        "--set",
-        &livekit_url,
-        "--set",
-        &api_url,
-        "--format",
-        "json",
-    ];
-    let run = runbox_env(
-        &args,
-        &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", API_SECRET)],
-    );
-    assert_eq!(run.code, 2, "{run:#?}");
-    let json = run.json();
-    let status = |id: &str| {
-        json["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .unwrap()["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(
-        (status("token"), status("livekit-api"), status("session-api")),
-        ("ok".into(), "ok".into(), "critical".into())
-    );
+/// A LiveKit that is down: every call is a 503 (as its load balancer answers in an outage).
+fn livekit_down() -> HttpServer {
+    HttpServer::start(|_, _| Reply::new(503, r#"{"code":"unavailable","msg":"no healthy upstream"}"#))
+}
 
-    let run = runbox_env(
-        &args,
-        &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", "rotated-away")],
-    );
-    let json = run.json();
-    let step = json["steps"]
+/// Our application: readiness `ready`, and every admin switch and start accepted.
+fn app(ready: u16) -> HttpServer {
+    HttpServer::start(move |req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/health/ready") => Reply::new(ready, "{}"),
+        ("PUT" | "POST", _) => Reply::new(200, "{}"),
+        _ => Reply::new(404, "no"),
+    })
+}
+
+fn run_book(book: &str, sets: &[String], secret: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+    let runbook = crate::harness::workspace().join("runbooks").join(book);
+    let mut args = vec!["run", runbook.to_str().unwrap(), "--format", "json"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(extra);
+    let run = runbox_env(&args, &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", secret)]);
+    let json = serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {run:#?}"));
+    (run, json)
+}
+
+fn step_of<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    json["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["id"] == "livekit-api")
-        .unwrap();
-    assert_eq!(step["status"], "critical");
-    assert_eq!(step["attempts"], 2, "retried once");
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id}: {json}"))
+}
+
+fn writes(server: &HttpServer) -> Vec<String> {
+    server
+        .received()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {} {}", r.method, r.path, r.body))
+        .collect()
+}
+
+#[test]
+fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenant() {
+    let livekit = stand_in(0);
+    let api = app(503);
+    let sets = |livekit: &HttpServer, extra: &[&str]| {
+        let mut sets = vec![
+            format!("livekit_url={}", livekit.url()),
+            format!("api_url={}", api.url()),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        sets
+    };
+    // LiveKit accepts our token; our session API is not ready.
+    let (run, json) = run_book("session-start-failure.yaml", &sets(&livekit, &[]), API_SECRET, &[]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(step_of(&json, "livekit-api")["status"], "ok");
+    assert_eq!(step_of(&json, "session-api")["status"], "critical");
+
+    // A rotated secret is CRITICAL `credentials`, retried once, and does not disable the
+    // tenant's starts (that is not an outage).
+    let (_, json) = run_book(
+        "session-start-failure.yaml",
+        &sets(&livekit, &["tenant=acme"]),
+        "rotated-away",
+        &["--apply", "--approve", "disable-tenant-start"],
+    );
+    let lk = step_of(&json, "livekit-api");
+    assert_eq!(
+        (lk["status"].as_str(), lk["attempts"].as_u64()),
+        (Some("critical"), Some(2))
+    );
+    assert_eq!(lk["outputs"]["failure"], "credentials");
+    assert!(step_of(&json, "disable-tenant-start")["skipped"].is_string(), "{json}");
+    assert!(writes(&api).is_empty(), "{:?}", writes(&api));
+
+    // LiveKit down: the tenant's starts are disabled, that tenant's only, with approval.
+    let down = livekit_down();
+    let (run, json) = run_book(
+        "session-start-failure.yaml",
+        &sets(&down, &["tenant=acme"]),
+        API_SECRET,
+        &["--apply"],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(step_of(&json, "livekit-api")["outputs"]["failure"], "unavailable");
+    assert!(
+        step_of(&json, "disable-tenant-start")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("approval required"),
+        "{json}"
+    );
+    assert!(writes(&api).is_empty());
+    let (_, json) = run_book(
+        "session-start-failure.yaml",
+        &sets(&down, &["tenant=acme"]),
+        API_SECRET,
+        &["--apply", "--approve", "disable-tenant-start"],
+    );
+    assert_eq!(step_of(&json, "disable-tenant-start")["applied"], true, "{json}");
+    assert_eq!(
+        writes(&api),
+        [r#"PUT /admin/tenants/acme/session-start {"enabled": false, "reason": "LiveKit outage"}"#]
+    );
+}
+
+#[test]
+fn a_start_is_retried_with_its_own_idempotency_key_only_when_livekit_answers() {
+    let livekit = stand_in(0);
+    let api = app(200);
+    let sets = vec![
+        format!("livekit_url={}", livekit.url()),
+        format!("api_url={}", api.url()),
+        "session_id=S-9".to_string(),
+        "idempotency_key=idem-4711".to_string(),
+    ];
+    let (run, json) = run_book("session-start-failure.yaml", &sets, API_SECRET, &["--apply"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(step_of(&json, "retry-start")["applied"], true, "{json}");
+    let starts: Vec<_> = api.received().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].path, "/sessions/S-9/start");
+    assert_eq!(starts[0].header("idempotency-key"), Some("idem-4711"));
+}
+
+#[test]
+fn livekit_outage_blocks_starts_shows_the_banner_and_queues_webhooks_only_in_an_outage() {
+    let status_page = |indicator: &'static str| {
+        HttpServer::start(move |_, _| {
+            Reply::new(
+                200,
+                &format!(r#"{{"page":{{"name":"LiveKit"}},"status":{{"indicator":"{indicator}","description":"x"}}}}"#),
+            )
+        })
+    };
+    let mitigations = ["block-new-starts", "status-banner", "queue-webhooks"];
+    let approve: Vec<&str> = mitigations.iter().flat_map(|id| ["--approve", id]).collect();
+    let mut apply = vec!["--apply"];
+    apply.extend(&approve);
+
+    // Our credentials are wrong, LiveKit itself is fine: nothing is blocked (the old
+    // runbook blocked every start on any CRITICAL from the API).
+    let (livekit, page, api) = (stand_in(0), status_page("none"), app(200));
+    let sets = vec![
+        format!("livekit_url={}", livekit.url()),
+        format!("status_url={}/api/v2/status.json", page.url()),
+        format!("status_grant={}", page.url()),
+        format!("api_url={}", api.url()),
+    ];
+    let (run, json) = run_book("livekit-outage.yaml", &sets, "rotated-away", &apply);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(step_of(&json, "status-page")["status"], "ok");
+    for id in mitigations {
+        assert!(step_of(&json, id)["skipped"].is_string(), "{id}: {json}");
+    }
+    assert!(writes(&api).is_empty());
+
+    // LiveKit down and its status page reporting a major incident: all three switches.
+    let (down, page) = (livekit_down(), status_page("major"));
+    let sets = vec![
+        format!("livekit_url={}", down.url()),
+        format!("status_url={}/api/v2/status.json", page.url()),
+        format!("status_grant={}", page.url()),
+        format!("api_url={}", api.url()),
+    ];
+    let (_, json) = run_book("livekit-outage.yaml", &sets, API_SECRET, &[]);
+    assert_eq!(step_of(&json, "status-page")["status"], "critical");
+    for id in mitigations {
+        assert_eq!(step_of(&json, id)["applied"], false, "{id}: a dry run applies nothing");
+    }
+    assert!(writes(&api).is_empty());
+    let (_, json) = run_book("livekit-outage.yaml", &sets, API_SECRET, &apply);
+    for id in mitigations {
+        assert_eq!(step_of(&json, id)["applied"], true, "{id}: {json}");
+    }
+    let mut sent: Vec<String> = writes(&api)
+        .iter()
+        .map(|w| w.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "PUT /admin/session-start",
+            "PUT /admin/status-banner",
+            "PUT /admin/webhooks/retry-queue"
+        ]
+    );
 }
