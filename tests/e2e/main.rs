@@ -17,6 +17,7 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod seed_runbooks;
 mod tls;
 mod tls_hostile;
 mod tls_plugins;
