@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The demo's stand-in for a jobs service: /health is fine, /health/ready reports the
-injected fault (no workers), POST /jobs/failed/replay accepts a replay. Standard library
+"""The demo's stand-in for the jobs service of seed 002: /health is fine, /health/ready
+reports the injected fault (no workers), POST /jobs/{job_id}/replay accepts the replay of
+one failed job, POST /admin/config takes the PLC_INLINE_JOBS switch. Standard library
 only; listens on 127.0.0.1:PORT (argv[1]) and logs requests to stderr."""
 import json
+import re
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,9 +29,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        if self.path == "/jobs/failed/replay":
-            self.reply(202, {"replayed": 3})
+        body = self.rfile.read(length)
+        replay = re.fullmatch(r"/jobs/([A-Za-z0-9_-]+)/replay", self.path)
+        if replay:
+            self.reply(202, {"replayed": replay.group(1)})
+        elif self.path == "/admin/config":
+            self.reply(200, json.loads(body or b"{}"))
         else:
             self.reply(404, {"error": "not found"})
 

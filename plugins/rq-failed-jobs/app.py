@@ -3,11 +3,14 @@
 RQ (python-rq) moves a job that raised into the sorted set `rq:failed:<queue>` (its
 FailedJobRegistry) until the failure TTL expires. This check reads its size (ZCARD),
 applies Nagios thresholds, and lists the newest failures with their descriptions, so the
-on-call engineer sees what is failing before deciding to replay. Read-only: it sends
-SISMEMBER, ZCARD, ZREVRANGE and HGET, nothing else.
+on-call engineer sees what is failing before deciding to replay. It hands the ids of the
+newest failures (at most `max_ids`, newest first) to later steps as the output `job_ids`,
+e.g. for a `for_each` that replays each one. Read-only: it sends SISMEMBER, ZCARD,
+ZREVRANGE and HGET, nothing else.
 """
 
 import json
+import re
 from urllib.parse import unquote, urlsplit
 
 import wit_world
@@ -26,6 +29,12 @@ SCHEMA = {
         "warn": {"type": "string", "description": "Nagios range for the number of failed jobs"},
         "crit": {"type": "string"},
         "show": {"type": "integer", "minimum": 0, "maximum": 50, "description": "Newest failures to list (default 5)"},
+        "max_ids": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 1000,
+            "description": "Most job ids in the output `job_ids`, newest first (default 100, for_each's default cap)",
+        },
     },
     "required": ["url"],
     "additionalProperties": False,
@@ -34,6 +43,11 @@ SCHEMA = {
 # Time kept back from the host's deadline so that a slow server gets a clear CRITICAL
 # from the plugin rather than being stopped by the host.
 MARGIN_MS = 200
+
+# RQ's own rule for job ids (rq/job.py, JOB_ID_PATTERN, rq 2.x). A member of the registry
+# that breaks it was not put there by RQ; it is not handed on, so an id can never carry
+# `/`, `?` or spaces into a URL a later step builds from it.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ConfigError(Exception):
@@ -120,14 +134,24 @@ class WitWorld(wit_world.WitWorld):
             return report(types.Status.UNKNOWN, str(err))
 
 
-def report(status: types.Status, summary: str, details=(), metrics=()) -> types.Report:
-    return types.Report(status=status, summary=summary, details=list(details), metrics=list(metrics), outputs=[])
+def report(status: types.Status, summary: str, details=(), metrics=(), outputs=()) -> types.Report:
+    return types.Report(
+        status=status, summary=summary, details=list(details), metrics=list(metrics), outputs=list(outputs)
+    )
+
+
+def job_ids(newest: list, max_ids: int) -> tuple:
+    """The ids to hand on (RQ-valid ones, newest first, at most `max_ids`) and how many
+    members were left out for not being RQ job ids."""
+    valid = [job_id for job_id in newest if JOB_ID.fullmatch(job_id)]
+    return valid[:max_ids], len(newest) - len(valid)
 
 
 def check(config: dict) -> types.Report:
     target = Target(config)
     queue = config.get("queue", "default")
     show = config.get("show", 5)
+    max_ids = config.get("max_ids", 100)
     warn = Range("warn", config["warn"]) if "warn" in config else None
     crit = Range("crit", config["crit"]) if "crit" in config else None
     registry = f"rq:failed:{queue}"
@@ -137,9 +161,10 @@ def check(config: dict) -> types.Report:
             target.login(conn)
             known = conn.call("SISMEMBER", "rq:queues", f"rq:queue:{queue}")
             failed = conn.call("ZCARD", registry)
-            newest = conn.call("ZREVRANGE", registry, "0", str(show - 1)) if show and failed else []
+            wanted = max(show, max_ids)
+            newest = conn.call("ZREVRANGE", registry, "0", str(wanted - 1)) if wanted and failed else []
             details = []
-            for job_id in newest:
+            for job_id in newest[:show]:
                 description = conn.call("HGET", f"rq:job:{job_id}", "description")
                 details.append(f"job {job_id}: {description or '(job hash expired)'}")
     except ReplyError as err:
@@ -171,4 +196,10 @@ def check(config: dict) -> types.Report:
     summary = f"{failed} failed {noun} in {registry} on {target.display}"
     if failed > len(details) and details:
         details.append(f"… and {failed - len(details)} more")
-    return report(status, summary, details, [metric])
+    ids, invalid = job_ids(newest[:max_ids], max_ids)
+    if invalid:
+        details.append(f"{invalid} registry members are not RQ job ids ([A-Za-z0-9_-]+) and are not in job_ids")
+    if failed > len(ids) + invalid:
+        details.append(f"job_ids holds the newest {len(ids)} of {failed} failed jobs (max_ids {max_ids})")
+    output = types.Output(name="job_ids", value=json.dumps(ids))
+    return report(status, summary, details, [metric], [output])

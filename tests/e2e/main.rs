@@ -19,6 +19,7 @@ mod runbooks;
 mod s3;
 mod sandbox;
 mod scaffold;
+mod seed_runbooks;
 mod storage_outage;
 mod tls;
 mod tls_hostile;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MIN: Duration = Duration::from_secs(60);
 
 /// One access-log line at `age` ago.
-fn line(age: Duration, operation: &str, status: u16, error: &str) -> String {
+pub(crate) fn line(age: Duration, operation: &str, status: u16, error: &str) -> String {
     let secs = (SystemTime::now() - age).duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

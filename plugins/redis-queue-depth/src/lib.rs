@@ -1,6 +1,7 @@
 //! `redis-queue-depth`: how deep the work queues are. LLEN of lists (RQ, Sidekiq,
-//! Celery queues) and, for streams, each consumer group's pending count and lag. Over
-//! TLS for `rediss://` URLs.
+//! Celery queues) and, for streams, each consumer group's pending count and lag. Metrics:
+//! each depth by name, `depth` (the lists' total) and `deepest` (the largest of them
+//! all). Over TLS for `rediss://` URLs.
 
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
@@ -147,6 +148,11 @@ fn check(json: &str) -> Result<Report, String> {
         }
         if !config.lists.is_empty() {
             report = report.metric("depth", total, "");
+        }
+        // One name for the worst depth whatever the queues are called, so that a `when`
+        // can compare it with a limit when the stream and group names are inputs.
+        if let Some((_, depth)) = &deepest {
+            report = report.metric("deepest", *depth, "");
         }
         report.summary = match deepest {
             Some((name, depth)) => format!("deepest: {name} = {depth}; lists total {total}"),
