@@ -91,6 +91,16 @@ impl Book {
     }
 }
 
+/// The result of step `id` in a run's JSON report (panics, showing the report, if absent).
+pub fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id}: {json:#}"))
+}
+
 /// What one `runbox` process did.
 #[derive(Debug)]
 pub struct Run {

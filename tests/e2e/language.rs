@@ -3,16 +3,7 @@
 //! The `relay` test plugin returns the outputs its config names and reports the config
 //! it received; `http-action` against a real HTTP server shows what a mitigation sent.
 
-use crate::harness::{Book, HttpServer, Reply, Run, runbox};
-
-fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {json}"))
-}
+use crate::harness::{Book, HttpServer, Reply, Run, runbox, step};
 
 /// What a `relay` step received: its summary is `received ` + its config as JSON.
 fn received(json: &serde_json::Value, id: &str) -> serde_json::Value {

@@ -4,7 +4,7 @@
 //! issuer = API key, `nbf`, `exp` (against a clock the test can move), and the
 //! `roomList` grant; then it answers like LiveKit's Twirp API, errors included.
 
-use crate::harness::{HttpServer, Reply, Run, free_port, runbox_env};
+use crate::harness::{HttpServer, Reply, Run, free_port, runbox_env, step};
 use serde::Deserialize;
 
 const API_KEY: &str = "APIrunboxTest";
@@ -248,15 +248,6 @@ fn run_book(book: &str, sets: &[String], secret: &str, extra: &[&str]) -> (Run, 
     (run, json)
 }
 
-fn step_of<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {json}"))
-}
-
 fn writes(server: &HttpServer) -> Vec<String> {
     server
         .received()
@@ -281,8 +272,8 @@ fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenan
     // LiveKit accepts our token; our session API is not ready.
     let (run, json) = run_book("session-start-failure.yaml", &sets(&livekit, &[]), API_SECRET, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert_eq!(step_of(&json, "livekit-api")["status"], "ok");
-    assert_eq!(step_of(&json, "session-api")["status"], "critical");
+    assert_eq!(step(&json, "livekit-api")["status"], "ok");
+    assert_eq!(step(&json, "session-api")["status"], "critical");
 
     // A rotated secret is CRITICAL `credentials`, retried once, and does not disable the
     // tenant's starts (that is not an outage).
@@ -292,13 +283,13 @@ fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenan
         "rotated-away",
         &["--apply", "--approve", "disable-tenant-start"],
     );
-    let lk = step_of(&json, "livekit-api");
+    let lk = step(&json, "livekit-api");
     assert_eq!(
         (lk["status"].as_str(), lk["attempts"].as_u64()),
         (Some("critical"), Some(2))
     );
     assert_eq!(lk["outputs"]["failure"], "credentials");
-    assert!(step_of(&json, "disable-tenant-start")["skipped"].is_string(), "{json}");
+    assert!(step(&json, "disable-tenant-start")["skipped"].is_string(), "{json}");
     assert!(writes(&api).is_empty(), "{:?}", writes(&api));
 
     // LiveKit down: the tenant's starts are disabled, that tenant's only, with approval.
@@ -310,9 +301,9 @@ fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenan
         &["--apply"],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    assert_eq!(step_of(&json, "livekit-api")["outputs"]["failure"], "unavailable");
+    assert_eq!(step(&json, "livekit-api")["outputs"]["failure"], "unavailable");
     assert!(
-        step_of(&json, "disable-tenant-start")["summary"]
+        step(&json, "disable-tenant-start")["summary"]
             .as_str()
             .unwrap()
             .contains("approval required"),
@@ -325,7 +316,7 @@ fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenan
         API_SECRET,
         &["--apply", "--approve", "disable-tenant-start"],
     );
-    assert_eq!(step_of(&json, "disable-tenant-start")["applied"], true, "{json}");
+    assert_eq!(step(&json, "disable-tenant-start")["applied"], true, "{json}");
     assert_eq!(
         writes(&api),
         [r#"PUT /admin/tenants/acme/session-start {"enabled": false, "reason": "LiveKit outage"}"#]
@@ -344,7 +335,7 @@ fn a_start_is_retried_with_its_own_idempotency_key_only_when_livekit_answers() {
     ];
     let (run, json) = run_book("session-start-failure.yaml", &sets, API_SECRET, &["--apply"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(step_of(&json, "retry-start")["applied"], true, "{json}");
+    assert_eq!(step(&json, "retry-start")["applied"], true, "{json}");
     let starts: Vec<_> = api.received().into_iter().filter(|r| r.method == "POST").collect();
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0].path, "/sessions/S-9/start");
@@ -377,9 +368,9 @@ fn livekit_outage_blocks_starts_shows_the_banner_and_queues_webhooks_only_in_an_
     ];
     let (run, json) = run_book("livekit-outage.yaml", &sets, "rotated-away", &apply);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert_eq!(step_of(&json, "status-page")["status"], "ok");
+    assert_eq!(step(&json, "status-page")["status"], "ok");
     for id in mitigations {
-        assert!(step_of(&json, id)["skipped"].is_string(), "{id}: {json}");
+        assert!(step(&json, id)["skipped"].is_string(), "{id}: {json}");
     }
     assert!(writes(&api).is_empty());
 
@@ -392,14 +383,14 @@ fn livekit_outage_blocks_starts_shows_the_banner_and_queues_webhooks_only_in_an_
         format!("api_url={}", api.url()),
     ];
     let (_, json) = run_book("livekit-outage.yaml", &sets, API_SECRET, &[]);
-    assert_eq!(step_of(&json, "status-page")["status"], "critical");
+    assert_eq!(step(&json, "status-page")["status"], "critical");
     for id in mitigations {
-        assert_eq!(step_of(&json, id)["applied"], false, "{id}: a dry run applies nothing");
+        assert_eq!(step(&json, id)["applied"], false, "{id}: a dry run applies nothing");
     }
     assert!(writes(&api).is_empty());
     let (_, json) = run_book("livekit-outage.yaml", &sets, API_SECRET, &apply);
     for id in mitigations {
-        assert_eq!(step_of(&json, id)["applied"], true, "{id}: {json}");
+        assert_eq!(step(&json, id)["applied"], true, "{id}: {json}");
     }
     let mut sent: Vec<String> = writes(&api)
         .iter()

@@ -1,16 +1,7 @@
 //! `runbox run` and `runbox validate` end to end: real plugins, real Redis, real HTTP.
 
-use crate::harness::{Book, HttpServer, Redis, Reply, runbox, workspace};
+use crate::harness::{Book, HttpServer, Redis, Reply, runbox, step, workspace};
 use std::time::Duration;
-
-fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {json}"))
-}
 
 fn time_of(value: &serde_json::Value) -> std::time::SystemTime {
     humantime::parse_rfc3339(value.as_str().unwrap()).unwrap()

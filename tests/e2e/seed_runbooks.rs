@@ -10,7 +10,7 @@
 //! when Redis or the workers are down, only `highlights` paused and only with approval,
 //! hourly retention thresholds, plain-text ASP.NET health bodies.
 
-use crate::harness::{HttpServer, Redis, Reply, Run, S3Server, free_port, runbox_env, workspace};
+use crate::harness::{HttpServer, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace};
 use crate::s3::lines;
 use crate::tls_servers::{Pki, tls_only_postgres};
 use serde_json::Value;
@@ -32,15 +32,6 @@ fn run_shipped(name: &str, sets: &[(&str, &str)], extra: &[&str], env: &[(&str, 
     }
     args.extend(extra);
     runbox_env(&args, env)
-}
-
-fn step<'a>(json: &'a Value, id: &str) -> &'a Value {
-    json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}: {json:#}"))
 }
 
 /// The results of a `for_each` step's items (`ID[0]`, `ID[1]`, …), in order.
