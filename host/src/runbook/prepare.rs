@@ -1075,3 +1075,37 @@ fn step_trust(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn for_each_lists_come_from_lists_json_text_or_commas_and_never_past_their_cap() {
+        assert_eq!(item_list(&json!(["a", 1]), 10).unwrap(), vec![json!("a"), json!(1)]);
+        assert_eq!(
+            item_list(&json!(r#"["x", {"id": 2}]"#), 10).unwrap(),
+            vec![json!("x"), json!({"id": 2})]
+        );
+        assert_eq!(
+            item_list(&json!(" a, b ,,c "), 10).unwrap(),
+            vec![json!("a"), json!("b"), json!("c")]
+        );
+        assert!(item_list(&json!(""), 10).unwrap().is_empty());
+        assert!(item_list(&Value::Null, 10).unwrap().is_empty());
+        let err = item_list(&json!("[1, 2"), 10).unwrap_err();
+        assert!(err.contains("starts with `[` but is not a JSON list"), "{err}");
+        let err = item_list(&json!({"a": 1}), 10).unwrap_err();
+        assert!(err.contains("needs a list"), "{err}");
+        // A huge list is refused whole, not cut: nothing of it runs.
+        let huge: Vec<Value> = (0..100_000).map(|i| json!(i)).collect();
+        let err = item_list(&Value::Array(huge), MAX_ITEMS).unwrap_err();
+        assert!(
+            err.contains("100000 items, more than its cap of 1000: nothing was run"),
+            "{err}"
+        );
+        let commas = vec!["x"; 1001].join(",");
+        assert!(item_list(&json!(commas), MAX_ITEMS).is_err());
+    }
+}
