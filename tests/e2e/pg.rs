@@ -246,39 +246,3 @@ fn server_down_tls_only_and_no_grant() {
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(summary(&run).ends_with(": connection refused"), "{}", summary(&run));
 }
-
-#[test]
-fn the_retention_validation_runbook_runs_against_postgres() {
-    let pg = Postgres::start();
-    let runbook = crate::harness::workspace().join("runbooks/retention-validation.yaml");
-    let db_url = format!("db_url={}", plain_url(&pg, "scram_user"));
-    let db_grant = format!("db_grant={}", pg.grant());
-    let args = [
-        "run",
-        runbook.to_str().unwrap(),
-        "--set",
-        &db_url,
-        "--set",
-        &db_grant,
-        "--format",
-        "json",
-    ];
-    let run = runbox_env(&args, &[("RETENTION_DB_PASSWORD", "scram-pw")]);
-    // 7 dangling rows > max_dangling 0 → WARNING; the oldest is 7 h old (< age_warn 1 day).
-    assert_eq!(run.code, 1, "{run:#?}");
-    let json = run.json();
-    assert_eq!(json["runbook"], "retention-validation");
-    assert_eq!(json["steps"][0]["metrics"][0]["value"], 7.0);
-
-    let run = runbox_env(&args, &[]);
-    assert_eq!(
-        run.code, 64,
-        "a missing secret must stop the run before it starts: {run:#?}"
-    );
-    assert!(
-        run.stderr
-            .contains("environment variable `RETENTION_DB_PASSWORD` is not set"),
-        "{}",
-        run.stderr
-    );
-}
