@@ -8,6 +8,7 @@ mod livekit;
 
 mod check_redis;
 mod cli;
+mod header_secrets;
 mod hostile_output;
 mod http_grants;
 mod loading;
