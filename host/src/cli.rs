@@ -20,7 +20,7 @@ use crate::runtime::{Limits, Plugin, Runtime, RuntimeOptions, parse_memory};
 use crate::scaffold::{self, Lang, World};
 use crate::trust::{self, TrustedKeys};
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -751,6 +751,19 @@ async fn check(runtime: &Runtime, plugin_path: &PluginPath, args: CheckArgs, ver
             args.plugin
         )));
     }
+    // `${{ secrets.NAME }}` in a config string: NAME is a header secret, as in a runbook's
+    // `with:` (the host fills it into the plugin's HTTP request headers).
+    let mut header_secrets = BTreeSet::new();
+    crate::capabilities::header_secrets::names_in(&config, &mut header_secrets);
+    if let Some(unknown) = header_secrets
+        .iter()
+        .find(|used| !grants.secrets.iter().any(|grant| grant.name == **used))
+    {
+        return Err(invalid(format!(
+            "the config uses `${{{{ secrets.{unknown} }}}}`, but no --secret grants `{unknown}`: add `--secret {unknown}=env:VAR` (or file:PATH), whose value the host then puts in the plugin's HTTP request headers"
+        )));
+    }
+    grants.header_secrets = header_secrets.into_iter().collect();
     tracing::debug!(plugin = %name, compiled = plugin.compiled, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
 
     let limits = Limits {

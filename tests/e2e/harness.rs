@@ -1088,3 +1088,29 @@ fn serve_tls(
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }
+
+/// A listener on `ip` (a random port) that accepts connections and records every byte it
+/// receives; returns its port and the bytes.
+pub fn recording_listener(ip: &str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                socket.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, received)
+}

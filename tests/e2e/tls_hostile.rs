@@ -2,7 +2,7 @@
 //! secret that holds it, presenting a granted connection's server with an ungranted
 //! name, and holding host memory with open TLS connections.
 
-use crate::harness::{plugin, runbox, runbox_env};
+use crate::harness::{plugin, recording_listener, runbox, runbox_env};
 use crate::tls_servers::Pki;
 
 /// The secret that holds the step's TLS client key is read by the host; a plugin that
@@ -86,38 +86,12 @@ fn the_client_key_in_a_secret_is_the_hosts_alone() {
     );
 }
 
-/// A listener on 127.0.0.1 that accepts connections and records every byte it receives.
-fn recording_listener() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = received.clone();
-    std::thread::spawn(move || {
-        for socket in listener.incoming() {
-            let Ok(mut socket) = socket else { return };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = socket.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-    });
-    (port, received)
-}
-
 /// Over a connection its grant allows, a plugin asks `wasi:tls` for a handshake with
 /// another host's name: refused before a byte of the ClientHello is written, and listed
 /// as a denial naming the grant. The granted address as the name is sent (the control).
 #[test]
 fn a_server_name_the_grants_do_not_cover_sends_nothing() {
-    let (port, received) = recording_listener();
+    let (port, received) = recording_listener("127.0.0.1");
     let mischief = plugin("mischief").display().to_string();
     let target = format!("127.0.0.1:{port}");
     let grant = format!("tcp://127.0.0.1:{port}");
@@ -197,7 +171,7 @@ fn open_tls_connections_are_capped() {
 /// the denial is a line, not a megabyte.
 #[test]
 fn a_huge_server_name_is_cut_and_refused() {
-    let (port, received) = recording_listener();
+    let (port, received) = recording_listener("127.0.0.1");
     let mischief = plugin("mischief").display().to_string();
     let run = runbox(&[
         "-v",

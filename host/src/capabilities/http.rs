@@ -6,8 +6,13 @@
 //! HTTP/1.1 as wasmtime-wasi-http's `default_send_request` sends it, with its timeouts
 //! clamped to the invocation's deadline, and the response body is capped. A redirect is a
 //! new request from the plugin and is checked again.
+//!
+//! Only once a request is allowed, and only in that request, are the step's header
+//! secrets filled in ([`HeaderSecrets::fill`]); a request whose headers hold a
+//! placeholder the step does not grant is refused before anything is sent.
 
-use super::network::{Denial, HttpRefusal, NetworkPolicy};
+use super::header_secrets::HeaderSecrets;
+use super::network::{Denial, HttpPermit, HttpRefusal, NetworkPolicy};
 use super::tls::{Failure, Handshakes, LoggedConnection, Problem, Trust};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -31,6 +36,7 @@ pub struct HttpHooks {
     deadline: Instant,
     max_response_bytes: u64,
     tls: Tls,
+    header_secrets: Arc<HeaderSecrets>,
 }
 
 /// What an `https` connection is made with: the step's trust, and the invocation's
@@ -55,7 +61,15 @@ impl HttpHooks {
             deadline,
             max_response_bytes: MAX_RESPONSE_BYTES,
             tls: Tls { trust, log, deadline },
+            header_secrets: Arc::default(),
         }
+    }
+
+    /// The same hooks filling `secrets` into the headers of allowed requests. Without
+    /// them, a request whose headers hold a `${{ secrets.NAME }}` placeholder is refused.
+    pub fn with_header_secrets(mut self, secrets: Arc<HeaderSecrets>) -> HttpHooks {
+        self.header_secrets = secrets;
+        self
     }
 }
 
@@ -76,6 +90,7 @@ impl WasiHttpHooks for HttpHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
         let policy = self.policy.clone();
+        let header_secrets = self.header_secrets.clone();
         let tls = self.tls.clone();
         let left = self.deadline.saturating_duration_since(Instant::now());
         let max = self.max_response_bytes;
@@ -87,7 +102,7 @@ impl WasiHttpHooks for HttpHooks {
             between_bytes: clamp(options.between_bytes_timeout),
         };
         Box::new(async move {
-            let (head, body) = request.into_parts();
+            let (mut head, body) = request.into_parts();
             let permit = match policy.check_http(&head).await {
                 Ok(permit) => permit,
                 Err(HttpRefusal::Denied(_)) => return Err(Error::HttpRequestDenied),
@@ -99,6 +114,8 @@ impl WasiHttpHooks for HttpHooks {
                     });
                 }
             };
+            // This request may go to these addresses: now, and only into it, the secrets.
+            fill_header_secrets(&header_secrets, &policy, &permit, &mut head)?;
             let host = head.uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
             let use_tls = head
                 .uri
@@ -135,6 +152,38 @@ impl WasiHttpHooks for HttpHooks {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         OUTGOING_BODY_CHUNK_BYTES
+    }
+}
+
+/// Fills the step's header secrets into `head`, a request the policy allowed to
+/// `permit`'s destination. A placeholder the step does not grant, or a value a header
+/// cannot carry, refuses the request (recorded as a denial): nothing is sent.
+fn fill_header_secrets(
+    secrets: &HeaderSecrets,
+    policy: &NetworkPolicy,
+    permit: &HttpPermit,
+    head: &mut http::request::Parts,
+) -> Result<(), Error> {
+    let destination = &permit.destination;
+    match secrets.fill(&mut head.headers) {
+        Ok(filled) => {
+            if !filled.is_empty() {
+                let filled: Vec<String> = filled
+                    .iter()
+                    .map(|(header, name)| format!("{name} in {header}"))
+                    .collect();
+                tracing::debug!(plugin = %policy.plugin(), operation = "HTTP header secrets to", target = %destination, secrets = %filled.join(", "), decision = "allowed", "capability decision");
+            }
+            Ok(())
+        }
+        Err(refusal) => {
+            let denial = policy.deny(
+                format!("HTTP {} to {destination} {}", head.method, refusal.attempt()),
+                refusal.remedy(),
+            );
+            tracing::debug!(plugin = %policy.plugin(), operation = "HTTP header secrets to", target = %destination, decision = "denied", reason = %denial.remedy, "capability decision");
+            Err(Error::HttpRequestDenied)
+        }
     }
 }
 
@@ -616,6 +665,149 @@ mod tests {
                 )));
             }
         }
+    }
+
+    /// Sends `method` to `url` with `headers` and no body; the status, or the error.
+    async fn send_with(hooks: &mut HttpHooks, method: &str, url: &str, headers: &[(&str, &str)]) -> Result<u16, Error> {
+        let empty = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut request = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(empty).unwrap();
+        let (response, io) = Pin::from(hooks.send_request(request, None, Box::new(async { Ok(()) }))).await?;
+        tokio::spawn(Pin::from(io));
+        Ok(response.status().as_u16())
+    }
+
+    /// Hooks for a step granted `grants`, with the header secret `k` (`tok-123`), the
+    /// plugin's own secret `plain`, and `access`.
+    fn secret_hooks(grants: &[String], access: crate::capabilities::network::Access) -> HttpHooks {
+        let grants = grants.iter().map(|grant| grant.parse::<Grant>().unwrap()).collect();
+        let policy = NetworkPolicy::new("test", grants, false).with_access(access);
+        let secrets = std::collections::HashMap::from([
+            ("k".to_string(), "tok-123".to_string()),
+            ("plain".to_string(), "plain-value".to_string()),
+        ]);
+        HttpHooks::new(
+            Arc::new(policy),
+            Trust::system(),
+            Arc::default(),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .with_header_secrets(Arc::new(HeaderSecrets::new(&["k".to_string()], &secrets)))
+    }
+
+    /// Whether a connection arrives at `listener` within a while.
+    async fn connects(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), listener.accept())
+            .await
+            .is_ok()
+    }
+
+    /// An allowed request carries the secret in its header value; its path and query keep
+    /// the placeholder's text.
+    #[tokio::test]
+    async fn header_secrets_fill_the_header_values_of_an_allowed_request() {
+        use crate::capabilities::network::Access;
+        let (addr, served) = server("127.0.0.3").await;
+        let mut hooks = secret_hooks(&[format!("http://127.0.0.3:{}", addr.port())], Access::ReadOnly);
+        let url = format!(
+            "http://127.0.0.3:{}/p/${{{{secrets.k}}}}?q=${{{{secrets.k}}}}",
+            addr.port()
+        );
+        let status = send_with(
+            &mut hooks,
+            "GET",
+            &url,
+            &[
+                ("authorization", "Bearer ${{ secrets.k }}"),
+                ("x-two", "${{secrets.k}}/${{ secrets.k }}"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        let head = served.await.unwrap();
+        assert!(
+            head.starts_with("GET /p/${{secrets.k}}?q=${{secrets.k}} HTTP/1.1\r\n"),
+            "{head}"
+        );
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("\r\nauthorization: bearer tok-123\r\n"), "{head}");
+        assert!(lower.contains("\r\nx-two: tok-123/tok-123\r\n"), "{head}");
+        assert_eq!(head.matches("tok-123").count(), 3, "{head}");
+        assert!(hooks.policy.denials().is_empty());
+    }
+
+    /// A placeholder to an ungranted destination is refused by the grant check, before the
+    /// secrets are looked at; one for a secret that is not a header secret is refused to a
+    /// granted one. Neither connects.
+    #[tokio::test]
+    async fn header_secrets_never_reach_an_ungranted_host_or_ungranted_names() {
+        use crate::capabilities::network::Access;
+        let granted = TcpListener::bind("127.0.0.3:0").await.unwrap();
+        let other = TcpListener::bind("127.0.0.4:0").await.unwrap();
+        let granted_url = format!("http://127.0.0.3:{}", granted.local_addr().unwrap().port());
+        let other_url = format!("http://127.0.0.4:{}", other.local_addr().unwrap().port());
+        let mut hooks = secret_hooks(std::slice::from_ref(&granted_url), Access::Apply);
+        let bearer = [("authorization", "Bearer ${{ secrets.k }}")];
+        let result = send_with(&mut hooks, "GET", &format!("{other_url}/"), &bearer).await;
+        assert!(matches!(result, Err(Error::HttpRequestDenied)), "{result:?}");
+        assert!(!connects(&other).await, "the ungranted host was connected to");
+        for (value, remedy) in [
+            (
+                "Bearer ${{ secrets.plain }}",
+                "secret `plain` is granted for the plugin to read, not for the host to put in HTTP headers",
+            ),
+            (
+                "${{ secrets.nope }}",
+                "the step grants no secret `nope` for the host to put in HTTP headers",
+            ),
+        ] {
+            let result = send_with(&mut hooks, "GET", &format!("{granted_url}/"), &[("x-key", value)]).await;
+            assert!(matches!(result, Err(Error::HttpRequestDenied)), "{result:?}");
+            let denials = hooks.policy.denials();
+            let last = denials.last().unwrap().to_string();
+            assert!(
+                last.starts_with(&format!("HTTP GET to {granted_url} with `${{{{ secrets.")),
+                "{last}"
+            );
+            assert!(last.contains(remedy), "{last}");
+        }
+        assert!(!connects(&granted).await, "a refused request was sent");
+        let denials = hooks.policy.denials();
+        assert_eq!(denials.len(), 3, "{denials:?}");
+        assert!(denials[0].remedy.starts_with("no grant covers it"), "{}", denials[0]);
+    }
+
+    /// The policy decides on the headers as the plugin wrote them, before the secrets are
+    /// in: a method override holding a placeholder is not a read, so a check cannot make a
+    /// secret's value act as the method.
+    #[tokio::test]
+    async fn a_placeholder_in_a_method_override_is_refused_while_reading() {
+        use crate::capabilities::network::Access;
+        let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
+        let url = format!("http://127.0.0.3:{}", listener.local_addr().unwrap().port());
+        let mut hooks = secret_hooks(std::slice::from_ref(&url), Access::ReadOnly);
+        let result = send_with(
+            &mut hooks,
+            "GET",
+            &format!("{url}/"),
+            &[("x-http-method-override", "${{ secrets.k }}")],
+        )
+        .await;
+        assert!(matches!(result, Err(Error::HttpRequestDenied)), "{result:?}");
+        assert!(!connects(&listener).await);
+        let denials = hooks.policy.denials();
+        assert!(
+            denials[0]
+                .attempt
+                .ends_with("with `x-http-method-override: ${{ secrets.k }}`"),
+            "{denials:?}"
+        );
     }
 
     /// `https` is TLS to the checked address with the request's host as the server name,

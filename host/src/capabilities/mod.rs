@@ -5,6 +5,9 @@
 //!   binds and HTTP requests (with [`http`], which connects to the addresses it checked).
 //! - [`secrets`]: `NAME=env:VAR` / `NAME=file:PATH` mappings, and the [`secrets::Redactor`]
 //!   that removes their values from everything the host prints or writes.
+//! - [`header_secrets`]: `${{ secrets.NAME }}` placeholders in the plugin's outgoing HTTP
+//!   request headers, which the host fills with the value (the plugin never reads it),
+//!   in the request [`network`] allowed.
 //! - [`tls`]: the step's TLS trust (system roots plus its CA files, client certificate,
 //!   `verify`) and the one path every TLS connection takes, `wasi:tls` and `https` alike;
 //!   the server name of a `wasi:tls` handshake is decided by [`network`].
@@ -13,11 +16,13 @@
 //!   (none unless granted; directories read-only).
 
 pub mod denials;
+pub mod header_secrets;
 pub mod http;
 pub mod network;
 pub mod secrets;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -58,6 +63,22 @@ impl Default for Grants {
 }
 
 impl Grants {
+    /// The values of these grants' secrets (`secrets`, their resolved values by name)
+    /// that only the host uses, and why: the TLS client identity, and the header secrets.
+    /// Every grant that would hand one of them to the plugin is withheld (see
+    /// [`secrets::HostOnlyValues`]).
+    pub fn host_only(&self, secrets: &HashMap<String, String>) -> secrets::HostOnlyValues {
+        let mut values = secrets::HostOnlyValues::default();
+        let tls_values = self.tls.secret_names().filter_map(|name| secrets.get(name));
+        for value in self.tls.secret_values().iter().chain(tls_values) {
+            values.add(value, secrets::HostOnly::TlsIdentity);
+        }
+        for value in self.header_secrets.iter().filter_map(|name| secrets.get(name)) {
+            values.add(value, secrets::HostOnly::HttpHeaders);
+        }
+        values
+    }
+
     /// What the plan and the approval prompt say about these grants: the read-only notes
     /// ([`Grants::read_only_notes`]) and, when the step turns TLS verification off, that.
     pub fn plan_notes(&self) -> Vec<String> {

@@ -384,6 +384,8 @@ pub enum Access {
 pub struct HttpPermit {
     /// The addresses to connect to, in order: exactly those checked.
     pub addrs: Vec<SocketAddr>,
+    /// The destination as checked, `scheme://host:port` (for messages).
+    pub destination: String,
     /// Set when the body must stay empty (a GET, HEAD or OPTIONS while the step only
     /// reads: a server that ignores such a body could read it as a second request);
     /// record it with [`NetworkPolicy::deny`] if data comes.
@@ -718,6 +720,7 @@ impl NetworkPolicy {
                 };
                 addrs.map(|addrs| HttpPermit {
                     addrs,
+                    destination: destination.clone(),
                     data_denial,
                     trailers_denial,
                 })
@@ -903,6 +906,11 @@ impl NetworkPolicy {
                 tracing::debug!(plugin = %self.plugin, operation, target, decision = "denied", reason = %denial.remedy, "capability decision")
             }
         }
+    }
+
+    /// The plugin this policy decides for (for log lines).
+    pub fn plugin(&self) -> &str {
+        &self.plugin
     }
 
     /// The denials kept so far, in order.

@@ -97,6 +97,59 @@ impl SecretGrant {
     }
 }
 
+/// Why the host keeps a secret's value from the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostOnly {
+    /// It is the step's TLS client certificate or key, which the host presents.
+    TlsIdentity,
+    /// The host puts it in the plugin's HTTP request headers
+    /// ([`super::header_secrets`]).
+    HttpHeaders,
+}
+
+impl HostOnly {
+    /// Why a plugin asking for a secret withheld for this reason gets nothing.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HostOnly::TlsIdentity => "it holds the step's TLS client identity, which only the host reads",
+            HostOnly::HttpHeaders => {
+                "it holds a secret the host puts in the step's HTTP request headers (`${{ secrets.NAME }}` in `with:`); the plugin never reads it"
+            }
+        }
+    }
+}
+
+/// The values of a step's secrets that only the host uses, and why: no grant may hand
+/// them to the plugin under another name. A secret or an environment variable whose value
+/// is one of them, or contains one (a non-empty one), is withheld: what decides is the
+/// value, not the name.
+#[derive(Default)]
+pub struct HostOnlyValues(Vec<(String, HostOnly)>);
+
+impl fmt::Debug for HostOnlyValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostOnlyValues({} values)", self.0.len())
+    }
+}
+
+impl HostOnlyValues {
+    /// Adds `value`, kept from the plugin for `why`.
+    pub fn add(&mut self, value: &str, why: HostOnly) {
+        if !self.0.iter().any(|(known, _)| known == value) {
+            self.0.push((value.to_string(), why));
+        }
+    }
+
+    /// Why `value` must be kept from the plugin, if it must: it is, or contains, a value
+    /// only the host uses (the first added wins).
+    pub fn check(&self, value: &str) -> Option<HostOnly> {
+        self.0
+            .iter()
+            .find(|(secret, _)| value == secret || (!secret.is_empty() && value.contains(secret.as_str())))
+            .map(|(_, why)| *why)
+    }
+}
+
 /// Replaces secret values with `[REDACTED]` in text: each value as it is, and as each
 /// transformation runbox applies to text would write it (case folding, JSON, Rust
 /// debug, XML, Markdown, Prometheus and Nagios escaping, [`crate::text::visible`]), so
@@ -341,6 +394,30 @@ mod tests {
             empty.redact_prefix("abcdef", 4),
             (std::borrow::Cow::Borrowed("abcd"), 2)
         );
+    }
+
+    #[test]
+    fn host_only_values_withhold_what_holds_them() {
+        let mut values = HostOnlyValues::default();
+        values.add("key-material", HostOnly::TlsIdentity);
+        values.add("tok-123", HostOnly::HttpHeaders);
+        values.add("tok-123", HostOnly::TlsIdentity);
+        assert_eq!(
+            values.check("tok-123"),
+            Some(HostOnly::HttpHeaders),
+            "the first reason wins"
+        );
+        assert_eq!(values.check("user:tok-123"), Some(HostOnly::HttpHeaders));
+        assert_eq!(values.check("a key-material b"), Some(HostOnly::TlsIdentity));
+        assert_eq!(values.check("tok-12"), None);
+        assert_eq!(values.check("TOK-123"), None);
+        assert_eq!(values.check(""), None);
+        assert!(!format!("{values:?}").contains("tok"));
+        // An empty value withholds only what is empty too (it leaks nothing else).
+        let mut empty = HostOnlyValues::default();
+        empty.add("", HostOnly::HttpHeaders);
+        assert_eq!(empty.check(""), Some(HostOnly::HttpHeaders));
+        assert_eq!(empty.check("x"), None);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use super::bindings::tls::runbox::tls::handshakes;
 use super::bindings::{Level, check::runbox::plugin::host, from_v0_1, v0_1::check::runbox::plugin::host as host_v0_1};
 use crate::capabilities::Grants;
 use crate::capabilities::denials::{Denial, Denials};
+use crate::capabilities::header_secrets::HeaderSecrets;
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::network::{Access, NetworkPolicy, SocketUse};
-use crate::capabilities::secrets::{self, Redactor};
+use crate::capabilities::secrets::{self, HostOnly, Redactor};
 use crate::capabilities::tls::{Handshakes, TlsProvider};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -91,8 +92,9 @@ pub struct Sandbox {
 pub(crate) struct HostState {
     plugin: String,
     secrets: HashMap<String, String>,
-    /// Secrets the host reads for the step's TLS client identity, which the plugin may not.
-    withheld: Vec<String>,
+    /// Secrets only the host uses (the TLS client identity, header secrets) or holding
+    /// their values, which the plugin may not read, and why.
+    withheld: HashMap<String, HostOnly>,
     redactor: Arc<Redactor>,
     pub(crate) policy: Arc<NetworkPolicy>,
     pub(crate) logs: Vec<LogLine>,
@@ -138,16 +140,18 @@ impl Sandbox {
 
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
-        let tls_values = grants.tls.secret_values();
+        // Values only the host uses (the TLS client identity, the header secrets): no
+        // grant hands them to the plugin, under whatever name. What decides is the value.
+        let host_only = grants.host_only(&secrets);
         let env: Vec<(&str, &str)> = grants
             .env
             .iter()
-            .filter(|(name, value)| {
-                let key = tls_values.iter().any(|secret| value.contains(secret.as_str()));
-                if key {
-                    tracing::debug!(plugin, variable = %name, "environment variable withheld: it holds the step's TLS client identity");
+            .filter(|(name, value)| match host_only.check(value) {
+                Some(why) => {
+                    tracing::debug!(plugin, variable = %name, reason = why.reason(), "environment variable withheld");
+                    false
                 }
-                !key
+                None => true,
             })
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
@@ -194,23 +198,19 @@ impl Sandbox {
                 deadline,
             )))
             .build();
-        // The host reads a TLS client certificate or key held in a secret; the plugin
-        // never sees it, nor any secret with the same value (one source granted under two
-        // names): what decides is the value, not the name.
+        // The host reads a TLS client certificate or key held in a secret, and fills the
+        // header secrets into HTTP requests; the plugin never sees them, nor any secret
+        // holding the same value (one source granted under two names).
+        let header_secrets = HeaderSecrets::new(&grants.header_secrets, &secrets);
         let mut secrets = secrets;
-        let key_values: Vec<String> = grants
-            .tls
-            .secret_names()
-            .filter_map(|name| secrets.get(name).cloned())
-            .collect();
-        let withheld: Vec<String> = secrets
+        let withheld: HashMap<String, HostOnly> = secrets
             .iter()
-            .filter(|(_, value)| key_values.contains(value))
-            .map(|(name, _)| name.clone())
+            .filter_map(|(name, value)| Some((name.clone(), host_only.check(value)?)))
             .collect();
-        for name in &withheld {
+        for name in withheld.keys() {
             secrets.remove(name);
         }
+        let header_secrets = Arc::new(header_secrets.with_readable(secrets.keys()));
 
         Ok(Sandbox {
             wasi: builder.build(),
@@ -224,7 +224,8 @@ impl Sandbox {
                 http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
                 http
             },
-            http_hooks: HttpHooks::new(policy.clone(), grants.tls.clone(), handshakes.clone(), deadline),
+            http_hooks: HttpHooks::new(policy.clone(), grants.tls.clone(), handshakes.clone(), deadline)
+                .with_header_secrets(header_secrets),
             tls,
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
@@ -451,8 +452,8 @@ impl host::Host for HostState {
         };
         tracing::debug!(plugin = %self.plugin, secret = %name, decision, "capability decision");
         if value.is_none() {
-            let remedy = if self.withheld.contains(&name) {
-                "it holds the step's TLS client identity, which only the host reads".to_string()
+            let remedy = if let Some(why) = self.withheld.get(&name) {
+                why.reason().to_string()
             } else if grantable {
                 format!("the step grants no secret by that name — add `--secret {name}=env:VAR` (or file:PATH)")
             } else {

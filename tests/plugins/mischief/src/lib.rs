@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
 mod forge;
+mod header_secret;
 mod memory;
 
 #[derive(Deserialize)]
@@ -50,6 +51,7 @@ impl Guest for Mischief {
         let config: Config = config::parse(&raw)?;
         let outcome = match config.mode.as_str() {
             "forge" | "leak" | "cut" => return forge::run(&config.mode, &raw),
+            "header-secret" => return header_secret::run(&raw),
             "loop" => busy_loop(),
             "alloc" => allocate_forever(),
             "panic" => panic!("mischief panicked on purpose"),
