@@ -389,3 +389,33 @@ fn validate_names_each_misuse_of_outputs_items_and_secrets() {
         assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
     }
 }
+
+#[test]
+fn an_item_cannot_walk_out_of_its_url_path_segment() {
+    let server = HttpServer::start(|_, _| Reply::new(202, "ok"));
+    let book = Book::new(&format!(
+        "name: paths\nsteps:\n{}  - id: replay\n    uses: http-action\n    needs: find\n    for_each: ${{{{ steps.find.outputs.ids }}}}\n    with:\n      url: {url}/jobs/${{{{ item | url }}}}/replay\n    allow:\n      - {url}\n",
+        relay(
+            "find",
+            r#"[{name: ids, value: '["ok-1", "../../admin/drop?all=1", ".."]'}]"#
+        ),
+        url = server.url()
+    ));
+    let (run, json) = json_run(&book, &["--apply"]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let paths: Vec<String> = server.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/jobs/ok-1/replay", "/jobs/..%2F..%2Fadmin%2Fdrop%3Fall%3D1/replay"],
+        "each id stays one path segment"
+    );
+    let dots = step(&json, "replay[2]");
+    assert_eq!(dots["status"], "unknown");
+    assert!(
+        dots["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be one URL path segment"),
+        "{dots}"
+    );
+}

@@ -61,11 +61,50 @@ impl std::fmt::Display for Reference {
     }
 }
 
+/// What a template does to its value before it is written: `${{ item | url }}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    /// One URL path segment or query value: every byte but `A-Z a-z 0-9 - . _ ~`
+    /// percent-encoded, and a value of `.` or `..` refused (a URL parser reads those as
+    /// path steps even when encoded). An empty value stays empty: guard it with `when`.
+    Url,
+}
+
+impl Filter {
+    fn apply(self, value: Value, reference: &Reference) -> Result<Value, String> {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(format!(
+                    "`{reference}` is {}, not text: `| url` takes a string or a number",
+                    crate::text::truncate(&crate::text::visible(&other.to_string()), 60)
+                ));
+            }
+        };
+        if matches!(text.as_str(), "." | "..") {
+            return Err(format!(
+                "`{reference}` is `{text}`, which cannot be one URL path segment"
+            ));
+        }
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        Ok(Value::String(out))
+    }
+}
+
 /// A piece of a parsed template string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Ref(Reference),
+    Ref(Reference, Option<Filter>),
 }
 
 /// Splits `text` into literal text and references; the error says what is wrong.
@@ -81,13 +120,28 @@ fn pieces(text: &str) -> Result<Vec<Piece>, String> {
             .find("}}")
             .ok_or_else(|| format!("unclosed `${{{{` in \"{text}\""))?;
         let expression = after[..end].trim();
+        let (expression, filter) = match expression.split_once('|') {
+            None => (expression, None),
+            Some((expression, filter)) if filter.trim() == "url" => (expression.trim(), Some(Filter::Url)),
+            Some((_, filter)) => {
+                return Err(format!(
+                    "`| {}` is not a template filter (there is one: `| url`, for a URL path segment or query value)",
+                    crate::text::truncate(&crate::text::visible(filter.trim()), 40)
+                ));
+            }
+        };
         let reference = parse_reference(expression).ok_or_else(|| {
             format!(
                 "`${{{{ {} }}}}` is not a template this runbook can use (write `${{{{ inputs.NAME }}}}`, `${{{{ env.NAME }}}}`, `${{{{ steps.ID.outputs.NAME }}}}`, `${{{{ item }}}}`, `${{{{ item.FIELD }}}}` or `${{{{ secrets.NAME }}}}`)",
                 crate::text::truncate(&crate::text::visible(expression), 80)
             )
         })?;
-        pieces.push(Piece::Ref(reference));
+        if filter.is_some() && matches!(reference, Reference::Secret(_)) {
+            return Err(format!(
+                "`{reference}` takes no filter: it stays a placeholder for the host to fill in HTTP headers"
+            ));
+        }
+        pieces.push(Piece::Ref(reference, filter));
         rest = &after[end + 2..];
     }
     if !rest.is_empty() {
@@ -130,7 +184,7 @@ pub fn references(text: &str) -> Result<Vec<Reference>, String> {
     Ok(pieces(text)?
         .into_iter()
         .filter_map(|piece| match piece {
-            Piece::Ref(reference) => Some(reference),
+            Piece::Ref(reference, _) => Some(reference),
             Piece::Text(_) => None,
         })
         .collect())
@@ -152,14 +206,18 @@ pub fn references_in(value: &Value, out: &mut Vec<Result<Reference, String>>) {
 /// Substitutes references in `text` using `resolve`.
 pub fn render(text: &str, resolve: &dyn Fn(&Reference) -> Result<Value, String>) -> Result<Value, String> {
     let pieces = pieces(text)?;
-    if let [Piece::Ref(reference)] = pieces.as_slice() {
-        return resolve(reference);
+    let value_of = |reference: &Reference, filter: &Option<Filter>| match filter {
+        None => resolve(reference),
+        Some(filter) => filter.apply(resolve(reference)?, reference),
+    };
+    if let [Piece::Ref(reference, filter)] = pieces.as_slice() {
+        return value_of(reference, filter);
     }
     let mut out = String::new();
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(&text),
-            Piece::Ref(reference) => match resolve(&reference)? {
+            Piece::Ref(reference, filter) => match value_of(&reference, &filter)? {
                 Value::String(text) => out.push_str(&text),
                 Value::Null => {}
                 other => out.push_str(&other.to_string()),
@@ -247,6 +305,32 @@ mod tests {
                 Reference::Secret("key".into()),
             ]
         );
+    }
+
+    #[test]
+    fn the_url_filter_keeps_a_value_inside_its_path_segment() {
+        let resolve = |reference: &Reference| -> Result<Value, String> {
+            match reference {
+                Reference::Item(None) => Ok(json!("../../admin/drop?all=1#x y")),
+                Reference::Item(Some(field)) if field == "n" => Ok(json!(42)),
+                Reference::Item(Some(field)) if field == "dots" => Ok(json!("..")),
+                Reference::Item(Some(field)) if field == "list" => Ok(json!(["a"])),
+                other => Err(format!("unexpected {other:?}")),
+            }
+        };
+        assert_eq!(
+            render("/jobs/${{ item | url }}/replay", &resolve).unwrap(),
+            json!("/jobs/..%2F..%2Fadmin%2Fdrop%3Fall%3D1%23x%20y/replay")
+        );
+        assert_eq!(render("${{item.n|url}}", &resolve).unwrap(), json!("42"));
+        let err = render("/jobs/${{ item.dots | url }}", &resolve).unwrap_err();
+        assert!(err.contains("cannot be one URL path segment"), "{err}");
+        let err = render("/jobs/${{ item.list | url }}", &resolve).unwrap_err();
+        assert!(err.contains("not text"), "{err}");
+        let err = references("${{ item | upper }}").unwrap_err();
+        assert!(err.contains("`| upper` is not a template filter"), "{err}");
+        let err = references("${{ secrets.k | url }}").unwrap_err();
+        assert!(err.contains("takes no filter"), "{err}");
     }
 
     #[test]
