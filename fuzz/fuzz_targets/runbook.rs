@@ -82,6 +82,10 @@ fn resolve(reference: &Reference) -> Result<Value, String> {
     Ok(match reference {
         Reference::Input(name) => json!(name.len()),
         Reference::Env(name) => Value::String(format!("<{name}>")),
+        // A value that is itself template text: rendering must not expand it again.
+        Reference::Output { step, name } => Value::String(format!("${{{{ steps.{step}.outputs.{name} }}}}")),
+        Reference::Item(field) => json!([field]),
+        Reference::Secret(name) => Value::String(Reference::secret_placeholder(name)),
     })
 }
 
