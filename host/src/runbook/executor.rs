@@ -193,7 +193,18 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                     }
                 }
                 (options.progress)(Progress::Started(&step.id));
-                let outputs = Arc::new(outputs_of(&runbook, &results));
+                // Only a step that reads outputs gets them (a 1,000-step runbook of plain
+                // checks does not gather them 1,000 times).
+                let reads_outputs = !step.late_with.is_empty()
+                    || step
+                        .for_each
+                        .as_ref()
+                        .is_some_and(|for_each| matches!(for_each.items, Items::Output { .. }));
+                let outputs = Arc::new(if reads_outputs {
+                    outputs_of(&runbook, &results)
+                } else {
+                    HashMap::new()
+                });
                 let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
                 let deadline = run_deadline.map(|(at, _)| at);
                 running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options, deadline, &outputs).await) });
@@ -354,11 +365,11 @@ fn elapsed_text(started: Instant) -> String {
 }
 
 /// One run of a step: the whole step, or one item of a `for_each` step.
-struct Run {
+struct Run<'a> {
     /// `(index, count, value)` of its item.
     item: Option<(usize, usize, Value)>,
     /// The config it ran with (when it could be rendered).
-    config: Option<Value>,
+    config: Option<std::borrow::Cow<'a, Value>>,
     outcome: CheckOutcome,
     plan: Option<crate::runtime::bindings::Plan>,
     record: Option<PlanRecord>,
@@ -412,7 +423,7 @@ async fn run_step(
     };
 
     // Checks run and mitigations plan, item after item, each with its own retries.
-    let mut runs: Vec<Run> = Vec::new();
+    let mut runs: Vec<Run<'_>> = Vec::new();
     for item in items {
         let (item_started_at, item_started) = (SystemTime::now(), Instant::now());
         let failed_before = runs
@@ -465,7 +476,12 @@ async fn run_step(
 }
 
 /// A run that did not get to call the plugin: UNKNOWN with `message`.
-fn fault_run(item: Option<(usize, usize, Value)>, message: String, started_at: SystemTime, started: Instant) -> Run {
+fn fault_run<'a>(
+    item: Option<(usize, usize, Value)>,
+    message: String,
+    started_at: SystemTime,
+    started: Instant,
+) -> Run<'a> {
     Run {
         item,
         config: None,
@@ -483,14 +499,14 @@ fn fault_run(item: Option<(usize, usize, Value)>, message: String, started_at: S
 /// The step's config for one run: the prepared config plus its late keys, rendered in
 /// one pass with the outputs of earlier steps and the current item (a value substituted
 /// is never read as a template again), then checked against the plugin's schema.
-fn config_for(
+fn config_for<'a>(
     runbook: &Runbook,
-    step: &PreparedStep,
+    step: &'a PreparedStep,
     outputs: &HashMap<String, BTreeMap<String, Value>>,
     item: Option<&Value>,
-) -> Result<Value, String> {
+) -> Result<std::borrow::Cow<'a, Value>, String> {
     if step.late_with.is_empty() {
-        return Ok(step.config.clone());
+        return Ok(std::borrow::Cow::Borrowed(&step.config));
     }
     let resolve = |reference: &Reference| -> Result<Value, String> {
         match reference {
@@ -533,7 +549,7 @@ fn config_for(
             step.plugin.info.name
         ));
     }
-    Ok(config)
+    Ok(std::borrow::Cow::Owned(config))
 }
 
 /// Runs a check, or a mitigation's plan, with the step's retries: `(outcome, plan, attempts)`.
@@ -591,7 +607,7 @@ async fn decide_and_apply(
     options: &RunOptions,
     grants: &crate::capabilities::Grants,
     run_deadline: Option<Instant>,
-    runs: &mut [Run],
+    runs: &mut [Run<'_>],
 ) {
     for run in runs.iter_mut() {
         if let Some(plan) = &run.plan {
@@ -735,7 +751,7 @@ async fn decide_and_apply(
         };
         let plan = run.plan.as_ref().expect("a candidate has a plan");
         let record = run.record.as_ref().expect("a candidate has a plan");
-        let config = run.config.as_ref().expect("a planned run has a config");
+        let config = run.config.as_deref().expect("a planned run has a config");
         let item = run.item.as_ref().map(|(index, count, value)| (*index, *count, value));
         let (applied_outcome, was_applied) = match apply(
             runtime, runbook, step, options, grants, &limits, plan, record, config, item, approval,
@@ -756,7 +772,7 @@ async fn decide_and_apply(
 }
 
 /// A planned run that is not applied, with `status` and why.
-fn refuse(run: &mut Run, status: Status, why: String) {
+fn refuse(run: &mut Run<'_>, status: Status, why: String) {
     run.outcome.status = status;
     run.outcome.summary = format!("{} — {why}", run.outcome.summary);
 }
@@ -771,7 +787,7 @@ fn item_text(value: &Value) -> String {
 }
 
 /// The result a run reports.
-fn result_of(step: &PreparedStep, run: Run) -> StepResult {
+fn result_of(step: &PreparedStep, run: Run<'_>) -> StepResult {
     let Run {
         item,
         outcome,
