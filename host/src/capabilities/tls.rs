@@ -1162,6 +1162,18 @@ mod tests {
         Instant::now() + std::time::Duration::from_secs(5)
     }
 
+    /// The trust of a step with `verify: false` and nothing else.
+    fn without_verification() -> Trust {
+        Trust::build(
+            &TlsSettings {
+                verify: false,
+                ..TlsSettings::default()
+            },
+            &[],
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_step_trusts_its_ca_files_and_records_what_the_server_presented() {
         let (ca, other) = (Pki::new(), Pki::new());
@@ -1211,14 +1223,7 @@ mod tests {
         assert_eq!(failure.problem, Problem::NameMismatch, "{failure}");
         // Verification off: the handshake completes, and says it was not verified.
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let unverified = Trust::build(
-            &TlsSettings {
-                verify: false,
-                ..TlsSettings::default()
-            },
-            &[],
-        )
-        .unwrap();
+        let unverified = without_verification();
         let log = Handshakes::default();
         let conn = unverified.handshake("db.internal", tcp, &log, in_5s()).await.unwrap();
         assert_eq!(read_all(conn.inner).await.unwrap(), "hello");
@@ -1378,14 +1383,7 @@ mod tests {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Impostor(Arc::new(CertifiedKey::new(chain, signing_key)))));
         let (addr, _) = serve(config).await;
-        let unverified = Trust::build(
-            &TlsSettings {
-                verify: false,
-                ..TlsSettings::default()
-            },
-            &[],
-        )
-        .unwrap();
+        let unverified = without_verification();
         let log = Handshakes::default();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let failure = unverified

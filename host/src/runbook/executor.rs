@@ -23,7 +23,7 @@
 //!   report is still produced, with every step accounted for.
 
 use super::audit::{AuditLog, current_user};
-use super::prepare::{Items, PreparedStep, Runbook, item_list};
+use super::prepare::{Items, Mode, PreparedStep, Runbook, item_list, static_value};
 use super::template::{self, Reference};
 use crate::result::{ItemRecord, Kind, PlanRecord, RunResult, Status, StepResult, timestamp};
 use crate::runtime::sandbox::OutputCaps;
@@ -510,14 +510,9 @@ fn config_for<'a>(
     }
     let resolve = |reference: &Reference| -> Result<Value, String> {
         match reference {
-            Reference::Input(name) => runbook
-                .inputs
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("input `{name}` has no value")),
-            Reference::Env(name) => std::env::var(name)
-                .map(Value::String)
-                .map_err(|_| format!("environment variable `{name}` is not set")),
+            Reference::Input(_) | Reference::Env(_) => {
+                static_value(reference, &runbook.inputs, &runbook.manifest, Mode::Run)
+            }
             Reference::Secret(name) => Ok(Value::String(Reference::secret_placeholder(name))),
             Reference::Output { step: from, name } => outputs
                 .get(from)

@@ -481,8 +481,8 @@ pub async fn prepare(
 /// runs (never shown: the key is kept for later).
 const LATE: &str = "\u{0}late";
 
-/// The value of an `inputs.` or `env.` reference.
-fn static_value(
+/// The value of an `inputs.` or `env.` reference (also when a late key renders).
+pub(super) fn static_value(
     reference: &Reference,
     inputs: &BTreeMap<String, Value>,
     manifest: &Manifest,

@@ -44,21 +44,25 @@ pub fn accept(outputs: Vec<Output>, redactor: &Redactor) -> (BTreeMap<String, Va
             ));
             break;
         }
-        let shown =
-            crate::text::truncate(&crate::text::visible(&redactor.redact(&output.name)), MAX_NAME_BYTES).into_owned();
+        // Only a note shows the name, so only a note pays for making it safe to show.
+        let shown = || {
+            crate::text::truncate(&crate::text::visible(&redactor.redact(&output.name)), MAX_NAME_BYTES).into_owned()
+        };
         if !is_valid_name(&output.name) {
             notes.push(format!(
-                "output `{shown}` dropped: an output name is snake_case (a-z, 0-9, _; starting with a letter), at most {MAX_NAME_BYTES} bytes"
+                "output `{}` dropped: an output name is snake_case (a-z, 0-9, _; starting with a letter), at most {MAX_NAME_BYTES} bytes",
+                shown()
             ));
             continue;
         }
         if kept.contains_key(&output.name) {
-            notes.push(format!("output `{shown}` repeated: the first value is kept"));
+            notes.push(format!("output `{}` repeated: the first value is kept", shown()));
             continue;
         }
         if bytes + output.value.len() > MAX_OUTPUT_BYTES {
             notes.push(format!(
-                "output `{shown}` dropped: the outputs pass {} KiB of JSON",
+                "output `{}` dropped: the outputs pass {} KiB of JSON",
+                shown(),
                 MAX_OUTPUT_BYTES >> 10
             ));
             continue;
@@ -66,13 +70,14 @@ pub fn accept(outputs: Vec<Output>, redactor: &Redactor) -> (BTreeMap<String, Va
         let value: Value = match serde_json::from_str(&output.value) {
             Ok(value) => value,
             Err(err) => {
-                notes.push(format!("output `{shown}` dropped: its value is not JSON ({err})"));
+                notes.push(format!("output `{}` dropped: its value is not JSON ({err})", shown()));
                 continue;
             }
         };
         if depth(&value) > MAX_DEPTH {
             notes.push(format!(
-                "output `{shown}` dropped: nested deeper than {MAX_DEPTH} lists or objects"
+                "output `{}` dropped: nested deeper than {MAX_DEPTH} lists or objects",
+                shown()
             ));
             continue;
         }

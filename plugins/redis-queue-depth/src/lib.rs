@@ -4,7 +4,7 @@
 //! all). Over TLS for `rediss://` URLs.
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
+use runbox_plugin_sdk::redis::{self, Connection, Reply};
 use runbox_plugin_sdk::threshold::Thresholds;
 use runbox_plugin_sdk::{Info, Report, Status, config, describe_io};
 use serde::Deserialize;
@@ -67,15 +67,9 @@ fn check(json: &str) -> Result<Report, String> {
     let target = redis::Target::from_config(&config.url, config.password_secret.as_deref())?;
     let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
     let shown = target.display.clone();
-    let mut conn = match target.connect() {
+    let mut conn = match target.connect_or_report() {
         Ok(conn) => conn,
-        Err(LoginError::Io(err)) => {
-            return Ok(Report::critical(format!(
-                "cannot connect to {shown}: {}",
-                describe_io(&err)
-            )));
-        }
-        Err(err) => return Ok(Report::critical(format!("{shown}: {err}"))),
+        Err(report) => return Ok(report),
     };
     let call = |conn: &mut Connection, args: &[&str]| -> Result<Reply, Report> {
         conn.call(args)

@@ -12,7 +12,7 @@
 //! it sends SISMEMBER, SMEMBERS, EXISTS and HMGET, nothing else.
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::redis::{self, Connection, LoginError, Reply};
+use runbox_plugin_sdk::redis::{self, Connection, Reply};
 use runbox_plugin_sdk::report::severity;
 use runbox_plugin_sdk::threshold::Thresholds;
 use runbox_plugin_sdk::{Info, Report, Status, config, describe_io, time};
@@ -240,15 +240,9 @@ fn check(json: &str) -> Result<Report, String> {
     let target = redis::Target::from_config(&config.url, config.password_secret.as_deref())?;
     let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
     let shown = target.display.clone();
-    let mut conn = match target.connect() {
+    let mut conn = match target.connect_or_report() {
         Ok(conn) => conn,
-        Err(LoginError::Io(err)) => {
-            return Ok(Report::critical(format!(
-                "cannot connect to {shown}: {}",
-                describe_io(&err)
-            )));
-        }
-        Err(err) => return Ok(Report::critical(format!("{shown}: {err}"))),
+        Err(report) => return Ok(report),
     };
     Ok(match read(&mut conn, &config) {
         Ok(registry) => judge(&registry, &thresholds),

@@ -101,6 +101,20 @@ impl Target {
         conn.login(self)?;
         Ok(conn)
     }
+
+    /// [`Target::connect`] for a check: a failure is the CRITICAL report that says why
+    /// (`cannot connect to redis://…: connection refused`, `redis://…: authentication
+    /// failed: …`).
+    pub fn connect_or_report(&self) -> Result<Connection, crate::Report> {
+        self.connect().map_err(|err| match err {
+            LoginError::Io(err) => crate::Report::critical(format!(
+                "cannot connect to {}: {}",
+                self.display,
+                crate::describe_io(&err)
+            )),
+            err => crate::Report::critical(format!("{}: {err}", self.display)),
+        })
+    }
 }
 
 /// Why connecting or logging in failed.
