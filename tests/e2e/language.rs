@@ -373,7 +373,7 @@ fn for_each_over_an_input_set_on_the_command_line() {
 #[test]
 fn validate_names_each_misuse_of_outputs_items_and_secrets() {
     let book = Book::new(&format!(
-        "name: misuse\nsteps:\n{}  - id: stranger\n    uses: relay\n    with:\n      x: ${{{{ steps.find.outputs.a }}}}\n  - id: noitem\n    uses: relay\n    with:\n      x: ${{{{ item }}}}\n  - id: nosecret\n    uses: relay\n    with:\n      x: ${{{{ secrets.nope }}}}\n  - id: each\n    uses: relay\n    for_each: [1, 2]\n  - id: reader\n    uses: relay\n    needs: each\n    when: steps.each.metrics.m > 0\n    with:\n      y: ${{{{ steps.each.outputs.a }}}}\n  - id: scalar\n    uses: relay\n    for_each: 5\n",
+        "name: misuse\nsteps:\n{}  - id: stranger\n    uses: relay\n    with:\n      x: ${{{{ steps.find.outputs.a }}}}\n  - id: noitem\n    uses: relay\n    with:\n      x: ${{{{ item }}}}\n  - id: nosecret\n    uses: relay\n    with:\n      x: ${{{{ secrets.nope }}}}\n  - id: each\n    uses: relay\n    for_each: [1, 2]\n  - id: reader\n    uses: relay\n    needs: each\n    when: steps.each.metrics.m > 0\n    with:\n      y: ${{{{ steps.each.outputs.a }}}}\n  - id: scalar\n    uses: relay\n    for_each: 5\n  - id: capped\n    uses: relay\n    max_items: 5\n",
         relay("find", "[]")
     ));
     let run = runbox(&["validate", book.path.to_str().unwrap()]);
@@ -385,6 +385,7 @@ fn validate_names_each_misuse_of_outputs_items_and_secrets() {
         "step `reader`: `steps.each.metrics.m`: step `each` runs once per item",
         "step `reader`: `steps.each.outputs.a`: step `each` runs once per item",
         "step `scalar`: `for_each` takes a YAML list, `${{ inputs.NAME }}` or `${{ steps.ID.outputs.NAME }}`",
+        "step `capped`: `max_items` applies to a step with `for_each`",
     ] {
         assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
     }

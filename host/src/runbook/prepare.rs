@@ -272,6 +272,13 @@ pub async fn prepare(
                 &ancestors[i],
             )
         });
+        if step.max_items.is_some() && step.for_each.is_none() {
+            cx.problem(
+                &at("max_items"),
+                Some(id),
+                "`max_items` applies to a step with `for_each`",
+            );
+        }
         let resolver = |reference: &Reference| -> Result<Value, String> {
             match reference {
                 Reference::Output { step: from, name } => {
@@ -609,9 +616,6 @@ fn resolve_for_each(
     {
         cx.problem(path, Some(id), message);
         return None;
-    }
-    if step.max_items.is_some() && step.for_each.is_none() {
-        cx.problem(path, Some(id), "`max_items` applies to a step with `for_each`");
     }
     Some(ForEach { items, max_items })
 }
