@@ -84,6 +84,7 @@ fn resolve(reference: &Reference) -> Result<Value, String> {
         Reference::Env(name) => Value::String(format!("<{name}>")),
         // A value that is itself template text: rendering must not expand it again.
         Reference::Output { step, name } => Value::String(format!("${{{{ steps.{step}.outputs.{name} }}}}")),
+        Reference::Step { step, field } => Value::String(format!("{step}:{}", field.name())),
         Reference::Item(field) => json!([field]),
         Reference::Secret(name) => Value::String(Reference::secret_placeholder(name)),
     })

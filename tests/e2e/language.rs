@@ -65,6 +65,50 @@ fn outputs_flow_into_later_configs_with_their_type_and_into_when() {
 }
 
 #[test]
+fn a_later_step_reads_earlier_statuses_and_summaries_as_text() {
+    // The `notify` shape: one message built from how earlier steps ended, including a
+    // skipped step and a `for_each` set (its worst item, and "N items, M run").
+    let book = Book::new(&format!(
+        "name: summary\nsteps:\n{}  - id: gone\n    uses: relay\n    when: inputs.never\n  - id: each\n    uses: relay\n    for_each: [1, 2]\n  - id: tell\n    uses: relay\n    needs: [find, gone, each]\n    with:\n      text: 'find ${{{{ steps.find.status }}}}: ${{{{ steps.find.summary }}}}; gone ${{{{ steps.gone.status }}}}; each ${{{{ steps.each.status }}}} (${{{{ steps.each.summary }}}})'\n      status: ${{{{ steps.find.status }}}}\ninputs:\n  never: {{default: ''}}\n",
+        relay("find", r#"[{name: n, value: '1'}]"#),
+    ));
+    let (run, json) = json_run(&book, &[]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let got = received(&json, "tell");
+    let find_summary = step(&json, "find")["summary"].as_str().unwrap().to_string();
+    assert!(find_summary.starts_with("received "), "{find_summary}");
+    assert_eq!(
+        got["text"],
+        format!("find ok: {find_summary}; gone skipped; each ok (2 items, 2 run)"),
+        "{json}"
+    );
+    assert_eq!(got["status"], "ok");
+    // Like outputs, they are read only from steps in `needs` and never reach a grant.
+    for (text, expected) in [
+        (
+            "    with:\n      text: ${{ steps.find.summary }}\n",
+            "`steps.find.summary`: step `find` must be in this step's `needs`",
+        ),
+        (
+            "    needs: find\n    allow:\n      - http://${{ steps.find.status }}\n",
+            "nothing a plugin returns may widen them",
+        ),
+        (
+            "    needs: find\n    env:\n      S: ${{ steps.find.summary }}\n",
+            "nothing a plugin returns may widen them",
+        ),
+    ] {
+        let book = Book::new(&format!(
+            "name: misuse\nsteps:\n{}  - id: use\n    uses: relay\n{text}",
+            relay("find", "[]")
+        ));
+        let run = runbox(&["validate", book.path.to_str().unwrap()]);
+        assert_eq!(run.code, 64, "{text}: {run:#?}");
+        assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
+    }
+}
+
+#[test]
 fn for_each_mitigation_plans_every_item_applies_only_with_one_approval_and_audits_each() {
     let server = HttpServer::start(|req, _| {
         if req.method == "POST" && req.path.starts_with("/jobs/") && req.path.ends_with("/replay") {

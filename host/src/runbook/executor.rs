@@ -24,7 +24,7 @@
 
 use super::audit::{AuditLog, current_user};
 use super::prepare::{Items, Mode, PreparedStep, Runbook, item_list, static_value};
-use super::template::{self, Reference};
+use super::template::{self, Reference, StepField};
 use crate::result::{ItemRecord, Kind, PlanRecord, RunResult, Status, StepResult, timestamp};
 use crate::runtime::sandbox::OutputCaps;
 use crate::runtime::{CheckOutcome, Limits, Runtime};
@@ -201,9 +201,9 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                         .as_ref()
                         .is_some_and(|for_each| matches!(for_each.items, Items::Output { .. }));
                 let outputs = Arc::new(if reads_outputs {
-                    outputs_of(&runbook, &results)
+                    Earlier::of(&runbook, &results)
                 } else {
-                    HashMap::new()
+                    Earlier::default()
                 });
                 let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
                 let deadline = run_deadline.map(|(at, _)| at);
@@ -314,19 +314,34 @@ fn lookup(runbook: &Runbook, results: &[Option<Vec<StepResult>>], path: &[String
     }
 }
 
-/// The outputs of every finished step that ran once, by step id.
-fn outputs_of(runbook: &Runbook, results: &[Option<Vec<StepResult>>]) -> HashMap<String, BTreeMap<String, Value>> {
-    runbook
-        .steps
-        .iter()
-        .zip(results)
-        .filter_map(|(step, result)| match result.as_deref() {
-            Some([one]) if one.item.is_none() && !one.outputs.is_empty() => {
-                Some((step.id.clone(), one.outputs.clone()))
+/// What a step about to run may read of the finished steps, by step id: the outputs of
+/// those that ran once, and every one's status and summary as `when:` reads them.
+#[derive(Default)]
+struct Earlier {
+    outputs: HashMap<String, BTreeMap<String, Value>>,
+    fields: HashMap<(String, StepField), Value>,
+}
+
+impl Earlier {
+    fn of(runbook: &Runbook, results: &[Option<Vec<StepResult>>]) -> Earlier {
+        let mut earlier = Earlier::default();
+        for (step, result) in runbook.steps.iter().zip(results) {
+            let Some(all) = result.as_deref() else { continue };
+            if let [one] = all
+                && one.item.is_none()
+                && !one.outputs.is_empty()
+            {
+                earlier.outputs.insert(step.id.clone(), one.outputs.clone());
             }
-            _ => None,
-        })
-        .collect()
+            for field in [StepField::Status, StepField::Summary] {
+                let path = ["steps".to_string(), step.id.clone(), field.name().to_string()];
+                if let Some(value) = lookup(runbook, results, &path) {
+                    earlier.fields.insert((step.id.clone(), field), value);
+                }
+            }
+        }
+        earlier
+    }
 }
 
 fn skipped(step: &PreparedStep, reason: String) -> StepResult {
@@ -387,7 +402,7 @@ async fn run_step(
     index: usize,
     options: &RunOptions,
     run_deadline: Option<Instant>,
-    outputs: &HashMap<String, BTreeMap<String, Value>>,
+    earlier: &Earlier,
 ) -> Vec<StepResult> {
     let step = &runbook.steps[index];
     let started_at = SystemTime::now();
@@ -402,7 +417,7 @@ async fn run_step(
         Some(for_each) => {
             let value = match &for_each.items {
                 Items::Known(value) => Ok(value.clone()),
-                Items::Output { step: from, name } => outputs.get(from).and_then(|o| o.get(name)).cloned().ok_or_else(|| {
+                Items::Output { step: from, name } => earlier.outputs.get(from).and_then(|o| o.get(name)).cloned().ok_or_else(|| {
                     format!(
                         "`for_each`: step `{from}` gave no output `{name}` (guard the step with `when: steps.{from}.outputs.{name}`)"
                     )
@@ -447,7 +462,7 @@ async fn run_step(
             runs.push(run);
             continue;
         }
-        let config = match config_for(runbook, step, outputs, item.as_ref().map(|(_, _, value)| value)) {
+        let config = match config_for(runbook, step, earlier, item.as_ref().map(|(_, _, value)| value)) {
             Ok(config) => config,
             Err(message) => {
                 runs.push(fault_run(item, message, item_started_at, item_started));
@@ -502,7 +517,7 @@ fn fault_run<'a>(
 fn config_for<'a>(
     runbook: &Runbook,
     step: &'a PreparedStep,
-    outputs: &HashMap<String, BTreeMap<String, Value>>,
+    earlier: &Earlier,
     item: Option<&Value>,
 ) -> Result<std::borrow::Cow<'a, Value>, String> {
     if step.late_with.is_empty() {
@@ -514,11 +529,17 @@ fn config_for<'a>(
                 static_value(reference, &runbook.inputs, &runbook.manifest, Mode::Run)
             }
             Reference::Secret(name) => Ok(Value::String(Reference::secret_placeholder(name))),
-            Reference::Output { step: from, name } => outputs
+            Reference::Output { step: from, name } => earlier
+                .outputs
                 .get(from)
                 .and_then(|o| o.get(name))
                 .cloned()
                 .ok_or_else(|| format!("`{reference}`: step `{from}` gave no output `{name}`")),
+            Reference::Step { step: from, field } => earlier
+                .fields
+                .get(&(from.clone(), *field))
+                .cloned()
+                .ok_or_else(|| format!("`{reference}`: step `{from}` has not finished")),
             Reference::Item(None) => item.cloned().ok_or_else(|| format!("`{reference}`: no current item")),
             Reference::Item(Some(field)) => match item {
                 Some(Value::Object(map)) => map

@@ -285,6 +285,10 @@ pub async fn prepare(
                     check_output_reference(from, name, &manifest, &ancestors[i])?;
                     Err(LATE.into())
                 }
+                Reference::Step { step: from, .. } => {
+                    check_step_reference(&reference.to_string(), from, &manifest, &ancestors[i])?;
+                    Err(LATE.into())
+                }
                 Reference::Item(_) if step.for_each.is_none() => Err(format!(
                     "`{reference}` is the current item of a `for_each`, and this step has none"
                 )),
@@ -301,7 +305,7 @@ pub async fn prepare(
         // Grants and env are fixed before the run: nothing a plugin returns may reach them.
         let fixed_resolver = |reference: &Reference| -> Result<Value, String> {
             match reference {
-                Reference::Output { .. } | Reference::Item(_) => Err(format!(
+                reference if reference.is_runtime() => Err(format!(
                     "`{reference}` cannot be used here: grants and env are fixed before the run starts, and nothing a plugin returns may widen them (use it in `with:`)"
                 )),
                 Reference::Secret(_) => Err(format!(
@@ -523,6 +527,24 @@ fn check_output_reference(
     ancestors: &BTreeSet<usize>,
 ) -> Result<(), String> {
     let text = format!("steps.{from}.outputs.{name}");
+    let j = check_step_reference(&text, from, manifest, ancestors)?;
+    if manifest.steps[j].for_each.is_some() {
+        return Err(format!(
+            "`{text}`: step `{from}` runs once per item (`for_each`); read its `status` instead"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a step may read step FROM (`text` is the reference, for messages): FROM
+/// exists and is in the step's `needs`, directly or through another step. Its index.
+fn check_step_reference(
+    text: &str,
+    from: &str,
+    manifest: &Manifest,
+    ancestors: &BTreeSet<usize>,
+) -> Result<usize, String> {
+    let text = text.trim_start_matches("${{ ").trim_end_matches(" }}");
     let Some(j) = manifest.steps.iter().position(|s| s.id == from) else {
         return Err(format!("`{text}`: no step `{from}` in this runbook"));
     };
@@ -531,12 +553,7 @@ fn check_output_reference(
             "`{text}`: step `{from}` must be in this step's `needs` (directly or through another step) to be read here"
         ));
     }
-    if manifest.steps[j].for_each.is_some() {
-        return Err(format!(
-            "`{text}`: step `{from}` runs once per item (`for_each`); read its `status` instead"
-        ));
-    }
-    Ok(())
+    Ok(j)
 }
 
 /// A step's `for_each`: a YAML list, or one template naming a list input or an output

@@ -1,9 +1,10 @@
 //! `${{ … }}` templates in step `with` values, grants, `env` and `for_each`.
 //!
 //! - `inputs.NAME`, `env.NAME`: known before the run starts.
-//! - `steps.ID.outputs.NAME` and `item` / `item.FIELD`: known only when the step is
-//!   about to run (an earlier step's output, the current `for_each` item); only `with`
-//!   and `for_each` may use them, never a grant.
+//! - `steps.ID.outputs.NAME`, `steps.ID.status`, `steps.ID.summary` and `item` /
+//!   `item.FIELD`: known only when the step is about to run (an earlier step's output,
+//!   status or summary, the current `for_each` item); only `with` and `for_each` may use
+//!   them, never a grant.
 //! - `secrets.NAME`: never substituted here. It stays in the config as the placeholder
 //!   `${{ secrets.NAME }}`, and the host replaces it in the plugin's outgoing HTTP
 //!   request headers, so the plugin never holds the value.
@@ -30,16 +31,43 @@ pub enum Reference {
         /// The output.
         name: String,
     },
+    /// `steps.ID.status` or `steps.ID.summary`: how an earlier step ended, as `when:`
+    /// reads it (a `for_each` step: its worst item, and "N items, M run").
+    Step {
+        /// The step.
+        step: String,
+        /// Which of its fields.
+        field: StepField,
+    },
     /// `item` (`None`) or `item.FIELD` of the current `for_each` item.
     Item(Option<String>),
     /// `secrets.NAME`: the host fills it in outgoing HTTP request headers.
     Secret(String),
 }
 
+/// The fields of an earlier step a template can read besides its outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepField {
+    /// `ok`, `warning`, `critical`, `unknown` or `skipped`.
+    Status,
+    /// Its one-line summary.
+    Summary,
+}
+
+impl StepField {
+    /// Its name in a template.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepField::Status => "status",
+            StepField::Summary => "summary",
+        }
+    }
+}
+
 impl Reference {
     /// Whether its value is known only when the step runs.
     pub fn is_runtime(&self) -> bool {
-        matches!(self, Reference::Output { .. } | Reference::Item(_))
+        matches!(self, Reference::Output { .. } | Reference::Step { .. } | Reference::Item(_))
     }
 
     /// The placeholder a secret reference stays as: `${{ secrets.NAME }}`.
@@ -54,6 +82,7 @@ impl std::fmt::Display for Reference {
             Reference::Input(name) => write!(f, "${{{{ inputs.{name} }}}}"),
             Reference::Env(name) => write!(f, "${{{{ env.{name} }}}}"),
             Reference::Output { step, name } => write!(f, "${{{{ steps.{step}.outputs.{name} }}}}"),
+            Reference::Step { step, field } => write!(f, "${{{{ steps.{step}.{} }}}}", field.name()),
             Reference::Item(None) => write!(f, "${{{{ item }}}}"),
             Reference::Item(Some(field)) => write!(f, "${{{{ item.{field} }}}}"),
             Reference::Secret(name) => write!(f, "${{{{ secrets.{name} }}}}"),
@@ -132,7 +161,7 @@ fn pieces(text: &str) -> Result<Vec<Piece>, String> {
         };
         let reference = parse_reference(expression).ok_or_else(|| {
             format!(
-                "`${{{{ {} }}}}` is not a template this runbook can use (write `${{{{ inputs.NAME }}}}`, `${{{{ env.NAME }}}}`, `${{{{ steps.ID.outputs.NAME }}}}`, `${{{{ item }}}}`, `${{{{ item.FIELD }}}}` or `${{{{ secrets.NAME }}}}`)",
+                "`${{{{ {} }}}}` is not a template this runbook can use (write `${{{{ inputs.NAME }}}}`, `${{{{ env.NAME }}}}`, `${{{{ steps.ID.outputs.NAME }}}}`, `${{{{ steps.ID.status }}}}`, `${{{{ steps.ID.summary }}}}`, `${{{{ item }}}}`, `${{{{ item.FIELD }}}}` or `${{{{ secrets.NAME }}}}`)",
                 crate::text::truncate(&crate::text::visible(expression), 80)
             )
         })?;
@@ -162,13 +191,20 @@ fn parse_reference(expression: &str) -> Option<Reference> {
         "item" if valid_name(rest) => Reference::Item(Some(rest.to_string())),
         "steps" => {
             let (step, rest) = rest.split_once('.')?;
-            let name = rest.strip_prefix("outputs.")?;
-            if !valid_name(step) || !valid_name(name) {
+            if !valid_name(step) {
                 return None;
             }
-            Reference::Output {
-                step: step.to_string(),
-                name: name.to_string(),
+            let step = step.to_string();
+            match rest {
+                "status" => Reference::Step { step, field: StepField::Status },
+                "summary" => Reference::Step { step, field: StepField::Summary },
+                _ => {
+                    let name = rest.strip_prefix("outputs.")?;
+                    if !valid_name(name) {
+                        return None;
+                    }
+                    Reference::Output { step, name: name.to_string() }
+                }
             }
         }
         _ => return None,
@@ -282,6 +318,8 @@ mod tests {
             ("${{ inputs.port ", "unclosed"),
             ("${{ secret.pw }}", "`${{ secret.pw }}` is not a template"),
             ("${{ steps.a.metrics.b }}", "is not a template"),
+            ("${{ steps.a.status.x }}", "is not a template"),
+            ("${{ steps.a.attempts }}", "is not a template"),
             ("${{ steps.a.outputs. }}", "is not a template"),
             ("${{ inputs. }}", "is not a template"),
             ("${{ port }}", "is not a template"),
@@ -294,11 +332,19 @@ mod tests {
             vec![Reference::Input("a".into()), Reference::Env("B".into())]
         );
         assert_eq!(
-            references("${{steps.find.outputs.job_ids}} ${{ item }} ${{ item.id }} ${{ secrets.key }}").unwrap(),
+            references("${{steps.find.outputs.job_ids}} ${{ steps.find.status }}${{steps.find.summary}} ${{ item }} ${{ item.id }} ${{ secrets.key }}").unwrap(),
             vec![
                 Reference::Output {
                     step: "find".into(),
                     name: "job_ids".into()
+                },
+                Reference::Step {
+                    step: "find".into(),
+                    field: StepField::Status
+                },
+                Reference::Step {
+                    step: "find".into(),
+                    field: StepField::Summary
                 },
                 Reference::Item(None),
                 Reference::Item(Some("id".into())),
