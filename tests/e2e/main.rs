@@ -17,6 +17,7 @@ mod loading;
 mod memory;
 mod pg;
 mod runbooks;
+mod rq;
 mod s3;
 mod sandbox;
 mod scaffold;

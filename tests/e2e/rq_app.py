@@ -4,6 +4,11 @@ directory on PYTHONPATH (so that RQ workers can import `rq_app.charge_invoice`).
 
     python rq_app.py serve REDIS_URL PORT LOG    the application's own HTTP endpoints
     python rq_app.py enqueue REDIS_URL QUEUE N   enqueue N charge_invoice jobs, print their ids
+    python rq_app.py enqueue-slow REDIS_URL QUEUE SECONDS
+                                                 enqueue one `linger` job, print its id
+    python rq_app.py inspect REDIS_URL QUEUE ID…  what RQ's own API says of each job (JSON):
+                                                 status, origin, and whether the failed
+                                                 registry / the queue holds it
 
 Endpoints (on 127.0.0.1:PORT; every request is appended to LOG as one JSON line):
     GET  /health/ready             200 when Redis answers PING, else 503 (its queue check)
@@ -20,6 +25,7 @@ import json
 import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from redis import Redis
@@ -35,6 +41,12 @@ def charge_invoice(invoice: int) -> int:
     if not job.connection.exists("test:fixed"):
         raise RuntimeError(f"payment provider unavailable (invoice {invoice})")
     return invoice
+
+
+def linger(seconds: float) -> float:
+    """A job that takes its time: a test sees it in RQ's StartedJobRegistry."""
+    time.sleep(seconds)
+    return seconds
 
 
 def serve(redis_url: str, port: int, log_path: str) -> None:
@@ -106,11 +118,37 @@ def enqueue(redis_url: str, queue: str, count: int) -> None:
         print(q.enqueue("rq_app.charge_invoice", 4100 + n).id)
 
 
+def enqueue_slow(redis_url: str, queue: str, seconds: float) -> None:
+    q = Queue(queue, connection=Redis.from_url(redis_url))
+    print(q.enqueue("rq_app.linger", seconds, job_timeout=600).id)
+
+
+def inspect(redis_url: str, queue: str, ids: list) -> None:
+    redis = Redis.from_url(redis_url)
+    q = Queue(queue, connection=redis)
+    failed = set(q.failed_job_registry.get_job_ids())
+    queued = set(q.get_job_ids())
+    report = {}
+    for job_id in ids:
+        try:
+            job = Job.fetch(job_id, connection=redis)
+            status, origin = job.get_status(), job.origin
+            status = getattr(status, "value", status)
+        except NoSuchJobError:
+            status, origin = None, None
+        report[job_id] = {"status": status, "origin": origin, "failed": job_id in failed, "queued": job_id in queued}
+    print(json.dumps(report))
+
+
 if __name__ == "__main__":
     command, redis_url = sys.argv[1], sys.argv[2]
     if command == "serve":
         serve(redis_url, int(sys.argv[3]), sys.argv[4])
     elif command == "enqueue":
         enqueue(redis_url, sys.argv[3], int(sys.argv[4]))
+    elif command == "enqueue-slow":
+        enqueue_slow(redis_url, sys.argv[3], float(sys.argv[4]))
+    elif command == "inspect":
+        inspect(redis_url, sys.argv[3], sys.argv[4:])
     else:
         sys.exit(f"unknown command {command}")

@@ -8,8 +8,17 @@
 //! A worker heartbeats at least every `worker_ttl − 15` s while idle (every 30 s while
 //! busy), and its hash expires `worker_ttl + 60` s after a heartbeat (RQ's default
 //! `worker_ttl` is 420 s). A worker that stops cleanly leaves the set; one that is killed
-//! stays in the set, its heartbeat ages, and then its hash expires ("gone"). Read-only:
-//! it sends SISMEMBER, SMEMBERS, EXISTS and HMGET, nothing else.
+//! stays in the set, its heartbeat ages, and then its hash expires ("gone").
+//!
+//! Jobs stuck in started: RQ's StartedJobRegistry `rq:wip:QUEUE` holds one
+//! `JOB_ID:EXECUTION_ID` per running job, scored with the time its execution's heartbeat
+//! lapses (the worker extends it while the job runs). A score in the past means the worker
+//! died mid-job ("abandoned": RQ's maintenance will fail the job later); a job whose
+//! `started_at` is older than its own `timeout` + 60 s (or `stuck_after_seconds`) is
+//! running past the point where its worker should have killed it ("overdue"). Either makes
+//! the check at least WARNING.
+//!
+//! Read-only: it sends SISMEMBER, SMEMBERS, EXISTS, HMGET and ZRANGE, nothing else.
 
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::redis::{self, Connection, Reply};
@@ -28,7 +37,8 @@ const SCHEMA: &str = r#"{
     "queue": {"type": "string", "default": "default", "description": "RQ queue name: the workers listed in rq:workers:QUEUE"},
     "stale_after_seconds": {"type": "integer", "minimum": 1, "default": 480, "description": "A worker whose last heartbeat is older than this is stale, not live (WARNING). Default: RQ's default worker_ttl (420 s) + 60, the TTL RQ gives the worker's hash; an idle worker heartbeats every worker_ttl − 15 s, so set worker_ttl + 60 for workers started with another --worker-ttl"},
     "warn": {"type": "string", "description": "Nagios range for the number of live workers that raises WARNING, e.g. \"2:\" (fewer than 2)"},
-    "crit": {"type": "string", "default": "1:", "description": "Nagios range for the number of live workers that raises CRITICAL (default \"1:\": no live worker)"}
+    "crit": {"type": "string", "default": "1:", "description": "Nagios range for the number of live workers that raises CRITICAL (default \"1:\": no live worker)"},
+    "stuck_after_seconds": {"type": "integer", "minimum": 1, "description": "A started job running longer than this is stuck (WARNING). Default: the job's own `timeout` + 60 s, past which its worker should have killed it"}
   },
   "required": ["url"],
   "additionalProperties": false
@@ -53,6 +63,7 @@ struct Config {
     warn: Option<String>,
     #[serde(default = "default_crit")]
     crit: Option<String>,
+    stuck_after_seconds: Option<i64>,
 }
 
 fn default_queue() -> String {
@@ -133,6 +144,45 @@ fn describe(name: &str, health: &Health) -> String {
     }
 }
 
+/// At most this many started jobs are read.
+const MAX_STARTED: usize = 1000;
+/// RQ's grace after a job's timeout before its worker is expected to have killed it.
+const TIMEOUT_GRACE: i64 = 60;
+
+/// A job in `rq:wip:QUEUE` that is not running as it should.
+#[derive(Debug, Clone, PartialEq)]
+enum Stuck {
+    /// Its execution's heartbeat lapsed `for_s` seconds ago: its worker is gone.
+    Abandoned { id: String, for_s: i64 },
+    /// Running for `for_s` seconds, past `limit_s`.
+    Overdue { id: String, for_s: i64, limit_s: i64 },
+}
+
+/// Judges one started job: its registry score (when its heartbeat lapses), its
+/// `started_at` and `timeout` fields, at Unix time `now`.
+fn assess_started(
+    id: &str,
+    lapses_at: f64,
+    started_at: Option<&str>,
+    timeout: Option<&str>,
+    now: i64,
+    stuck_after: Option<i64>,
+) -> Option<Stuck> {
+    if lapses_at < now as f64 {
+        return Some(Stuck::Abandoned {
+            id: id.into(),
+            for_s: now - lapses_at as i64,
+        });
+    }
+    let for_s = now - started_at.and_then(time::parse_rfc3339)?;
+    let limit_s = stuck_after.or_else(|| Some(timeout?.parse::<i64>().ok().filter(|t| *t > 0)? + TIMEOUT_GRACE))?;
+    (for_s > limit_s).then(|| Stuck::Overdue {
+        id: id.into(),
+        for_s,
+        limit_s,
+    })
+}
+
 /// What the registry says about a queue's workers.
 struct Registry {
     queue: String,
@@ -144,6 +194,10 @@ struct Registry {
     workers: Vec<(String, Health)>,
     /// Registered workers beyond [`MAX_WORKERS`], not read.
     unread: usize,
+    /// How many jobs `rq:wip:QUEUE` holds.
+    started: usize,
+    /// Those of the first [`MAX_STARTED`] that are stuck.
+    stuck: Vec<Stuck>,
 }
 
 /// The report: live workers judged by `thresholds`; stale, gone or dead workers and a
@@ -179,6 +233,9 @@ fn judge(registry: &Registry, thresholds: &Thresholds) -> Report {
     if !trouble.is_empty() {
         summary = format!("{summary}; {}", trouble.join(", "));
     }
+    if !registry.stuck.is_empty() {
+        summary = format!("{summary}; {} of {} started jobs stuck", registry.stuck.len(), registry.started);
+    }
     if registry.suspended {
         summary = format!("{summary}; workers are suspended (rq:suspended is set: `rq resume` lets them work)");
     }
@@ -187,12 +244,15 @@ fn judge(registry: &Registry, thresholds: &Thresholds) -> Report {
         .metric("busy", busy as f64, "")
         .metric("idle", idle as f64, "")
         .metric("stale", stale as f64, "")
-        .metric("gone", gone as f64, "");
+        .metric("gone", gone as f64, "")
+        .metric("started", registry.started as f64, "")
+        .metric("stuck", registry.stuck.len() as f64, "");
     if let Some(oldest) = oldest {
         report = report.metric("oldest_heartbeat_s", oldest as f64, "s");
     }
     let threshold_status = report.status;
-    if (stale > 0 || gone > 0 || registry.suspended) && severity(report.status) < severity(Status::Warning) {
+    let stuck = !registry.stuck.is_empty();
+    if (stale > 0 || gone > 0 || stuck || registry.suspended) && severity(report.status) < severity(Status::Warning) {
         report.status = Status::Warning;
     }
     if threshold_status != Status::Ok {
@@ -204,6 +264,19 @@ fn judge(registry: &Registry, thresholds: &Thresholds) -> Report {
     }
     if registry.workers.len() > MAX_LINES {
         report = report.detail(format!("… and {} more", registry.workers.len() - MAX_LINES));
+    }
+    for job in registry.stuck.iter().take(MAX_LINES) {
+        report = report.detail(match job {
+            Stuck::Abandoned { id, for_s } => format!(
+                "job {id}: in started, but its worker stopped heartbeating it {for_s} s ago (abandoned; RQ's maintenance will move it to failed)"
+            ),
+            Stuck::Overdue { id, for_s, limit_s } => {
+                format!("job {id}: started {for_s} s ago, past {limit_s} s (stuck)")
+            }
+        });
+    }
+    if registry.stuck.len() > MAX_LINES {
+        report = report.detail(format!("… and {} more stuck jobs", registry.stuck.len() - MAX_LINES));
     }
     if registry.unread > 0 {
         report = report.detail(format!(
@@ -298,12 +371,45 @@ fn read(conn: &mut Connection, config: &Config) -> Result<Registry, Failed> {
         let health = assess(hash.as_ref(), now, config.stale_after_seconds);
         workers.push((name, health));
     }
+    let wip = format!("rq:wip:{queue}");
+    let started = call(&["ZCARD", &wip])?.integer().unwrap_or(0) as usize;
+    let entries: Vec<String> = match call(&["ZRANGE", &wip, "0", &(MAX_STARTED - 1).to_string(), "WITHSCORES"])? {
+        Reply::Array(Some(items)) => items.iter().filter_map(|m| m.text().map(String::from)).collect(),
+        other => return Err(Failed::Reply(format!("ZRANGE {wip}: unexpected reply {other:?}"))),
+    };
+    let mut stuck = Vec::new();
+    for pair in entries.chunks(2) {
+        let [member, score] = pair else { continue };
+        // `JOB_ID:EXECUTION_ID` (RQ's composite key); the score is when its heartbeat lapses.
+        let id = member.rsplit_once(':').map_or(member.as_str(), |(id, _)| id);
+        let lapses_at = match score.as_str() {
+            "inf" | "+inf" => f64::INFINITY,
+            score => score.parse().unwrap_or(f64::INFINITY),
+        };
+        let values: Vec<Option<String>> = match call(&["HMGET", &format!("rq:job:{id}"), "started_at", "timeout"])? {
+            Reply::Array(Some(values)) => values.iter().map(|v| v.text().map(String::from)).collect(),
+            other => return Err(Failed::Reply(format!("HMGET rq:job:{id}: unexpected reply {other:?}"))),
+        };
+        let field = |i: usize| values.get(i).cloned().flatten().filter(|v| !v.is_empty());
+        if let Some(job) = assess_started(
+            id,
+            lapses_at,
+            field(0).as_deref(),
+            field(1).as_deref(),
+            now,
+            config.stuck_after_seconds,
+        ) {
+            stuck.push(job);
+        }
+    }
     Ok(Registry {
         queue: queue.clone(),
         known_queue,
         suspended,
         workers,
         unread,
+        started,
+        stuck,
     })
 }
 
@@ -399,6 +505,8 @@ mod tests {
 
     fn registry(workers: Vec<(&str, Health)>) -> Registry {
         Registry {
+            started: 0,
+            stuck: Vec::new(),
             queue: "default".into(),
             known_queue: true,
             suspended: false,
@@ -543,5 +651,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("unknown field `stale`"), "{err}");
+    }
+
+    #[test]
+    fn started_jobs_are_abandoned_overdue_or_fine() {
+        let started = |age: i64| beat(age).unwrap();
+        let later = (NOW + 100) as f64;
+        // Heartbeat lapsed 30 s ago: abandoned, whatever its age.
+        assert_eq!(
+            assess_started("j1", (NOW - 30) as f64, Some(&started(5)), Some("180"), NOW, None),
+            Some(Stuck::Abandoned { id: "j1".into(), for_s: 30 })
+        );
+        // Its own timeout (180) + 60 s is the default limit.
+        assert_eq!(assess_started("j2", later, Some(&started(240)), Some("180"), NOW, None), None);
+        assert_eq!(
+            assess_started("j3", later, Some(&started(241)), Some("180"), NOW, None),
+            Some(Stuck::Overdue { id: "j3".into(), for_s: 241, limit_s: 240 })
+        );
+        // stuck_after_seconds overrides; no timeout (-1: none) and no override: never overdue.
+        assert!(assess_started("j4", later, Some(&started(20)), Some("180"), NOW, Some(10)).is_some());
+        assert_eq!(assess_started("j5", later, Some(&started(99_999)), Some("-1"), NOW, None), None);
+        assert_eq!(assess_started("j6", f64::INFINITY, None, Some("180"), NOW, Some(1)), None);
+        let mut registry = registry(vec![("w1", live("busy", Some("j3"), 3))]);
+        registry.started = 2;
+        registry.stuck = vec![Stuck::Overdue { id: "j3".into(), for_s: 241, limit_s: 240 }];
+        let report = judge(&registry, &default_thresholds());
+        assert_eq!(report.status, Status::Warning);
+        assert!(report.summary.ends_with("; 1 of 2 started jobs stuck"), "{}", report.summary);
+        assert_eq!(metric(&report, "stuck"), 1.0);
+        assert_eq!(metric(&report, "started"), 2.0);
+        assert!(report.details.iter().any(|d| d == "job j3: started 241 s ago, past 240 s (stuck)"));
     }
 }

@@ -187,10 +187,16 @@ impl Connection {
 
     /// Sends one command as an array of bulk strings and reads its reply.
     pub fn call(&mut self, args: &[&str]) -> io::Result<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        self.call_bytes(&args)
+    }
+
+    /// [`Connection::call`] with arguments that need not be UTF-8 (e.g. a compressed value).
+    pub fn call_bytes(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
         let mut frame = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            frame.extend_from_slice(arg.as_bytes());
+            frame.extend_from_slice(arg);
             frame.extend_from_slice(b"\r\n");
         }
         self.reader.get_mut().write_all(&frame)?;
