@@ -464,3 +464,23 @@ fn an_item_cannot_walk_out_of_its_url_path_segment() {
         "{dots}"
     );
 }
+
+#[test]
+fn an_input_with_a_number_or_boolean_default_takes_only_that_type() {
+    // So a number input is safe inside a SQL query or a URL path.
+    let book = Book::new(
+        "name: typed\ninputs:\n  hours: {default: 720}\n  strict: {default: false}\nsteps:\n  - id: use\n    uses: relay\n    with:\n      text: 'h=${{ inputs.hours }} s=${{ inputs.strict }}'\n",
+    );
+    let (run, json) = json_run(&book, &["--set", "hours=24.5", "--set", "strict=true"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(received(&json, "use")["text"], "h=24.5 s=true");
+    for (set, expected) in [
+        ("hours=1) or true --", "--set hours=1) or true --: input `hours` takes a number (its default is 720)"),
+        ("hours=", "input `hours` takes a number"),
+        ("strict=yes", "--set strict=yes: input `strict` takes true or false"),
+    ] {
+        let run = book.run(&["--set", set]);
+        assert_eq!(run.code, 64, "{set}: {run:#?}");
+        assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
+    }
+}

@@ -795,11 +795,39 @@ fn resolve_inputs(
     for (name, input) in &manifest.inputs {
         match (sets.get(name), &input.default) {
             (Some(value), default) => {
-                // Keep the default's type: a number input set on the command line stays a number.
+                // Keep the default's type: a number input set on the command line stays a
+                // number, and must be one (so a number input is safe inside a query or a path).
                 let typed = match default {
-                    Some(Value::Number(_)) | Some(Value::Bool(_)) => {
-                        serde_json::from_str(value).unwrap_or(Value::String(value.clone()))
-                    }
+                    Some(Value::Number(_)) => match serde_json::from_str::<Value>(value.trim()) {
+                        Ok(number @ Value::Number(_)) => number,
+                        _ => {
+                            cx.problem(
+                                &format!("inputs.{name}"),
+                                None,
+                                format!(
+                                    "--set {name}={}: input `{name}` takes a number (its default is {})",
+                                    crate::text::truncate(&crate::text::visible(value), 40),
+                                    default.as_ref().unwrap()
+                                ),
+                            );
+                            continue;
+                        }
+                    },
+                    Some(Value::Bool(_)) => match value.trim() {
+                        "true" => Value::Bool(true),
+                        "false" => Value::Bool(false),
+                        _ => {
+                            cx.problem(
+                                &format!("inputs.{name}"),
+                                None,
+                                format!(
+                                    "--set {name}={}: input `{name}` takes true or false",
+                                    crate::text::truncate(&crate::text::visible(value), 40)
+                                ),
+                            );
+                            continue;
+                        }
+                    },
                     _ => Value::String(value.clone()),
                 };
                 values.insert(name.clone(), typed);
