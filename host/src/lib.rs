@@ -12,6 +12,7 @@
 
 pub mod capabilities;
 pub mod cli;
+mod commands;
 pub mod config;
 pub mod dirs;
 pub mod error;

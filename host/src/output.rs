@@ -86,3 +86,11 @@ mod tests {
         assert!(matches!(scrub_with(&redactor, "clean\n"), Cow::Borrowed(_)));
     }
 }
+
+/// `eprintln!` through [`eprint`]: redacted and inert like everything runbox writes.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::eprint(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use errln;

@@ -475,7 +475,10 @@ fn an_input_with_a_number_or_boolean_default_takes_only_that_type() {
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(received(&json, "use")["text"], "h=24.5 s=true");
     for (set, expected) in [
-        ("hours=1) or true --", "--set hours=1) or true --: input `hours` takes a number (its default is 720)"),
+        (
+            "hours=1) or true --",
+            "--set hours=1) or true --: input `hours` takes a number (its default is 720)",
+        ),
         ("hours=", "input `hours` takes a number"),
         ("strict=yes", "--set strict=yes: input `strict` takes true or false"),
     ] {

@@ -62,7 +62,13 @@ fn rq_requeue_plans_without_writing_and_requeues_exactly_the_planned_jobs_which_
     assert!(!book.audit().exists() || audit(&book.audit()).is_empty());
 
     // Unapproved: not applied, still nothing written.
-    let run = book.run(&["--format", "json", "--apply", "--audit-log", book.audit().to_str().unwrap()]);
+    let run = book.run(&[
+        "--format",
+        "json",
+        "--apply",
+        "--audit-log",
+        book.audit().to_str().unwrap(),
+    ]);
     assert_eq!(step(&run.json(), "requeue")["applied"], false);
     assert_eq!(int(&redis, &["ZCARD", "rq:failed:default"]), 3);
 
@@ -115,7 +121,15 @@ fn rq_requeue_all_takes_only_registry_members_and_a_plan_of_none_applies_nothing
     burst_worker(&redis);
     // `all: true` is `rq requeue --all`, capped by max_jobs: the plan says what remains.
     let book = requeue_book(&redis, "      all: true\n      max_jobs: 1\n");
-    let run = book.run(&["--format", "json", "--apply", "--approve", "requeue", "--audit-log", book.audit().to_str().unwrap()]);
+    let run = book.run(&[
+        "--format",
+        "json",
+        "--apply",
+        "--approve",
+        "requeue",
+        "--audit-log",
+        book.audit().to_str().unwrap(),
+    ]);
     let json = run.json();
     let requeue = step(&json, "requeue");
     assert!(
@@ -141,16 +155,31 @@ fn rq_requeue_all_takes_only_registry_members_and_a_plan_of_none_applies_nothing
             .map(|(id, _)| id.clone())
             .unwrap()
     ));
-    let run = book.run(&["--format", "json", "--apply", "--audit-log", book.audit().to_str().unwrap()]);
+    let run = book.run(&[
+        "--format",
+        "json",
+        "--apply",
+        "--audit-log",
+        book.audit().to_str().unwrap(),
+    ]);
     let json = run.json();
     let requeue = step(&json, "requeue");
     assert_eq!(requeue["status"], "ok", "{json:#}");
-    assert!(requeue["summary"].as_str().unwrap().contains("nothing to apply"), "{json:#}");
     assert!(
-        requeue["plan"]["summary"].as_str().unwrap().contains("no-such-job: not in rq:failed:default"),
+        requeue["summary"].as_str().unwrap().contains("nothing to apply"),
         "{json:#}"
     );
-    assert!(audit(&book.audit()).is_empty(), "nothing was applied, so nothing is audited");
+    assert!(
+        requeue["plan"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-job: not in rq:failed:default"),
+        "{json:#}"
+    );
+    assert!(
+        audit(&book.audit()).is_empty(),
+        "nothing was applied, so nothing is audited"
+    );
     assert_eq!(int(&redis, &["LLEN", "rq:queue:default"]), 1);
 
     // An id that is not an RQ id (as an output or an item could carry) is refused before
@@ -163,7 +192,10 @@ fn rq_requeue_all_takes_only_registry_members_and_a_plan_of_none_applies_nothing
     let json = run.json();
     assert_eq!(run.code, 3, "{json:#}");
     assert!(
-        step(&json, "requeue")["summary"].as_str().unwrap().contains("is not an RQ job id"),
+        step(&json, "requeue")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("is not an RQ job id"),
         "{json:#}"
     );
     assert_eq!(int(&redis, &["ZCARD", "rq:failed:default"]), 1);
@@ -185,7 +217,16 @@ fn rq_workers_reports_a_job_stuck_in_started() {
     });
     let check = |extra: &[&str]| {
         let (with, allow) = (format!("url={}", redis.url()), redis.url());
-        let mut args = vec!["check", "rq-workers", "--with", &with, "--allow", &allow, "--format", "json"];
+        let mut args = vec![
+            "check",
+            "rq-workers",
+            "--with",
+            &with,
+            "--allow",
+            &allow,
+            "--format",
+            "json",
+        ];
         args.extend(extra);
         let run = runbox(&args);
         let json = run.json();
@@ -201,12 +242,22 @@ fn rq_workers_reports_a_job_stuck_in_started() {
     let (code, result) = check(&["--with", "stuck_after_seconds=1"]);
     assert_eq!(code, 1, "{result:#}");
     assert!(
-        result["summary"].as_str().unwrap().ends_with("; 1 of 1 started jobs stuck"),
+        result["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("; 1 of 1 started jobs stuck"),
         "{result:#}"
     );
-    let details: Vec<&str> = result["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let details: Vec<&str> = result["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
     assert!(
-        details.iter().any(|d| d.starts_with(&format!("job {id}: started ")) && d.ends_with("past 1 s (stuck)")),
+        details
+            .iter()
+            .any(|d| d.starts_with(&format!("job {id}: started ")) && d.ends_with("past 1 s (stuck)")),
         "{details:?}"
     );
     drop(worker);

@@ -67,7 +67,10 @@ impl StepField {
 impl Reference {
     /// Whether its value is known only when the step runs.
     pub fn is_runtime(&self) -> bool {
-        matches!(self, Reference::Output { .. } | Reference::Step { .. } | Reference::Item(_))
+        matches!(
+            self,
+            Reference::Output { .. } | Reference::Step { .. } | Reference::Item(_)
+        )
     }
 
     /// The placeholder a secret reference stays as: `${{ secrets.NAME }}`.
@@ -196,14 +199,23 @@ fn parse_reference(expression: &str) -> Option<Reference> {
             }
             let step = step.to_string();
             match rest {
-                "status" => Reference::Step { step, field: StepField::Status },
-                "summary" => Reference::Step { step, field: StepField::Summary },
+                "status" => Reference::Step {
+                    step,
+                    field: StepField::Status,
+                },
+                "summary" => Reference::Step {
+                    step,
+                    field: StepField::Summary,
+                },
                 _ => {
                     let name = rest.strip_prefix("outputs.")?;
                     if !valid_name(name) {
                         return None;
                     }
-                    Reference::Output { step, name: name.to_string() }
+                    Reference::Output {
+                        step,
+                        name: name.to_string(),
+                    }
                 }
             }
         }
