@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const MIN: Duration = Duration::from_secs(60);
 
 /// `runbox run runbooks/NAME --format json --set K=V … EXTRA…` with `env` added.
-fn run_shipped(name: &str, sets: &[(&str, &str)], extra: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn run_shipped(name: &str, sets: &[(&str, &str)], extra: &[&str], env: &[(&str, &str)]) -> Run {
     let path = workspace().join("runbooks").join(name);
     let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut args = vec!["run", path.to_str().unwrap(), "--format", "json"];
@@ -35,7 +35,7 @@ fn run_shipped(name: &str, sets: &[(&str, &str)], extra: &[&str], env: &[(&str, 
 }
 
 /// The results of a `for_each` step's items (`ID[0]`, `ID[1]`, …), in order.
-fn items<'a>(json: &'a Value, id: &str) -> Vec<&'a Value> {
+pub(crate) fn items<'a>(json: &'a Value, id: &str) -> Vec<&'a Value> {
     json["steps"]
         .as_array()
         .unwrap()
@@ -44,7 +44,7 @@ fn items<'a>(json: &'a Value, id: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn metric(step: &Value, name: &str) -> f64 {
+pub(crate) fn metric(step: &Value, name: &str) -> f64 {
     step["metrics"]
         .as_array()
         .unwrap()
@@ -55,15 +55,15 @@ fn metric(step: &Value, name: &str) -> f64 {
         .unwrap()
 }
 
-fn status(json: &Value, id: &str) -> String {
+pub(crate) fn status(json: &Value, id: &str) -> String {
     step(json, id)["status"].as_str().unwrap().to_string()
 }
 
-fn skipped(json: &Value, id: &str) -> bool {
+pub(crate) fn skipped(json: &Value, id: &str) -> bool {
     !step(json, id)["skipped"].is_null()
 }
 
-fn audit(path: &Path) -> Vec<Value> {
+pub(crate) fn audit(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -72,7 +72,7 @@ fn audit(path: &Path) -> Vec<Value> {
 }
 
 /// A Redis integer reply (`:3`) as a number.
-fn int(redis: &Redis, args: &[&str]) -> i64 {
+pub(crate) fn int(redis: &Redis, args: &[&str]) -> i64 {
     let reply = redis.command(args).unwrap();
     reply
         .strip_prefix(':')
@@ -81,7 +81,7 @@ fn int(redis: &Redis, args: &[&str]) -> i64 {
         .unwrap()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(
@@ -113,7 +113,7 @@ fn rq_command(program: &str) -> Command {
 }
 
 /// Enqueues `count` jobs on RQ's queue `default` (through RQ); their ids.
-fn enqueue(redis: &Redis, count: usize) -> Vec<String> {
+pub(crate) fn enqueue(redis: &Redis, count: usize) -> Vec<String> {
     let output = rq_command("python3")
         .arg(workspace().join("tests/e2e/rq_app.py"))
         .args(["enqueue", &redis.url(), "default", &count.to_string()])
@@ -129,7 +129,7 @@ fn enqueue(redis: &Redis, count: usize) -> Vec<String> {
 
 /// Runs a burst RQ worker on `default` until the queue is empty (it registers, works,
 /// and unregisters: afterwards no worker is running).
-fn burst_worker(redis: &Redis) {
+pub(crate) fn burst_worker(redis: &Redis) {
     let output = rq_command("rq")
         .args(["worker", "--url", &redis.url(), "--burst", "default"])
         .output()
@@ -142,12 +142,12 @@ fn burst_worker(redis: &Redis) {
 }
 
 /// A long-running RQ worker on `default`; stopped (warm shutdown: it unregisters) on drop.
-struct RqWorker {
+pub(crate) struct RqWorker {
     child: Child,
 }
 
 impl RqWorker {
-    fn start(redis: &Redis) -> RqWorker {
+    pub(crate) fn start(redis: &Redis) -> RqWorker {
         let child = rq_command("rq")
             .args(["worker", "--url", &redis.url(), "default"])
             .stdout(Stdio::null())
@@ -181,14 +181,14 @@ impl Drop for RqWorker {
 
 /// The application of seed 002: /health/ready, POST /jobs/{job_id}/replay (through RQ's
 /// own requeue), POST /admin/config; killed on drop.
-struct RqApp {
+pub(crate) struct RqApp {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl RqApp {
-    fn start(redis: &Redis) -> RqApp {
+    pub(crate) fn start(redis: &Redis) -> RqApp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("requests.jsonl");
@@ -205,7 +205,7 @@ impl RqApp {
         RqApp { port, child, dir }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -222,7 +222,7 @@ impl RqApp {
             .collect()
     }
 
-    fn posts(&self) -> Vec<(String, String)> {
+    pub(crate) fn posts(&self) -> Vec<(String, String)> {
         self.requests()
             .into_iter()
             .filter(|(method, _, _)| method == "POST")
