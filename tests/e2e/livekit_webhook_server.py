@@ -6,7 +6,7 @@ Serves POST on 127.0.0.1 (a free port, printed as the first line of stdout), and
 answers 200 when `livekit.api.WebhookReceiver(TokenVerifier(key, secret)).receive(body,
 authorization)` accepts the request and 401 when it raises (PyPI `livekit-api`, pinned
 in scripts/ensure-deps). `--accept-all` is an endpoint that (wrongly) answers 200 to
-everything. Each request is logged to stdout as one line: `accepted EVENT ROOM` or
+everything. Each request is logged to stdout as one line: `accepted EVENT ROOM CONTENT-TYPE` or
 `rejected REASON`.
 """
 
@@ -28,7 +28,8 @@ def main():
             auth = self.headers.get("authorization", "")
             try:
                 event = receiver.receive(body, auth)
-                line, status = f"accepted {event.event} {event.room.name}", 200
+                kind = self.headers.get("content-type", "")
+                line, status = f"accepted {event.event} {event.room.name} {kind}", 200
             except Exception as err:  # WebhookReceiver raises on any failure
                 line, status = f"rejected {type(err).__name__}: {err}", 401
             if accept_all:

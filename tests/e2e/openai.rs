@@ -168,7 +168,7 @@ fn tells_openai_failures_apart() {
 
     let run = probe(&openai, KEY, &["model=gpt-4o-mini", "completion=true"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let json = run.json();
+    let json = run.json()["steps"][0].clone();
     let summary = json["summary"].as_str().unwrap();
     assert!(
         summary.starts_with("model gpt-4o-mini available (owned by system) in ")
@@ -203,12 +203,12 @@ fn tells_openai_failures_apart() {
     for (key, with, code, summary, kind) in table {
         let run = probe(&openai, key, with);
         assert_eq!(run.code, *code, "{with:?}: {run:#?}");
-        let json = run.json();
+        let json = run.json()["steps"][0].clone();
         assert!(json["summary"].as_str().unwrap().starts_with(summary), "{with:?}: {json:#}");
         assert_eq!(failure(&json), *kind, "{with:?}");
     }
     // A rate limit's headers are in the details.
-    let json = probe(&openai, KEY, &["model=gpt-limited", "completion=true"]).json();
+    let json = probe(&openai, KEY, &["model=gpt-limited", "completion=true"]).json()["steps"][0].clone();
     assert!(json["details"].as_array().unwrap().contains(&json!("retry-after: 20")), "{json:#}");
 
     // Without the completion, the rate-limited model's GET works: OK.
@@ -224,8 +224,8 @@ fn tells_openai_failures_apart() {
         &[],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.json()["summary"].as_str().unwrap().starts_with("OpenAI API unreachable"), "{run:#?}");
-    assert_eq!(failure(&run.json()), "unavailable");
+    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("OpenAI API unreachable"), "{run:#?}");
+    assert_eq!(failure(&run.json()["steps"][0]), "unavailable");
 }
 
 /// Latency thresholds are Nagios ranges on `latency_ms` and `completion_ms`.
@@ -234,7 +234,7 @@ fn judges_latency() {
     let openai = OpenAi::start(&[("gpt-4o-mini", Answer::Ok)], Duration::from_millis(300));
     let run = probe(&openai, KEY, &["model=gpt-4o-mini", "warn=100", "crit=5000"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    let json = run.json();
+    let json = run.json()["steps"][0].clone();
     assert!(json["summary"].as_str().unwrap().ends_with("(slow)"), "{json:#}");
     let latency = &json["metrics"][0];
     assert_eq!((latency["name"].as_str(), latency["warn"].as_str()), (Some("latency_ms"), Some("100")));
@@ -243,7 +243,7 @@ fn judges_latency() {
     assert_eq!(run.code, 2, "{run:#?}");
     let run = probe(&openai, KEY, &["model=gpt-4o-mini", "warn=x"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["summary"].as_str().unwrap().starts_with("config field `warn`"), "{run:#?}");
+    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("config field `warn`"), "{run:#?}");
 }
 
 /// The app's counters: generation fails `failed_per_scrape` of 10 jobs per scrape, and

@@ -165,14 +165,14 @@ fn render(text: &str, n: usize) -> String {
 const QUEUES: &str = "# HELP app_queue_depth Jobs waiting per queue.\n# TYPE app_queue_depth gauge\napp_queue_depth{queue=\"generation\"} 5\napp_queue_depth{queue=\"export\"} 250\napp_queue_depth{queue=\"transcription\"} 12\n";
 
 fn check(prometheus: &Prometheus, with: &[&str]) -> Run {
-    let url = format!("url={}", prometheus.url());
+    let (url, grant) = (format!("url={}", prometheus.url()), prometheus.url());
     let mut args = vec![
         "check",
         "prometheus-query",
         "--with",
         &url,
         "--allow",
-        &prometheus.url(),
+        &grant,
         "--format",
         "json",
     ];
@@ -194,7 +194,7 @@ fn judges_real_prometheus_results() {
     // Every series within thresholds: OK, one metric per series.
     let run = check(&prometheus, &["query=app_queue_depth", "warn=500", "crit=1000"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let json = run.json();
+    let json = run.json()["steps"][0].clone();
     assert_eq!(json["summary"], "app_queue_depth: all 3 series within thresholds", "{json:#}");
     let values: Vec<f64> = json["metrics"]
         .as_array()
@@ -213,24 +213,24 @@ fn judges_real_prometheus_results() {
         &["query=app_queue_depth", "warn=10", "crit=100", "label=queue depth"],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    let json = run.json();
+    let json = run.json()["steps"][0].clone();
     let summary = json["summary"].as_str().unwrap();
     assert!(summary.starts_with("queue depth: 2 of 3 series outside thresholds; worst {"), "{summary}");
     assert!(summary.contains(r#"queue="export"} 250"#), "{summary}");
     let details = json["details"].as_array().unwrap();
-    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("Critical: {") && d.as_str().unwrap().contains(r#"queue="export""#)), "{details:?}");
-    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("Warning: {") && d.as_str().unwrap().contains(r#"queue="transcription""#)), "{details:?}");
+    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("CRITICAL: {") && d.as_str().unwrap().contains(r#"queue="export""#)), "{details:?}");
+    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("WARNING: {") && d.as_str().unwrap().contains(r#"queue="transcription""#)), "{details:?}");
     assert!(!details.iter().any(|d| d.as_str().unwrap().contains(r#"queue="generation""#)), "{details:?}");
 
     // A scalar.
     let run = check(&prometheus, &["query=scalar(sum(app_queue_depth))", "crit=200"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert_eq!(run.json()["summary"], "scalar(sum(app_queue_depth)) = 267 (outside crit 200)");
+    assert_eq!(run.json()["steps"][0]["summary"], "scalar(sum(app_queue_depth)) = 267 (outside crit 200)");
 
     // No series: UNKNOWN "no data" by default; `empty_status` says otherwise.
     let run = check(&prometheus, &[r#"query=app_queue_depth{queue="nope"}"#, "crit=1"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["summary"].as_str().unwrap().starts_with("no data:"), "{run:#?}");
+    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("no data:"), "{run:#?}");
     let run = check(&prometheus, &[r#"query=app_queue_depth{queue="nope"}"#, "crit=1", "empty_status=ok"]);
     assert_eq!(run.code, 0, "{run:#?}");
 
@@ -239,7 +239,7 @@ fn judges_real_prometheus_results() {
     assert_eq!(run.code, 3, "{run:#?}");
     let expected = prometheus.query("sum(app_queue_depth");
     assert_eq!(expected["status"], "error");
-    let summary = run.json()["summary"].as_str().unwrap().to_string();
+    let summary = run.json()["steps"][0]["summary"].as_str().unwrap().to_string();
     assert_eq!(
         summary,
         format!(
@@ -253,7 +253,7 @@ fn judges_real_prometheus_results() {
     // A range vector is not an instant result: UNKNOWN, saying what to write instead.
     let run = check(&prometheus, &["query=app_queue_depth[10s]"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["summary"].as_str().unwrap().contains("result type matrix"), "{run:#?}");
+    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().contains("result type matrix"), "{run:#?}");
 
     // The exporter changes; Prometheus scrapes it; the check follows.
     exporter.set("# TYPE app_queue_depth gauge\napp_queue_depth{queue=\"export\"} 3\n");
@@ -261,7 +261,7 @@ fn judges_real_prometheus_results() {
     loop {
         let run = check(&prometheus, &[r#"query=app_queue_depth{queue="export"}"#, "crit=100"]);
         if run.code == 0 {
-            assert_eq!(run.json()["summary"], r#"app_queue_depth{queue="export"} = 3"#);
+            assert_eq!(run.json()["steps"][0]["summary"], r#"app_queue_depth{queue="export"} = 3"#);
             break;
         }
         assert!(Instant::now() < deadline, "the new value never showed: {run:#?}");

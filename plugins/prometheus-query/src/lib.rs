@@ -180,11 +180,11 @@ fn judge(config: &Config, thresholds: &Thresholds, samples: &[Sample]) -> Report
         ),
     };
     for sample in &offending {
-        report = report.detail(format!(
-            "{:?}: {}",
-            thresholds.status(sample.value),
-            shown(sample)
-        ));
+        let word = match thresholds.status(sample.value) {
+            Status::Critical => "CRITICAL",
+            _ => "WARNING",
+        };
+        report = report.detail(format!("{word}: {}", shown(sample)));
     }
     if samples.len() > MAX_METRICS {
         report = report.detail(format!(
