@@ -41,22 +41,38 @@ fn plan_shows_the_message_and_apply_sends_exactly_it_once() {
     let secret_url = format!("{}{PATH}", server.url());
     let (book, origin) = slack_book(&secret_url);
     let env = [(VAR, secret_url.as_str())];
-    let expected_body = r#"{"text":"[CRITICAL] *OpenAI outage*\nGeneration failing since 14:02 UTC; fallback model switched"}"#;
+    let expected_body =
+        r#"{"text":"[CRITICAL] *OpenAI outage*\nGeneration failing since 14:02 UTC; fallback model switched"}"#;
 
     let run = crate::harness::runbox_env(&["run", book.path.to_str().unwrap(), "--format", "json"], &env);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(!run.stdout.contains("slackSecretPath"), "{run:#?}");
     let json = run.json();
     let plan = &step(&json, "tell")["plan"];
-    assert_eq!(plan["summary"], format!("post a slack message to {origin}/… (URL from secret `slack_url`)"));
+    assert_eq!(
+        plan["summary"],
+        format!("post a slack message to {origin}/… (URL from secret `slack_url`)")
+    );
     assert_eq!(
         plan["changes"],
-        serde_json::json!([format!("POST {origin}/… (URL from secret `slack_url`) (slack format) body: {expected_body}")])
+        serde_json::json!([format!(
+            "POST {origin}/… (URL from secret `slack_url`) (slack format) body: {expected_body}"
+        )])
     );
     assert!(server.received().is_empty(), "the plan sent {:?}", server.received());
 
     let run = crate::harness::runbox_env(
-        &["run", book.path.to_str().unwrap(), "--apply", "--approve", "tell", "--format", "json", "--audit-log", book.audit().to_str().unwrap()],
+        &[
+            "run",
+            book.path.to_str().unwrap(),
+            "--apply",
+            "--approve",
+            "tell",
+            "--format",
+            "json",
+            "--audit-log",
+            book.audit().to_str().unwrap(),
+        ],
         &env,
     );
     assert_eq!(run.code, 0, "{run:#?}");
@@ -86,7 +102,17 @@ fn a_refused_post_is_critical() {
     let secret_url = format!("{}{PATH}", server.url());
     let (book, origin) = slack_book(&secret_url);
     let run = crate::harness::runbox_env(
-        &["run", book.path.to_str().unwrap(), "--apply", "--approve", "tell", "--format", "json", "--audit-log", book.audit().to_str().unwrap()],
+        &[
+            "run",
+            book.path.to_str().unwrap(),
+            "--apply",
+            "--approve",
+            "tell",
+            "--format",
+            "json",
+            "--audit-log",
+            book.audit().to_str().unwrap(),
+        ],
         &[(VAR, secret_url.as_str())],
     );
     assert_eq!(run.code, 2, "{run:#?}");
@@ -130,7 +156,15 @@ steps:
     ));
     let env = [("RUNBOX_TEST_NOTIFY_TOKEN", "notify-tok-93b1")];
     let run = crate::harness::runbox_env(
-        &["run", book.path.to_str().unwrap(), "--apply", "--format", "json", "--audit-log", book.audit().to_str().unwrap()],
+        &[
+            "run",
+            book.path.to_str().unwrap(),
+            "--apply",
+            "--format",
+            "json",
+            "--audit-log",
+            book.audit().to_str().unwrap(),
+        ],
         &env,
     );
     let json = run.json();
@@ -147,7 +181,10 @@ steps:
     let refused = step(&json, "open-slack-url");
     assert_eq!(refused["status"], "unknown", "{refused:#}");
     assert!(
-        refused["summary"].as_str().unwrap().contains("config field `url`: a Slack webhook URL is a secret"),
+        refused["summary"]
+            .as_str()
+            .unwrap()
+            .contains("config field `url`: a Slack webhook URL is a secret"),
         "{refused:#}"
     );
     assert!(!run.stdout.contains("notify-tok-93b1"), "{run:#?}");

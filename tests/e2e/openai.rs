@@ -48,7 +48,10 @@ fn error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
 impl OpenAi {
     fn start(models: &[(&str, Answer)], delay: Duration) -> OpenAi {
         let models = Arc::new(Mutex::new(
-            models.iter().map(|(m, a)| (m.to_string(), *a)).collect::<BTreeMap<_, _>>(),
+            models
+                .iter()
+                .map(|(m, a)| (m.to_string(), *a))
+                .collect::<BTreeMap<_, _>>(),
         ));
         let known = models.clone();
         let server = HttpServer::start(move |request, _| {
@@ -65,7 +68,12 @@ impl OpenAi {
                 ("POST", "/v1/chat/completions") => {
                     let body: Value = serde_json::from_str(&request.body).unwrap_or(Value::Null);
                     if body["max_tokens"] != 1 || body["messages"][0]["role"] != "user" {
-                        return error(400, "expected max_tokens 1 and a user message", "invalid_request_error", None);
+                        return error(
+                            400,
+                            "expected max_tokens 1 and a user message",
+                            "invalid_request_error",
+                            None,
+                        );
                     }
                     body["model"].as_str().unwrap_or("").to_string()
                 }
@@ -143,7 +151,10 @@ fn probe(openai: &OpenAi, key: &str, with: &[&str]) -> Run {
         args.extend(["--with", w]);
     }
     let run = runbox_env(&args, &[(VAR, key)]);
-    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY), "the key was printed: {run:#?}");
+    assert!(
+        !run.stdout.contains(KEY) && !run.stderr.contains(KEY),
+        "the key was printed: {run:#?}"
+    );
     run
 }
 
@@ -176,12 +187,20 @@ fn tells_openai_failures_apart() {
             && summary.ends_with("(finish_reason length)"),
         "{summary}"
     );
-    let names: Vec<&str> = json["metrics"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = json["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["latency_ms", "completion_ms", "completion_tokens"]);
     assert_eq!(json["outputs"], Value::Null, "no failure on OK: {json:#}");
     let received = openai.server.received();
     assert_eq!(
-        received.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect::<Vec<_>>(),
+        received
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect::<Vec<_>>(),
         [("GET", "/v1/models/gpt-4o-mini"), ("POST", "/v1/chat/completions")]
     );
     for request in &received {
@@ -193,23 +212,65 @@ fn tells_openai_failures_apart() {
 
     // (key, config, exit code, summary starts with, failure)
     let table: &[(&str, &[&str], i32, &str, &str)] = &[
-        ("sk-wrong", &["model=gpt-4o-mini"], 2, "key rejected by the OpenAI API (GET /v1/models: 401 invalid_api_key: Incorrect API key provided", "auth"),
-        (KEY, &["model=gpt-9-nonexistent"], 2, "model gpt-9-nonexistent unknown or not allowed for this key (GET /v1/models: 404 model_not_found: The model `gpt-9-nonexistent` does not exist", "model"),
-        (KEY, &["model=gpt-limited", "completion=true"], 1, "rate limited (POST /v1/chat/completions: 429 rate_limit_exceeded: Rate limit reached for gpt-limited", "rate_limit"),
-        (KEY, &["model=gpt-limited", "completion=true", "rate_limit_status=critical"], 2, "rate limited", "rate_limit"),
-        (KEY, &["model=gpt-broke", "completion=true"], 2, "quota exhausted: billing or plan limit reached (POST /v1/chat/completions: 429 insufficient_quota: You exceeded your current quota", "quota"),
-        (KEY, &["model=gpt-down"], 2, "OpenAI API error, provider outage? (GET /v1/models: 503 server_error: The server is overloaded", "unavailable"),
+        (
+            "sk-wrong",
+            &["model=gpt-4o-mini"],
+            2,
+            "key rejected by the OpenAI API (GET /v1/models: 401 invalid_api_key: Incorrect API key provided",
+            "auth",
+        ),
+        (
+            KEY,
+            &["model=gpt-9-nonexistent"],
+            2,
+            "model gpt-9-nonexistent unknown or not allowed for this key (GET /v1/models: 404 model_not_found: The model `gpt-9-nonexistent` does not exist",
+            "model",
+        ),
+        (
+            KEY,
+            &["model=gpt-limited", "completion=true"],
+            1,
+            "rate limited (POST /v1/chat/completions: 429 rate_limit_exceeded: Rate limit reached for gpt-limited",
+            "rate_limit",
+        ),
+        (
+            KEY,
+            &["model=gpt-limited", "completion=true", "rate_limit_status=critical"],
+            2,
+            "rate limited",
+            "rate_limit",
+        ),
+        (
+            KEY,
+            &["model=gpt-broke", "completion=true"],
+            2,
+            "quota exhausted: billing or plan limit reached (POST /v1/chat/completions: 429 insufficient_quota: You exceeded your current quota",
+            "quota",
+        ),
+        (
+            KEY,
+            &["model=gpt-down"],
+            2,
+            "OpenAI API error, provider outage? (GET /v1/models: 503 server_error: The server is overloaded",
+            "unavailable",
+        ),
     ];
     for (key, with, code, summary, kind) in table {
         let run = probe(&openai, key, with);
         assert_eq!(run.code, *code, "{with:?}: {run:#?}");
         let json = run.json()["steps"][0].clone();
-        assert!(json["summary"].as_str().unwrap().starts_with(summary), "{with:?}: {json:#}");
+        assert!(
+            json["summary"].as_str().unwrap().starts_with(summary),
+            "{with:?}: {json:#}"
+        );
         assert_eq!(failure(&json), *kind, "{with:?}");
     }
     // A rate limit's headers are in the details.
     let json = probe(&openai, KEY, &["model=gpt-limited", "completion=true"]).json()["steps"][0].clone();
-    assert!(json["details"].as_array().unwrap().contains(&json!("retry-after: 20")), "{json:#}");
+    assert!(
+        json["details"].as_array().unwrap().contains(&json!("retry-after: 20")),
+        "{json:#}"
+    );
 
     // Without the completion, the rate-limited model's GET works: OK.
     assert_eq!(probe(&openai, KEY, &["model=gpt-limited"]).code, 0);
@@ -220,11 +281,28 @@ fn tells_openai_failures_apart() {
     let url = gone.server.url();
     drop(gone);
     let run = runbox_env(
-        &["check", "openai-probe", "--with", &format!("base_url={url}"), "--with", "model=m", "--allow", &url, "--format", "json"],
+        &[
+            "check",
+            "openai-probe",
+            "--with",
+            &format!("base_url={url}"),
+            "--with",
+            "model=m",
+            "--allow",
+            &url,
+            "--format",
+            "json",
+        ],
         &[],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("OpenAI API unreachable"), "{run:#?}");
+    assert!(
+        run.json()["steps"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("OpenAI API unreachable"),
+        "{run:#?}"
+    );
     assert_eq!(failure(&run.json()["steps"][0]), "unavailable");
 }
 
@@ -237,13 +315,26 @@ fn judges_latency() {
     let json = run.json()["steps"][0].clone();
     assert!(json["summary"].as_str().unwrap().ends_with("(slow)"), "{json:#}");
     let latency = &json["metrics"][0];
-    assert_eq!((latency["name"].as_str(), latency["warn"].as_str()), (Some("latency_ms"), Some("100")));
+    assert_eq!(
+        (latency["name"].as_str(), latency["warn"].as_str()),
+        (Some("latency_ms"), Some("100"))
+    );
     assert!(latency["value"].as_f64().unwrap() >= 300.0);
-    let run = probe(&openai, KEY, &["model=gpt-4o-mini", "completion=true", "completion_crit=200"]);
+    let run = probe(
+        &openai,
+        KEY,
+        &["model=gpt-4o-mini", "completion=true", "completion_crit=200"],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     let run = probe(&openai, KEY, &["model=gpt-4o-mini", "warn=x"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("config field `warn`"), "{run:#?}");
+    assert!(
+        run.json()["steps"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("config field `warn`"),
+        "{run:#?}"
+    );
 }
 
 /// The app's counters: generation fails `failed_per_scrape` of 10 jobs per scrape, and
@@ -272,7 +363,10 @@ fn app_metrics(failed_per_scrape: u32, errors_per_scrape: u32) -> String {
 /// jobs, each once, audited.
 #[test]
 fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_recovery() {
-    let openai = OpenAi::start(&[("gpt-4o-mini", Answer::Outage), ("gpt-4o-nano", Answer::Ok)], Duration::ZERO);
+    let openai = OpenAi::start(
+        &[("gpt-4o-mini", Answer::Outage), ("gpt-4o-nano", Answer::Ok)],
+        Duration::ZERO,
+    );
     let exporter = Exporter::start(&app_metrics(6, 5));
     let prometheus = Prometheus::start(&exporter.target());
     let redis = Redis::start();
@@ -303,22 +397,57 @@ fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_reco
     // The outage, dry run: signals and triage say what they see; both mitigations are
     // planned, nothing is sent or written; replay waits for the provider.
     let run = run_shipped("openai-outage.yaml", &sets, &[], &env);
-    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY), "the key was printed");
+    assert!(
+        !run.stdout.contains(KEY) && !run.stderr.contains(KEY),
+        "the key was printed"
+    );
     let json = run.json();
     assert_eq!(run.code, 2, "{json:#}");
-    assert_eq!(status(&json, "failure-ratio"), "critical", "{:#}", step(&json, "failure-ratio"));
-    assert!(step(&json, "failure-ratio")["summary"].as_str().unwrap().starts_with("generation failure ratio = 0.6"), "{:#}", step(&json, "failure-ratio"));
-    assert_eq!(status(&json, "provider-errors"), "critical", "{:#}", step(&json, "provider-errors"));
+    assert_eq!(
+        status(&json, "failure-ratio"),
+        "critical",
+        "{:#}",
+        step(&json, "failure-ratio")
+    );
+    assert!(
+        step(&json, "failure-ratio")["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("generation failure ratio = 0.6"),
+        "{:#}",
+        step(&json, "failure-ratio")
+    );
+    assert_eq!(
+        status(&json, "provider-errors"),
+        "critical",
+        "{:#}",
+        step(&json, "provider-errors")
+    );
     let details = step(&json, "provider-errors")["details"].to_string();
-    assert!(details.contains(r#"code=\"429\""#) && details.contains(r#"code=\"503\""#), "{details}");
+    assert!(
+        details.contains(r#"code=\"429\""#) && details.contains(r#"code=\"503\""#),
+        "{details}"
+    );
     assert_eq!(status(&json, "openai-key"), "critical");
     assert_eq!(step(&json, "openai-key")["outputs"]["failure"], "unavailable");
     assert_eq!(status(&json, "other-stages"), "ok", "{:#}", step(&json, "other-stages"));
-    assert_eq!(step(&json, "other-stages")["summary"], "non-LLM stage failure ratio: all 2 series within thresholds");
+    assert_eq!(
+        step(&json, "other-stages")["summary"],
+        "non-LLM stage failure ratio: all 2 series within thresholds"
+    );
     assert_eq!(status(&json, "api-ready"), "ok");
-    assert_eq!(status(&json, "fallback-probe"), "ok", "{:#}", step(&json, "fallback-probe"));
+    assert_eq!(
+        status(&json, "fallback-probe"),
+        "ok",
+        "{:#}",
+        step(&json, "fallback-probe")
+    );
     let switch = step(&json, "switch-model");
-    assert_eq!(switch["plan"]["summary"], format!("POST {api}/admin/config"), "{switch:#}");
+    assert_eq!(
+        switch["plan"]["summary"],
+        format!("POST {api}/admin/config"),
+        "{switch:#}"
+    );
     assert_eq!(switch["applied"], false);
     assert_eq!(step(&json, "pause-generation")["applied"], false);
     assert!(skipped(&json, "replay"), "{:#}", step(&json, "replay"));
@@ -326,26 +455,55 @@ fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_reco
     assert!(app.posts().is_empty(), "a dry run sent {:?}", app.posts());
     assert_eq!(redis.command(&["EXISTS", "generation:enqueue-paused"]).unwrap(), ":0");
     // The probes sent the key in the header only.
-    assert!(openai.server.received().iter().all(|r| r.header("authorization") == Some(&format!("Bearer {KEY}"))));
+    assert!(
+        openai
+            .server
+            .received()
+            .iter()
+            .all(|r| r.header("authorization") == Some(&format!("Bearer {KEY}")))
+    );
 
     // Approved: the switch and the pause are applied, exactly as planned, audited.
     let audit_log = dir.path().join("mitigate.jsonl");
     let run = run_shipped(
         "openai-outage.yaml",
         &sets,
-        &["--apply", "--approve", "switch-model", "--approve", "pause-generation", "--audit-log", audit_log.to_str().unwrap()],
+        &[
+            "--apply",
+            "--approve",
+            "switch-model",
+            "--approve",
+            "pause-generation",
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ],
         &env,
     );
     let json = run.json();
     assert_eq!(step(&json, "switch-model")["applied"], true, "{json:#}");
     assert_eq!(step(&json, "pause-generation")["applied"], true, "{json:#}");
-    assert_eq!(app.posts(), [("/admin/config".to_string(), r#"{"OPENAI_MODEL": "gpt-4o-nano"}"#.to_string())]);
-    assert_eq!(redis.command(&["GET", "generation:enqueue-paused"]).unwrap(), "1", "flag set");
+    assert_eq!(
+        app.posts(),
+        [(
+            "/admin/config".to_string(),
+            r#"{"OPENAI_MODEL": "gpt-4o-nano"}"#.to_string()
+        )]
+    );
+    assert_eq!(
+        redis.command(&["GET", "generation:enqueue-paused"]).unwrap(),
+        "1",
+        "flag set"
+    );
     let ttl = int(&redis, &["TTL", "generation:enqueue-paused"]);
     assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
     let mut events: Vec<(String, String)> = audit(&audit_log)
         .iter()
-        .map(|l| (l["event"].as_str().unwrap().to_string(), l["step"].as_str().unwrap().to_string()))
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap().to_string(),
+                l["step"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     events.sort();
     assert_eq!(
@@ -370,9 +528,22 @@ fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_reco
     let run = run_shipped("openai-outage.yaml", &sets, &[], &env);
     let json = run.json();
     assert_eq!(status(&json, "openai-key"), "ok", "{json:#}");
-    assert_eq!(status(&json, "failure-ratio"), "ok", "{:#}", step(&json, "failure-ratio"));
-    assert_eq!(status(&json, "provider-errors"), "ok", "{:#}", step(&json, "provider-errors"));
-    assert!(skipped(&json, "switch-model") && skipped(&json, "pause-generation"), "{json:#}");
+    assert_eq!(
+        status(&json, "failure-ratio"),
+        "ok",
+        "{:#}",
+        step(&json, "failure-ratio")
+    );
+    assert_eq!(
+        status(&json, "provider-errors"),
+        "ok",
+        "{:#}",
+        step(&json, "provider-errors")
+    );
+    assert!(
+        skipped(&json, "switch-model") && skipped(&json, "pause-generation"),
+        "{json:#}"
+    );
     let planned: BTreeSet<String> = items(&json, "replay")
         .iter()
         .map(|item| item["item"]["value"].as_str().unwrap().to_string())
@@ -384,7 +555,13 @@ fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_reco
     let run = run_shipped(
         "openai-outage.yaml",
         &sets,
-        &["--apply", "--approve", "replay", "--audit-log", audit_log.to_str().unwrap()],
+        &[
+            "--apply",
+            "--approve",
+            "replay",
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ],
         &env,
     );
     assert_eq!(run.code, 1, "failed-jobs is still WARNING in this run: {run:#?}");
@@ -394,7 +571,12 @@ fn openai_outage_runbook_switches_model_pauses_generation_and_replays_after_reco
         .filter_map(|(path, _)| path.strip_prefix("/jobs/")?.strip_suffix("/replay").map(String::from))
         .collect();
     assert_eq!(replayed, failed);
-    assert_eq!(app.posts().len(), 1 + failed.len(), "each job replayed once: {:?}", app.posts());
+    assert_eq!(
+        app.posts().len(),
+        1 + failed.len(),
+        "each job replayed once: {:?}",
+        app.posts()
+    );
     let lines = audit(&audit_log);
     assert_eq!(lines.len(), 2 * failed.len());
     assert!(lines.iter().all(|l| l["step"] == "replay"), "{lines:#?}");

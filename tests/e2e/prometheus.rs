@@ -38,7 +38,9 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot start prometheus ({err}); install it: apt-get install prometheus (scripts/ensure-deps)"));
+            .unwrap_or_else(|err| {
+                panic!("cannot start prometheus ({err}); install it: apt-get install prometheus (scripts/ensure-deps)")
+            });
         let prometheus = Prometheus { port, child, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(port, "/-/ready").map(|(status, _)| status) != Some(200) {
@@ -195,7 +197,10 @@ fn judges_real_prometheus_results() {
     let run = check(&prometheus, &["query=app_queue_depth", "warn=500", "crit=1000"]);
     assert_eq!(run.code, 0, "{run:#?}");
     let json = run.json()["steps"][0].clone();
-    assert_eq!(json["summary"], "app_queue_depth: all 3 series within thresholds", "{json:#}");
+    assert_eq!(
+        json["summary"], "app_queue_depth: all 3 series within thresholds",
+        "{json:#}"
+    );
     let values: Vec<f64> = json["metrics"]
         .as_array()
         .unwrap()
@@ -215,23 +220,52 @@ fn judges_real_prometheus_results() {
     assert_eq!(run.code, 2, "{run:#?}");
     let json = run.json()["steps"][0].clone();
     let summary = json["summary"].as_str().unwrap();
-    assert!(summary.starts_with("queue depth: 2 of 3 series outside thresholds; worst {"), "{summary}");
+    assert!(
+        summary.starts_with("queue depth: 2 of 3 series outside thresholds; worst {"),
+        "{summary}"
+    );
     assert!(summary.contains(r#"queue="export"} 250"#), "{summary}");
     let details = json["details"].as_array().unwrap();
-    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("CRITICAL: {") && d.as_str().unwrap().contains(r#"queue="export""#)), "{details:?}");
-    assert!(details.iter().any(|d| d.as_str().unwrap().starts_with("WARNING: {") && d.as_str().unwrap().contains(r#"queue="transcription""#)), "{details:?}");
-    assert!(!details.iter().any(|d| d.as_str().unwrap().contains(r#"queue="generation""#)), "{details:?}");
+    assert!(
+        details.iter().any(
+            |d| d.as_str().unwrap().starts_with("CRITICAL: {") && d.as_str().unwrap().contains(r#"queue="export""#)
+        ),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.as_str().unwrap().starts_with("WARNING: {")
+            && d.as_str().unwrap().contains(r#"queue="transcription""#)),
+        "{details:?}"
+    );
+    assert!(
+        !details
+            .iter()
+            .any(|d| d.as_str().unwrap().contains(r#"queue="generation""#)),
+        "{details:?}"
+    );
 
     // A scalar.
     let run = check(&prometheus, &["query=scalar(sum(app_queue_depth))", "crit=200"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert_eq!(run.json()["steps"][0]["summary"], "scalar(sum(app_queue_depth)) = 267 (outside crit 200)");
+    assert_eq!(
+        run.json()["steps"][0]["summary"],
+        "scalar(sum(app_queue_depth)) = 267 (outside crit 200)"
+    );
 
     // No series: UNKNOWN "no data" by default; `empty_status` says otherwise.
     let run = check(&prometheus, &[r#"query=app_queue_depth{queue="nope"}"#, "crit=1"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().starts_with("no data:"), "{run:#?}");
-    let run = check(&prometheus, &[r#"query=app_queue_depth{queue="nope"}"#, "crit=1", "empty_status=ok"]);
+    assert!(
+        run.json()["steps"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("no data:"),
+        "{run:#?}"
+    );
+    let run = check(
+        &prometheus,
+        &[r#"query=app_queue_depth{queue="nope"}"#, "crit=1", "empty_status=ok"],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
 
     // Bad PromQL: Prometheus's own error, as it gave it.
@@ -253,7 +287,13 @@ fn judges_real_prometheus_results() {
     // A range vector is not an instant result: UNKNOWN, saying what to write instead.
     let run = check(&prometheus, &["query=app_queue_depth[10s]"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.json()["steps"][0]["summary"].as_str().unwrap().contains("result type matrix"), "{run:#?}");
+    assert!(
+        run.json()["steps"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("result type matrix"),
+        "{run:#?}"
+    );
 
     // The exporter changes; Prometheus scrapes it; the check follows.
     exporter.set("# TYPE app_queue_depth gauge\napp_queue_depth{queue=\"export\"} 3\n");
@@ -261,7 +301,10 @@ fn judges_real_prometheus_results() {
     loop {
         let run = check(&prometheus, &[r#"query=app_queue_depth{queue="export"}"#, "crit=100"]);
         if run.code == 0 {
-            assert_eq!(run.json()["steps"][0]["summary"], r#"app_queue_depth{queue="export"} = 3"#);
+            assert_eq!(
+                run.json()["steps"][0]["summary"],
+                r#"app_queue_depth{queue="export"} = 3"#
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the new value never showed: {run:#?}");
@@ -274,9 +317,21 @@ fn judges_real_prometheus_results() {
 fn needs_a_grant() {
     let exporter = Exporter::start(QUEUES);
     let url = format!("url={}", exporter.server.url());
-    let run = runbox(&["check", "prometheus-query", "--with", &url, "--with", "query=up", "--format", "json"]);
+    let run = runbox(&[
+        "check",
+        "prometheus-query",
+        "--with",
+        &url,
+        "--with",
+        "query=up",
+        "--format",
+        "json",
+    ]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(exporter.server.received().is_empty(), "a request went out without a grant");
+    assert!(
+        exporter.server.received().is_empty(),
+        "a request went out without a grant"
+    );
 }
 
 #[test]

@@ -141,7 +141,10 @@ fn check(json: &str) -> Result<Report, String> {
     let send = |secret: &[u8]| {
         let headers = vec![
             ("content-type".to_string(), "application/webhook+json".to_string()),
-            ("authorization".to_string(), authorization(&body, &config.api_key, secret, now)),
+            (
+                "authorization".to_string(),
+                authorization(&body, &config.api_key, secret, now),
+            ),
         ];
         http::send("POST", &config.url, &headers, Some(body.as_bytes()), 1 << 20)
     };
@@ -207,19 +210,21 @@ fn check(json: &str) -> Result<Report, String> {
                 good.status, bad.status
             ),
         ),
-        (false, true) => Report::critical(format!("webhook endpoint {rejected_good}")).output("failure", &"rejects_valid"),
-        (true, false) => Report::critical(format!("webhook endpoint {accepted_bad}")).output("failure", &"accepts_invalid"),
-        (false, false) => {
-            Report::critical(format!("webhook endpoint {rejected_good}; and it {accepted_bad}")).output("failure", &"both")
+        (false, true) => {
+            Report::critical(format!("webhook endpoint {rejected_good}")).output("failure", &"rejects_valid")
         }
+        (true, false) => {
+            Report::critical(format!("webhook endpoint {accepted_bad}")).output("failure", &"accepts_invalid")
+        }
+        (false, false) => Report::critical(format!("webhook endpoint {rejected_good}; and it {accepted_bad}"))
+            .output("failure", &"both"),
     };
     for line in lines {
         report = report.detail(line);
     }
-    let status = report.status;
-    let report = report.judged_metric("latency_ms", latency_ms, "ms", &thresholds);
-    let mut report = report;
-    if status == Status::Ok && report.status != Status::Ok {
+    let verdict = report.status;
+    let mut report = report.judged_metric("latency_ms", latency_ms, "ms", &thresholds);
+    if verdict == Status::Ok && report.status != Status::Ok {
         report.summary = format!("{} (slow)", report.summary);
     }
     Ok(report)

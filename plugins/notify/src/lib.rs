@@ -70,7 +70,9 @@ fn destination(config: &Config) -> Result<Destination, String> {
     match (&config.url, &config.url_secret) {
         (Some(url), None) => {
             let target = http::Target::parse(url).map_err(|err| config::field_error("url", err))?;
-            if target.authority.eq_ignore_ascii_case("hooks.slack.com") && target.path_with_query.starts_with("/services/") {
+            if target.authority.eq_ignore_ascii_case("hooks.slack.com")
+                && target.path_with_query.starts_with("/services/")
+            {
                 return Err(config::field_error(
                     "url",
                     "a Slack webhook URL is a secret (anyone holding it can post): grant it with `secrets: {slack_webhook_url: env:VAR}` and name it in `url_secret` instead",
@@ -212,8 +214,13 @@ mod tests {
 
     #[test]
     fn bodies_per_format() {
-        let slack = config(json!({"url": "http://h/x", "text": "Generation failing", "title": "OpenAI outage", "severity": "critical"}));
-        assert_eq!(body(&slack), r#"{"text":"[CRITICAL] *OpenAI outage*\nGeneration failing"}"#);
+        let slack = config(
+            json!({"url": "http://h/x", "text": "Generation failing", "title": "OpenAI outage", "severity": "critical"}),
+        );
+        assert_eq!(
+            body(&slack),
+            r#"{"text":"[CRITICAL] *OpenAI outage*\nGeneration failing"}"#
+        );
         let plain = config(json!({"url": "http://h/x", "text": "hi"}));
         assert_eq!(body(&plain), r#"{"text":"hi"}"#);
         let generic = config(json!({"url": "http://h/x", "format": "generic", "text": "t", "severity": "warning"}));
@@ -225,6 +232,9 @@ mod tests {
     fn refuses_a_slack_url_in_the_open() {
         let slack = config(json!({"url": "https://hooks.slack.com/services/T0/B0/secret", "text": "x"}));
         let err = destination(&slack).err().unwrap();
-        assert!(err.starts_with("config field `url`") && err.contains("url_secret"), "{err}");
+        assert!(
+            err.starts_with("config field `url`") && err.contains("url_secret"),
+            "{err}"
+        );
     }
 }

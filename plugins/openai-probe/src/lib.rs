@@ -151,8 +151,10 @@ fn request(
     match http::send(method, url, headers, body, 4 << 20) {
         Ok(response) => Ok((response, started.elapsed().as_secs_f64() * 1000.0)),
         Err(Failure::Denied) => Err(Report::unknown(format!("{method} {url}: {}", Failure::Denied))),
-        Err(failure) => Err(Report::critical(format!("OpenAI API unreachable: {method} {url}: {failure}"))
-            .output("failure", &Kind::Unavailable.name())),
+        Err(failure) => Err(
+            Report::critical(format!("OpenAI API unreachable: {method} {url}: {failure}"))
+                .output("failure", &Kind::Unavailable.name()),
+        ),
     }
 }
 
@@ -169,7 +171,10 @@ fn failed(config: &Config, what: &str, response: &Response) -> Report {
     };
     let summary = match kind {
         Kind::Auth => format!("key rejected by the OpenAI API ({what}: {said})"),
-        Kind::Model => format!("model {} unknown or not allowed for this key ({what}: {said})", config.model),
+        Kind::Model => format!(
+            "model {} unknown or not allowed for this key ({what}: {said})",
+            config.model
+        ),
         Kind::Quota => format!("quota exhausted: billing or plan limit reached ({what}: {said})"),
         Kind::RateLimit => format!("rate limited ({what}: {said})"),
         Kind::Unavailable => format!("OpenAI API error, provider outage? ({what}: {said})"),
@@ -201,11 +206,17 @@ fn probe(json: &str) -> Result<Report, String> {
     let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
     http::Target::parse(&base).map_err(|err| config::field_error("base_url", err))?;
     if config.model.trim().is_empty() {
-        return Err(config::field_error("model", "is empty: name the model the application uses"));
+        return Err(config::field_error(
+            "model",
+            "is empty: name the model the application uses",
+        ));
     }
     let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
     let completion_thresholds = Thresholds::parse(config.completion_warn.as_deref(), config.completion_crit.as_deref())
-        .map_err(|err| err.replace("`warn`", "`completion_warn`").replace("`crit`", "`completion_crit`"))?;
+        .map_err(|err| {
+            err.replace("`warn`", "`completion_warn`")
+                .replace("`crit`", "`completion_crit`")
+        })?;
     let mut headers: Vec<(String, String)> = config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
 
     let models_url = format!("{base}/v1/models/{}", http::path_segment(&config.model));
@@ -228,7 +239,10 @@ fn probe(json: &str) -> Result<Report, String> {
     let owner = model["owned_by"].as_str().unwrap_or("?");
     let mut report = Report::new(
         Status::Ok,
-        format!("model {} available (owned by {owner}) in {latency_ms:.0} ms", config.model),
+        format!(
+            "model {} available (owned by {owner}) in {latency_ms:.0} ms",
+            config.model
+        ),
     )
     .judged_metric("latency_ms", latency_ms, "ms", &thresholds);
 
@@ -302,7 +316,10 @@ mod tests {
         let body = json!({"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
         assert_eq!(
             error_fields(&body),
-            ("insufficient_quota".to_string(), "You exceeded your current quota.".to_string())
+            (
+                "insufficient_quota".to_string(),
+                "You exceeded your current quota.".to_string()
+            )
         );
         // A 5xx's code is null; its type names it.
         let body = json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}});

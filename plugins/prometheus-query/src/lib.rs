@@ -82,7 +82,8 @@ fn samples(body: &Value) -> Result<Vec<Sample>, String> {
     // A value is [timestamp, "text"]; the text may be "NaN", "+Inf", "-Inf".
     let number = |pair: &Value| -> Result<f64, String> {
         let text = pair[1].as_str().ok_or("a value is not [time, \"number\"]")?;
-        text.parse::<f64>().map_err(|_| format!("value {text:?} is not a number"))
+        text.parse::<f64>()
+            .map_err(|_| format!("value {text:?} is not a number"))
     };
     match data["resultType"].as_str() {
         Some("scalar") => Ok(vec![Sample {
@@ -134,8 +135,11 @@ fn status_named(name: &str) -> Status {
 fn judge(config: &Config, thresholds: &Thresholds, samples: &[Sample]) -> Report {
     let what = config.label.clone().unwrap_or_else(|| config.query.clone());
     if samples.is_empty() {
-        return Report::new(status_named(&config.empty_status), format!("no data: {what} matched no series"))
-            .metric("series", 0.0, "");
+        return Report::new(
+            status_named(&config.empty_status),
+            format!("no data: {what} matched no series"),
+        )
+        .metric("series", 0.0, "");
     }
     // The first series of the worst status.
     let worst = samples.iter().fold(&samples[0], |worst, sample| {
@@ -174,10 +178,7 @@ fn judge(config: &Config, thresholds: &Thresholds, samples: &[Sample]) -> Report
         (1, 0) => format!("{what} = {}", worst.value),
         (n, 0) => format!("{what}: all {n} series within thresholds"),
         (1, _) => format!("{what} = {} ({})", worst.value, range_text(thresholds, worst_status)),
-        (n, k) => format!(
-            "{what}: {k} of {n} series outside thresholds; worst {}",
-            shown(worst)
-        ),
+        (n, k) => format!("{what}: {k} of {n} series outside thresholds; worst {}", shown(worst)),
     };
     for sample in &offending {
         let word = match thresholds.status(sample.value) {
@@ -233,7 +234,11 @@ fn query(json: &str) -> Result<Report, String> {
     let response = match http::send("GET", &url, &headers, None, 8 << 20) {
         Ok(response) => response,
         Err(Failure::Denied) => return Ok(Report::unknown(format!("GET {base}/api/v1/query: {}", Failure::Denied))),
-        Err(failure) => return Ok(Report::unknown(format!("Prometheus unreachable: GET {base}/api/v1/query: {failure}"))),
+        Err(failure) => {
+            return Ok(Report::unknown(format!(
+                "Prometheus unreachable: GET {base}/api/v1/query: {failure}"
+            )));
+        }
     };
     let body: Value = match serde_json::from_slice(&response.body) {
         Ok(body) => body,
@@ -265,7 +270,13 @@ mod tests {
     #[test]
     fn reads_scalars_vectors_and_errors() {
         let scalar = json!({"status": "success", "data": {"resultType": "scalar", "result": [1.5, "0.25"]}});
-        assert_eq!(samples(&scalar).unwrap(), [Sample { labels: String::new(), value: 0.25 }]);
+        assert_eq!(
+            samples(&scalar).unwrap(),
+            [Sample {
+                labels: String::new(),
+                value: 0.25
+            }]
+        );
         let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"job": "b", "__name__": "up"}, "value": [1.5, "1"]},
             {"metric": {}, "value": [1.5, "NaN"]}]}});
@@ -273,7 +284,10 @@ mod tests {
         assert_eq!(got[0].labels, r#"{__name__="up", job="b"}"#);
         assert!(got[1].value.is_nan());
         let error = json!({"status": "error", "errorType": "bad_data", "error": "1:4: parse error: unexpected"});
-        assert_eq!(samples(&error).unwrap_err(), "Prometheus: bad_data: 1:4: parse error: unexpected");
+        assert_eq!(
+            samples(&error).unwrap_err(),
+            "Prometheus: bad_data: 1:4: parse error: unexpected"
+        );
         let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
         assert!(samples(&matrix).unwrap_err().contains("instant vector"));
     }
@@ -282,9 +296,19 @@ mod tests {
     fn worst_series_wins_and_empty_is_configurable() {
         let thresholds = Thresholds::parse(Some("1"), Some("5")).unwrap();
         let series = |pairs: &[(&str, f64)]| -> Vec<Sample> {
-            pairs.iter().map(|(l, v)| Sample { labels: l.to_string(), value: *v }).collect()
+            pairs
+                .iter()
+                .map(|(l, v)| Sample {
+                    labels: l.to_string(),
+                    value: *v,
+                })
+                .collect()
         };
-        let report = judge(&config("unknown"), &thresholds, &series(&[("{a=\"1\"}", 0.5), ("{a=\"2\"}", 7.0), ("{a=\"3\"}", 2.0)]));
+        let report = judge(
+            &config("unknown"),
+            &thresholds,
+            &series(&[("{a=\"1\"}", 0.5), ("{a=\"2\"}", 7.0), ("{a=\"3\"}", 2.0)]),
+        );
         assert_eq!(report.status, Status::Critical);
         assert!(report.summary.contains("2 of 3 series"), "{}", report.summary);
         assert!(report.summary.contains("{a=\"2\"} 7"), "{}", report.summary);

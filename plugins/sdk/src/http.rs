@@ -108,7 +108,13 @@ impl Target {
 pub fn query_string(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", crate::sigv4::uri_encode(k, false), crate::sigv4::uri_encode(v, false)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                crate::sigv4::uri_encode(k, false),
+                crate::sigv4::uri_encode(v, false)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
