@@ -272,6 +272,37 @@ fn tells_openai_failures_apart() {
         "{json:#}"
     );
 
+    // A grant without POST lets the models GET through and the sandbox refuses the
+    // completion: UNKNOWN, and the stand-in never sees a POST.
+    let posts_before = openai.server.received().iter().filter(|r| r.method == "POST").count();
+    let (base, grant) = (format!("base_url={}", openai.server.url()), openai.server.url());
+    let run = runbox_env(
+        &[
+            "check",
+            "openai-probe",
+            "--with",
+            &base,
+            "--with",
+            "model=gpt-4o-mini",
+            "--with",
+            "completion=true",
+            "--with",
+            r#"headers={"authorization": "Bearer ${{ secrets.k }}"}"#,
+            "--secret",
+            &format!("k=env:{VAR}"),
+            "--allow",
+            &grant,
+            "--format",
+            "json",
+        ],
+        &[(VAR, KEY)],
+    );
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert_eq!(
+        openai.server.received().iter().filter(|r| r.method == "POST").count(),
+        posts_before
+    );
+
     // Without the completion, the rate-limited model's GET works: OK.
     assert_eq!(probe(&openai, KEY, &["model=gpt-limited"]).code, 0);
 
