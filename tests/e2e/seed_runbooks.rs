@@ -59,7 +59,7 @@ pub(crate) fn status(json: &Value, id: &str) -> String {
     step(json, id)["status"].as_str().unwrap().to_string()
 }
 
-fn skipped(json: &Value, id: &str) -> bool {
+pub(crate) fn skipped(json: &Value, id: &str) -> bool {
     !step(json, id)["skipped"].is_null()
 }
 
@@ -181,14 +181,14 @@ impl Drop for RqWorker {
 
 /// The application of seed 002: /health/ready, POST /jobs/{job_id}/replay (through RQ's
 /// own requeue), POST /admin/config; killed on drop.
-struct RqApp {
+pub(crate) struct RqApp {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl RqApp {
-    fn start(redis: &Redis) -> RqApp {
+    pub(crate) fn start(redis: &Redis) -> RqApp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("requests.jsonl");
@@ -205,7 +205,7 @@ impl RqApp {
         RqApp { port, child, dir }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -222,7 +222,7 @@ impl RqApp {
             .collect()
     }
 
-    fn posts(&self) -> Vec<(String, String)> {
+    pub(crate) fn posts(&self) -> Vec<(String, String)> {
         self.requests()
             .into_iter()
             .filter(|(method, _, _)| method == "POST")
@@ -690,6 +690,8 @@ fn the_seed_runbooks_name_their_seed() {
         ("artifact-pipeline-backlog.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
         ("retention-validation.yaml", "Seed 001 (001_703c4ed1319ee922.txt)"),
         ("service-readiness.yaml", "Seed 004 (004_8c85a033c1dbfac3.txt)"),
+        ("openai-outage.yaml", "Seed 002 (002_5dd69f34f4e70fd7.txt)"),
+        ("webhook-failures.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
     ] {
         let text = std::fs::read_to_string(workspace().join("runbooks").join(file)).unwrap();
         let header: String = text

@@ -11,16 +11,13 @@
 //! mistyped key pair), `unavailable` (unreachable, or a 5xx: an outage) or `unexpected`,
 //! so a runbook can act on an outage without acting on its own bad credentials.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use runbox_plugin_sdk::check::Guest;
 use runbox_plugin_sdk::http::{self, Failure};
+use runbox_plugin_sdk::jwt::{mint, verify};
 use runbox_plugin_sdk::threshold::Thresholds;
 use runbox_plugin_sdk::{Info, Report, Status, config, secret, time};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::time::Instant;
 
 const SCHEMA: &str = r#"{
@@ -71,55 +68,6 @@ fn default_identity() -> String {
 }
 fn default_ttl() -> i64 {
     300
-}
-
-/// Signs `claims` as an HS256 JWT.
-fn mint(claims: &Value, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(sign(signing_input.as_bytes(), secret))
-    )
-}
-
-fn sign(data: &[u8], secret: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// Checks the token's signature and claims as a server would; the error says what failed.
-fn verify(token: &str, secret: &[u8], api_key: &str, now: i64) -> Result<Value, String> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("not three dot-separated parts".into());
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(format!("{header}.{payload}").as_bytes());
-    let given = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| "signature is not base64url")?;
-    mac.verify_slice(&given).map_err(|_| "signature does not verify")?;
-    let claims: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| "payload is not base64url")?,
-    )
-    .map_err(|err| format!("payload is not JSON: {err}"))?;
-    if claims["iss"] != api_key {
-        return Err("issuer is not the API key".into());
-    }
-    let (nbf, exp) = (
-        claims["nbf"].as_i64().unwrap_or(i64::MAX),
-        claims["exp"].as_i64().unwrap_or(0),
-    );
-    if !(nbf <= now && now < exp) {
-        return Err(format!("not valid now (nbf {nbf}, exp {exp}, now {now})"));
-    }
-    Ok(claims)
 }
 
 struct LiveKitToken;
@@ -236,32 +184,3 @@ fn check(json: &str) -> Result<Report, String> {
 }
 
 runbox_plugin_sdk::export_check!(LiveKitToken);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minted_tokens_verify_and_tampering_does_not() {
-        let claims = json!({"iss": "APIkey", "sub": "me", "nbf": 100, "exp": 200, "video": {"roomList": true}});
-        let token = mint(&claims, b"secret");
-        assert_eq!(verify(&token, b"secret", "APIkey", 150).unwrap()["sub"], "me");
-        assert!(
-            verify(&token, b"other", "APIkey", 150)
-                .unwrap_err()
-                .contains("signature")
-        );
-        assert!(
-            verify(&token, b"secret", "OtherKey", 150)
-                .unwrap_err()
-                .contains("issuer")
-        );
-        assert!(
-            verify(&token, b"secret", "APIkey", 250)
-                .unwrap_err()
-                .contains("not valid now")
-        );
-        let tampered = token.replacen('.', ".e30", 1);
-        assert!(verify(&tampered, b"secret", "APIkey", 150).is_err());
-    }
-}

@@ -103,6 +103,36 @@ impl Target {
     }
 }
 
+/// `k=v&k=v` with every byte of keys and values but `A-Z a-z 0-9 - . _ ~`
+/// percent-encoded (so a PromQL query or a model name survives as one value).
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                crate::sigv4::uri_encode(k, false),
+                crate::sigv4::uri_encode(v, false)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `text` as one percent-encoded path segment (`/` and everything else outside
+/// `A-Z a-z 0-9 - . _ ~` encoded).
+pub fn path_segment(text: &str) -> String {
+    crate::sigv4::uri_encode(text, false)
+}
+
+/// The `scheme://host[:port]` of `url`, for reports that must not show its path (a
+/// webhook URL whose path is its secret); `None` when it is not an http(s) URL.
+pub fn origin(url: &str) -> Option<String> {
+    Target::parse(url)
+        .ok()
+        .map(|target| format!("{}://{}", target.scheme, target.authority))
+}
+
 /// Sends one request and reads the whole response (at most `max_body` bytes of body;
 /// the host also caps it).
 pub fn send(
@@ -307,5 +337,21 @@ mod tests {
         for bad in ["example.com/health", "ftp://h/", "http:///x", "http://user:pw@h/"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn encodes_queries_and_segments() {
+        assert_eq!(
+            query_string(&[("query", r#"sum(rate(x{job="a b"}[5m])) > 0"#)]),
+            "query=sum%28rate%28x%7Bjob%3D%22a%20b%22%7D%5B5m%5D%29%29%20%3E%200"
+        );
+        assert_eq!(query_string(&[("a", "1"), ("b", "&=")]), "a=1&b=%26%3D");
+        assert_eq!(path_segment("ft:gpt-4o-mini:org/x"), "ft%3Agpt-4o-mini%3Aorg%2Fx");
+        assert_eq!(
+            origin("https://hooks.slack.com/services/T0/B0/XYZ").as_deref(),
+            Some("https://hooks.slack.com")
+        );
+        assert_eq!(origin("http://127.0.0.1:9/x?y").as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(origin("not a url"), None);
     }
 }

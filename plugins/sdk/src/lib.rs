@@ -8,11 +8,12 @@
 //! errors name the offending field ([`config`]), Nagios threshold ranges
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
 //! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
-//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), and the plaintext steps that
+//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), HS256 JWTs ([`jwt`]), and the plaintext steps that
 //! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
 
 pub mod config;
 pub mod http;
+pub mod jwt;
 pub mod net;
 pub mod postgres;
 pub mod redis;
