@@ -252,6 +252,16 @@ pub async fn prepare(
                 None
             }
         });
+        // A `when` that reads only inputs is decided now: such a step that will be skipped
+        // needs none of its secrets (an optional `notify` step whose webhook secret is unset).
+        let skipped_by_inputs = when.as_ref().is_some_and(|(_, expr)| {
+            let paths = expr.paths();
+            paths.iter().all(|path| path.first().is_some_and(|root| root == "inputs"))
+                && !expr.eval(&|path: &[String]| match path {
+                    [_, name] => inputs.get(name).cloned(),
+                    _ => None,
+                })
+        });
         let timeout = parse_timeout(&mut cx, &at("timeout"), Some(id), step.timeout.as_deref(), "10s, 1m")
             .unwrap_or(Duration::from_secs(10));
         let retry = resolve_retry(&mut cx, step, i);
@@ -374,6 +384,7 @@ pub async fn prepare(
             match SecretGrant::parse(&format!("{name}={source}")) {
                 Ok(grant) => {
                     if mode == Mode::Run
+                        && !skipped_by_inputs
                         && let Err(err) = grant.resolve()
                     {
                         cx.problem(&at(&format!("secrets.{name}")), Some(id), err);
