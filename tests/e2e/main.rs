@@ -16,6 +16,7 @@ mod http_grants;
 mod loading;
 mod memory;
 mod pg;
+mod pg_query;
 mod runbooks;
 mod s3;
 mod sandbox;
