@@ -19,6 +19,7 @@ mod pg;
 mod pg_query;
 mod runbooks;
 mod s3;
+mod s3_probe;
 mod sandbox;
 mod scaffold;
 mod seed_runbooks;

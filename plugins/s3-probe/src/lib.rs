@@ -32,6 +32,7 @@ const SCHEMA: &str = r#"{
     "prefix": {"type": "string", "description": "Sum the sizes of the objects under this prefix (\"\": the whole bucket), ListObjectsV2 page by page: metrics `bytes` and `objects`, outputs of both"},
     "warn": {"type": "string", "description": "Nagios range for the bytes under `prefix` that raises WARNING, e.g. \"1000000000\" (over 1 GB)"},
     "crit": {"type": "string", "description": "Nagios range for the bytes under `prefix` that raises CRITICAL"},
+    "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000, "description": "Keys per ListObjectsV2 request"},
     "max_objects": {"type": "integer", "minimum": 1, "default": 100000, "description": "Stop listing after this many objects (the total is then a lower bound, said in the details)"}
   },
   "required": ["endpoint", "bucket"],
@@ -58,8 +59,14 @@ struct Config {
     prefix: Option<String>,
     warn: Option<String>,
     crit: Option<String>,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
     #[serde(default = "default_max_objects")]
     max_objects: usize,
+}
+
+fn default_page_size() -> u32 {
+    1000
 }
 
 fn default_max_objects() -> usize {
@@ -136,7 +143,7 @@ fn probe(config: &Config, bucket: &Bucket, thresholds: &Thresholds) -> Report {
         keys(bucket, &config.keys, &mut found);
     }
     if let Some(prefix) = &config.prefix {
-        size(bucket, prefix, config.max_objects, thresholds, &mut found);
+        size(bucket, prefix, config, thresholds, &mut found);
     }
     let mut report = found.report;
     report.summary = found.failures.into_iter().chain(found.fine).collect::<Vec<_>>().join("; ");
@@ -213,8 +220,9 @@ fn keys(bucket: &Bucket, keys: &[String], found: &mut Findings) {
     found.report = report.output("missing_keys", &missing);
 }
 
-fn size(bucket: &Bucket, prefix: &str, max_objects: usize, thresholds: &Thresholds, found: &mut Findings) {
-    let (objects, pages) = match bucket.list(prefix, 1000, max_objects) {
+fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Thresholds, found: &mut Findings) {
+    let max_objects = config.max_objects;
+    let (objects, pages) = match bucket.list(prefix, config.page_size, max_objects) {
         Ok(listed) => listed,
         Err(err) => {
             found.fail(failure_status(&err), format!("ListObjectsV2 under \"{prefix}\" failed: {err}"));

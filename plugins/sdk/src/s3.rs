@@ -173,7 +173,9 @@ impl Bucket {
             method,
             &url,
             &headers,
-            (!body.is_empty() || method == "POST").then_some(body),
+            // A write states its length, 0 included: S3 servers refuse a DELETE or PUT
+            // without one (411 MissingContentLength).
+            (!body.is_empty() || matches!(method, "POST" | "PUT" | "DELETE")).then_some(body),
             max_body,
         )
         .map_err(S3Error::Http)?;
