@@ -10,6 +10,7 @@ mod livekit;
 mod check_redis;
 mod cli;
 mod compat;
+mod event_log;
 mod header_secrets;
 mod hostile_output;
 mod http_grants;

@@ -311,7 +311,13 @@ impl Check {
             "08P01" if error.message.contains("parameters") => {
                 Report::unknown(format!("config field `params`: {error}"))
             }
+            code if code.starts_with("42") && !self.params.is_empty() => Report::unknown(format!(
+                "config field `query` (or a value in `params` it reads as a name): {error}"
+            )),
             code if code.starts_with("42") => Report::unknown(format!("config field `query`: {error}")),
+            code if code.starts_with("22") && !self.params.is_empty() => {
+                Report::unknown(format!("config field `params` (or `query`): {error}"))
+            }
             code if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") => {
                 Report::critical(format!("{}: server unavailable: {error}", self.server.display))
             }
