@@ -20,6 +20,7 @@ mod pg;
 mod pg_query;
 mod runbooks;
 mod s3;
+mod s3_maintenance;
 mod s3_probe;
 mod sandbox;
 mod scaffold;
