@@ -89,12 +89,24 @@ fn a_healthy_event_log_is_ok_and_nothing_is_halted() {
     pg.psql("app", EVENTS);
     let (run, json) = run_book(&pg, &app, &["--apply", "--approve", "halt-start-join"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    for id in ["db-accepts-writes", "unique-seq-index", "duplicate-seq", "idempotency-collisions", "sequence-gaps"] {
+    for id in [
+        "db-accepts-writes",
+        "unique-seq-index",
+        "duplicate-seq",
+        "idempotency-collisions",
+        "sequence-gaps",
+    ] {
         assert_eq!(status(&json, id), "ok", "{id}: {json:#}");
     }
     assert_eq!(step(&json, "unique-seq-index")["outputs"]["value"], 1);
     assert_eq!(step(&json, "sequence-gaps")["outputs"]["rows"], json!([]));
-    assert!(step(&json, "halt-start-join")["skipped"].as_str().unwrap().contains("is false"), "{json:#}");
+    assert!(
+        step(&json, "halt-start-join")["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("is false"),
+        "{json:#}"
+    );
     assert!(puts(&app).is_empty());
 }
 
@@ -115,10 +127,16 @@ fn writes_failing_halts_start_and_join_with_approval_and_the_checks_list_what_to
         json!([{"reason": "the application role may not INSERT into the events table"}])
     );
     assert_eq!(status(&json, "unique-seq-index"), "critical");
-    assert_eq!(step(&json, "unique-seq-index")["summary"], "unique_seq_indexes = 0 (1 row)");
+    assert_eq!(
+        step(&json, "unique-seq-index")["summary"],
+        "unique_seq_indexes = 0 (1 row)"
+    );
     let duplicates = step(&json, "duplicate-seq");
     assert_eq!(duplicates["status"], "critical");
-    assert_eq!(duplicates["outputs"]["rows"], json!([{"session_id": "s1", "seq": "3", "copies": "2"}]));
+    assert_eq!(
+        duplicates["outputs"]["rows"],
+        json!([{"session_id": "s1", "seq": "3", "copies": "2"}])
+    );
     let collisions = step(&json, "idempotency-collisions");
     assert_eq!(collisions["status"], "warning");
     assert_eq!(
@@ -136,18 +154,33 @@ fn writes_failing_halts_start_and_join_with_approval_and_the_checks_list_what_to
             {"session_id": "s3", "first_missing": "1", "last_missing": "2", "missing": "2"},
         ])
     );
-    assert_eq!(gaps["details"][0], "session_id=s2, first_missing=4, last_missing=4, missing=1");
-    let items: Vec<&Value> = json["steps"].as_array().unwrap().iter().filter(|s| s["item"]["step"] == "halt-start-join").collect();
+    assert_eq!(
+        gaps["details"][0],
+        "session_id=s2, first_missing=4, last_missing=4, missing=1"
+    );
+    let items: Vec<&Value> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["item"]["step"] == "halt-start-join")
+        .collect();
     assert_eq!(items.len(), 2, "{json:#}");
     for (item, path) in items.iter().zip(["session-start", "session-join"]) {
-        assert_eq!(item["plan"]["summary"], format!("PUT {}/admin/{path}", app.url()), "{item:#}");
+        assert_eq!(
+            item["plan"]["summary"],
+            format!("PUT {}/admin/{path}", app.url()),
+            "{item:#}"
+        );
         assert_ne!(item["applied"], true);
     }
     assert!(puts(&app).is_empty(), "the dry run sent {:?}", puts(&app));
 
     // Applied without approval: still nothing.
     let (_, json) = run_book(&pg, &app, &["--apply"]);
-    assert!(json["steps"].to_string().contains("not applied: approval required"), "{json:#}");
+    assert!(
+        json["steps"].to_string().contains("not applied: approval required"),
+        "{json:#}"
+    );
     assert!(puts(&app).is_empty());
 
     // Approved: exactly the two planned requests, each audited.
@@ -156,15 +189,29 @@ fn writes_failing_halts_start_and_join_with_approval_and_the_checks_list_what_to
     let (run, json) = run_book(
         &pg,
         &app,
-        &["--apply", "--approve", "halt-start-join", "--audit-log", audit_log.to_str().unwrap()],
+        &[
+            "--apply",
+            "--approve",
+            "halt-start-join",
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ],
     );
     assert_eq!(run.code, 2, "{run:#?}");
     let body = r#"{"enabled": false, "reason": "event log writes are failing"}"#.to_string();
     assert_eq!(
         puts(&app),
-        [("/admin/session-start".to_string(), body.clone()), ("/admin/session-join".to_string(), body)]
+        [
+            ("/admin/session-start".to_string(), body.clone()),
+            ("/admin/session-join".to_string(), body)
+        ]
     );
-    let applied: Vec<&Value> = json["steps"].as_array().unwrap().iter().filter(|s| s["item"]["step"] == "halt-start-join").collect();
+    let applied: Vec<&Value> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["item"]["step"] == "halt-start-join")
+        .collect();
     assert!(applied.iter().all(|s| s["applied"] == true), "{json:#}");
     let lines = audit(&audit_log);
     assert_eq!(
@@ -183,7 +230,12 @@ fn table_and_column_inputs_cannot_become_sql() {
     let (run, json) = run_book(
         &pg,
         &app,
-        &["--set", "events_table=session_events; DROP TABLE session_events", "--set", "seq_column=seq\" ) --"],
+        &[
+            "--set",
+            "events_table=session_events; DROP TABLE session_events",
+            "--set",
+            "seq_column=seq\" ) --",
+        ],
     );
     assert_eq!(run.code, 3, "{run:#?}");
     for id in ["duplicate-seq", "idempotency-collisions", "sequence-gaps"] {
@@ -195,7 +247,12 @@ fn table_and_column_inputs_cannot_become_sql() {
     for id in ["db-accepts-writes", "unique-seq-index"] {
         assert_eq!(status(&json, id), "unknown", "{id}: {json:#}");
         assert_eq!(step(&json, id)["outputs"]["sqlstate"], "42602", "{id}: {json:#}");
-        assert!(step(&json, id)["summary"].as_str().unwrap().ends_with("invalid name syntax (SQLSTATE 42602)"));
+        assert!(
+            step(&json, id)["summary"]
+                .as_str()
+                .unwrap()
+                .ends_with("invalid name syntax (SQLSTATE 42602)")
+        );
     }
     assert_eq!(pg.psql("app", "SELECT count(*) FROM session_events"), "8");
 }

@@ -84,7 +84,11 @@ fn a_scalar_is_judged_by_its_thresholds() {
         assert_eq!(metric(&run, "value"), 5.0);
     }
     let run = check(&pg, "SELECT count(*) AS n FROM t", &["label=rows_in_t", "warn=4"]);
-    assert_eq!((run.code, summary(&run)), (1, "rows_in_t = 5 (1 row)".to_string()), "{run:#?}");
+    assert_eq!(
+        (run.code, summary(&run)),
+        (1, "rows_in_t = 5 (1 row)".to_string()),
+        "{run:#?}"
+    );
     assert_eq!(metric(&run, "rows_in_t"), 5.0);
     assert_eq!(output(&run, "value"), 5);
     assert_eq!(output(&run, "first_value"), "5");
@@ -94,23 +98,49 @@ fn a_scalar_is_judged_by_its_thresholds() {
     assert_eq!(run.code, 2, "{run:#?}");
     let run = check(&pg, "SELECT max(id) FROM t WHERE id > 100", &[]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(summary(&run).contains("is NULL (wrap it in COALESCE"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("is NULL (wrap it in COALESCE"),
+        "{}",
+        summary(&run)
+    );
     let run = check(&pg, "SELECT name FROM t ORDER BY id", &[]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(summary(&run).contains("(name) is \"a\", not a number"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("(name) is \"a\", not a number"),
+        "{}",
+        summary(&run)
+    );
 }
 
 #[test]
 fn rows_are_counted_sampled_and_handed_on_capped() {
     let pg = start();
     let query = "SELECT id, name, note FROM t ORDER BY id";
-    let run = check(&pg, query, &["measure=rows", "crit=3", "samples=2", "max_rows=3", "max_value_chars=60"]);
+    let run = check(
+        &pg,
+        query,
+        &[
+            "measure=rows",
+            "crit=3",
+            "samples=2",
+            "max_rows=3",
+            "max_value_chars=60",
+        ],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(summary(&run), "rows = 5 rows");
     assert_eq!(metric(&run, "rows"), 5.0);
     let details = result(&run)["details"].clone();
-    assert_eq!(details[0], format!("id=1, name=a, note={}", "x".repeat(50)), "{details}");
-    assert_eq!(details[1], format!("id=2, name=b, note={}…", "x".repeat(60)), "{details}");
+    assert_eq!(
+        details[0],
+        format!("id=1, name=a, note={}", "x".repeat(50)),
+        "{details}"
+    );
+    assert_eq!(
+        details[1],
+        format!("id=2, name=b, note={}…", "x".repeat(60)),
+        "{details}"
+    );
     assert_eq!(details[2], "… 5 rows in all", "{details}");
     let rows = output(&run, "rows");
     assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
@@ -133,11 +163,19 @@ fn values_are_bound_and_names_are_validated_never_pasted() {
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(metric(&run, "value"), 1.0);
     // A value that would break out of a pasted literal is only a value.
-    let run = check(&pg, query, &["identifiers={\"table\": \"t\"}", "params=[\"b' OR 'x' = 'x\"]"]);
+    let run = check(
+        &pg,
+        query,
+        &["identifiers={\"table\": \"t\"}", "params=[\"b' OR 'x' = 'x\"]"],
+    );
     assert_eq!((run.code, metric(&run, "value")), (0, 0.0), "{run:#?}");
     // A name that is not a plain name is refused before anything is sent.
     let before = pg.connections_received();
-    let run = check(&pg, query, &["identifiers={\"table\": \"t; DROP TABLE t\"}", "params=[\"b\"]"]);
+    let run = check(
+        &pg,
+        query,
+        &["identifiers={\"table\": \"t; DROP TABLE t\"}", "params=[\"b\"]"],
+    );
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
         summary(&run).starts_with("config field `identifiers.table`: \"t; DROP TABLE t\" is not a plain SQL name"),
@@ -162,27 +200,61 @@ fn writes_are_refused_and_change_nothing() {
     let before = state();
     assert_eq!(before, "5,abcde,5,true");
     let cases = [
-        ("DELETE FROM t", "25006", "cannot execute DELETE in a read-only transaction"),
-        ("UPDATE t SET name = 'z'", "25006", "cannot execute UPDATE in a read-only transaction"),
+        (
+            "DELETE FROM t",
+            "25006",
+            "cannot execute DELETE in a read-only transaction",
+        ),
+        (
+            "UPDATE t SET name = 'z'",
+            "25006",
+            "cannot execute UPDATE in a read-only transaction",
+        ),
         (
             "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
             "25006",
             // PostgreSQL names the statement, a SELECT with a data-modifying WITH.
             "cannot execute SELECT in a read-only transaction",
         ),
-        ("SELECT nextval('t_id_seq')", "25006", "cannot execute nextval() in a read-only transaction"),
-        ("COMMIT; DELETE FROM t", "42601", "cannot insert multiple commands into a prepared statement"),
-        ("SELECT 1; DELETE FROM t", "42601", "cannot insert multiple commands into a prepared statement"),
-        ("SET TRANSACTION READ WRITE", "25001", "transaction read-write mode must be set before any query"),
-        ("CREATE TABLE u (x int)", "25006", "cannot execute CREATE TABLE in a read-only transaction"),
+        (
+            "SELECT nextval('t_id_seq')",
+            "25006",
+            "cannot execute nextval() in a read-only transaction",
+        ),
+        (
+            "COMMIT; DELETE FROM t",
+            "42601",
+            "cannot insert multiple commands into a prepared statement",
+        ),
+        (
+            "SELECT 1; DELETE FROM t",
+            "42601",
+            "cannot insert multiple commands into a prepared statement",
+        ),
+        (
+            "SET TRANSACTION READ WRITE",
+            "25001",
+            "transaction read-write mode must be set before any query",
+        ),
+        (
+            "CREATE TABLE u (x int)",
+            "25006",
+            "cannot execute CREATE TABLE in a read-only transaction",
+        ),
     ];
     for (query, sqlstate, message) in cases {
         let run = check(&pg, query, &[]);
         assert_eq!(run.code, 3, "{query}: {run:#?}");
         assert_eq!(output(&run, "sqlstate"), sqlstate, "{query}: {run:#?}");
         let summary = summary(&run);
-        assert!(summary.starts_with("config field `query`: refused"), "{query}: {summary}");
-        assert!(summary.contains(&format!("{message} (SQLSTATE {sqlstate})")), "{query}: {summary}");
+        assert!(
+            summary.starts_with("config field `query`: refused"),
+            "{query}: {summary}"
+        );
+        assert!(
+            summary.contains(&format!("{message} (SQLSTATE {sqlstate})")),
+            "{query}: {summary}"
+        );
         assert_eq!(state(), before, "{query} changed something");
     }
     // The injection: `COMMIT` would end the read-only transaction and let the DELETE
@@ -206,7 +278,10 @@ fn a_slow_query_is_cancelled_at_timeout_ms() {
     // The session is gone: no backend still sleeps.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
-        pg.psql("app", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"),
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+        ),
         "0"
     );
 }
@@ -216,7 +291,13 @@ fn passwords_are_checked_and_never_shown() {
     let pg = start();
     let run = check_as(&pg, "scram_user", Some("scram-pw"), "SELECT count(*) FROM t", &[]);
     assert_eq!((run.code, metric(&run, "value")), (0, 5.0), "{run:#?}");
-    let run = check_as(&pg, "scram_user", Some("not-the-password"), "SELECT count(*) FROM t", &[]);
+    let run = check_as(
+        &pg,
+        "scram_user",
+        Some("not-the-password"),
+        "SELECT count(*) FROM t",
+        &[],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(
         summary(&run),
@@ -225,7 +306,11 @@ fn passwords_are_checked_and_never_shown() {
     assert!(!run.stdout.contains("not-the-password") && !run.stderr.contains("not-the-password"));
     let run = check_as(&pg, "md5_user", None, "SELECT 1", &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(summary(&run).contains("none is configured (set `password_secret`)"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("none is configured (set `password_secret`)"),
+        "{}",
+        summary(&run)
+    );
 }
 
 #[test]
@@ -237,22 +322,39 @@ fn tls_as_sslmode_says_and_the_server_confirms_it() {
     let run_with = |sslmode: &str, extra: &[&str]| {
         let url = format!("url={}?sslmode={sslmode}", pg.url("tls_user"));
         let grant = pg.grant();
-        let mut args = vec!["check", "pg-query", "--with", &url, "--with", query, "--allow", &grant, "--format", "json"];
+        let mut args = vec![
+            "check", "pg-query", "--with", &url, "--with", query, "--allow", &grant, "--format", "json",
+        ];
         args.extend(extra);
         runbox(&args)
     };
     let run = run_with("require", &["--tls-no-verify"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(output(&run, "value"), 1, "pg_stat_ssl says the session is not encrypted: {run:#?}");
+    assert_eq!(
+        output(&run, "value"),
+        1,
+        "pg_stat_ssl says the session is not encrypted: {run:#?}"
+    );
     let run = run_with("require", &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(summary(&run).contains("runbox verifies the certificate in every mode that uses TLS"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("runbox verifies the certificate in every mode that uses TLS"),
+        "{}",
+        summary(&run)
+    );
     let run = run_with("verify-full", &["--tls-no-verify"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(summary(&run).ends_with("demands a verified certificate, and the step turns verification off (`tls: {verify: false}`)"));
+    assert!(
+        summary(&run)
+            .ends_with("demands a verified certificate, and the step turns verification off (`tls: {verify: false}`)")
+    );
     let run = run_with("disable", &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(summary(&run).starts_with("the server accepts user tls_user only over TLS"), "{}", summary(&run));
+    assert!(
+        summary(&run).starts_with("the server accepts user tls_user only over TLS"),
+        "{}",
+        summary(&run)
+    );
 }
 
 #[test]
@@ -309,14 +411,29 @@ steps:
         serde_json::json!([{"name": "e", "id": "5"}, {"name": "d", "id": "4"}])
     );
     let same = step(&json, "same-name");
-    assert_eq!((same["status"].as_str(), same["outputs"]["value"].as_i64()), (Some("ok"), Some(1)), "{same}");
+    assert_eq!(
+        (same["status"].as_str(), same["outputs"]["value"].as_i64()),
+        (Some("ok"), Some(1)),
+        "{same}"
+    );
     // Each row, handed on as an item, is found again: count 1 each.
-    let items: Vec<&Value> = json["steps"].as_array().unwrap().iter().filter(|s| s["item"]["step"] == "each").collect();
+    let items: Vec<&Value> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["item"]["step"] == "each")
+        .collect();
     assert_eq!(items.len(), 2, "{json:#}");
     for item in items {
         assert_eq!(item["status"], "ok", "{item}");
         assert_eq!(item["outputs"]["value"], 1, "{item}");
     }
-    assert!(step(&json, "too-many")["skipped"].as_str().unwrap().contains("is false"), "{json:#}");
+    assert!(
+        step(&json, "too-many")["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("is false"),
+        "{json:#}"
+    );
     assert_eq!(run.code, 0, "{run:#?}");
 }

@@ -64,7 +64,9 @@ fn run_book(s3: &S3Server, pg: &Postgres, sets: &[(&str, &str)], extra: &[&str])
 }
 
 fn skipped(json: &Value, id: &str) -> bool {
-    step(json, id)["skipped"].as_str().is_some_and(|s| s.contains("is false"))
+    step(json, id)["skipped"]
+        .as_str()
+        .is_some_and(|s| s.contains("is false"))
 }
 
 fn audit(path: &Path) -> Vec<Value> {
@@ -82,10 +84,18 @@ fn a_backlog_past_the_threshold_is_pruned_of_overdue_uploads_only_with_approval(
     assert_eq!(all.len(), 4);
 
     // Under the threshold: measured, OK, nothing planned.
-    let (run, json) = run_book(&s3, &pg, &[("backlog_bytes", "5000")], &["--apply", "--approve", "prune-temporary-uploads"]);
+    let (run, json) = run_book(
+        &s3,
+        &pg,
+        &[("backlog_bytes", "5000")],
+        &["--apply", "--approve", "prune-temporary-uploads"],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
     let size = step(&json, "temp-uploads-size");
-    assert_eq!((size["outputs"]["bytes"].as_u64(), size["outputs"]["objects"].as_u64()), (Some(2400), Some(4)));
+    assert_eq!(
+        (size["outputs"]["bytes"].as_u64(), size["outputs"]["objects"].as_u64()),
+        (Some(2400), Some(4))
+    );
     assert!(skipped(&json, "prune-temporary-uploads"), "{json:#}");
     assert!(skipped(&json, "locate-archive-key") && step(&json, "archived-object")["skipped"].is_string());
     assert_eq!(s3.files(TEMP), all);
@@ -97,7 +107,11 @@ fn a_backlog_past_the_threshold_is_pruned_of_overdue_uploads_only_with_approval(
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(step(&json, "temp-uploads-size")["status"], "warning");
     let prune = step(&json, "prune-temporary-uploads");
-    assert_eq!(prune["plan"]["summary"], format!("delete 3 objects (1800 B) older than 24h under \"\" in bucket {TEMP}"), "{prune:#}");
+    assert_eq!(
+        prune["plan"]["summary"],
+        format!("delete 3 objects (1800 B) older than 24h under \"\" in bucket {TEMP}"),
+        "{prune:#}"
+    );
     assert_ne!(prune["applied"], true);
     assert_eq!(s3.files(TEMP), all, "the plan deleted something");
 
@@ -108,16 +122,31 @@ fn a_backlog_past_the_threshold_is_pruned_of_overdue_uploads_only_with_approval(
         &s3,
         &pg,
         &backlog,
-        &["--apply", "--approve", "prune-temporary-uploads", "--audit-log", audit_log.to_str().unwrap()],
+        &[
+            "--apply",
+            "--approve",
+            "prune-temporary-uploads",
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ],
     );
     assert_eq!(step(&json, "prune-temporary-uploads")["applied"], true, "{json:#}");
     assert_eq!(s3.files(TEMP), ["u/fresh"]);
     let lines = audit(&audit_log);
     assert_eq!(
-        lines.iter().map(|l| (l["event"].as_str().unwrap(), l["step"].as_str().unwrap())).collect::<Vec<_>>(),
-        [("apply-started", "prune-temporary-uploads"), ("apply-finished", "prune-temporary-uploads")]
+        lines
+            .iter()
+            .map(|l| (l["event"].as_str().unwrap(), l["step"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("apply-started", "prune-temporary-uploads"),
+            ("apply-finished", "prune-temporary-uploads")
+        ]
     );
-    assert_eq!(lines[1]["outcome"]["summary"], "applied: deleted 3 of 3 objects (1800 B)");
+    assert_eq!(
+        lines[1]["outcome"]["summary"],
+        "applied: deleted 3 of 3 objects (1800 B)"
+    );
 }
 
 #[test]
@@ -127,7 +156,10 @@ fn the_archived_object_key_is_located_in_postgres_and_confirmed_in_the_archive()
     assert_eq!(run.code, 0, "{run:#?}");
     let locate = step(&json, "locate-archive-key");
     assert_eq!(locate["outputs"]["first_value"], "archive/2026/rec-3.mp4", "{locate:#}");
-    assert_eq!(locate["outputs"]["rows"], json!([{"archive_key": "archive/2026/rec-3.mp4"}]));
+    assert_eq!(
+        locate["outputs"]["rows"],
+        json!([{"archive_key": "archive/2026/rec-3.mp4"}])
+    );
     let object = step(&json, "archived-object");
     assert_eq!(object["status"], "ok", "{object:#}");
     assert_eq!(object["details"], json!(["archive/2026/rec-3.mp4: 14 B"]));
@@ -144,7 +176,10 @@ fn the_archived_object_key_is_located_in_postgres_and_confirmed_in_the_archive()
     for id in ["5", "999"] {
         let (run, json) = run_book(&s3, &pg, &[("recording_id", id)], &[]);
         assert_eq!(run.code, 2, "{id}: {run:#?}");
-        assert_eq!(step(&json, "locate-archive-key")["summary"], "archived_recordings = 0 rows");
+        assert_eq!(
+            step(&json, "locate-archive-key")["summary"],
+            "archived_recordings = 0 rows"
+        );
         assert!(step(&json, "archived-object")["skipped"].is_string(), "{json:#}");
     }
     // The id is a value, never SQL.

@@ -71,7 +71,11 @@ fn metric(run: &Run, name: &str) -> f64 {
 fn head_bucket_passes_and_names_a_missing_bucket() {
     let s3 = server();
     let run = ok_probe(&s3, &["bucket=uploads"]);
-    assert_eq!((run.code, summary(&run)), (0, "bucket uploads reachable".to_string()), "{run:#?}");
+    assert_eq!(
+        (run.code, summary(&run)),
+        (0, "bucket uploads reachable".to_string()),
+        "{run:#?}"
+    );
     let run = ok_probe(&s3, &["bucket=nope"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
@@ -99,9 +103,17 @@ fn the_canary_is_written_read_deleted_and_leaves_nothing() {
     let s3 = server();
     let before = s3.files("uploads");
     let grant = format!("PUT,DELETE {}", s3.endpoint());
-    let run = probe(&s3, S3Server::SECRET_KEY, &grant, &["bucket=uploads", "canary_prefix=runbox-canary/"]);
+    let run = probe(
+        &s3,
+        S3Server::SECRET_KEY,
+        &grant,
+        &["bucket=uploads", "canary_prefix=runbox-canary/"],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(summary(&run), "bucket uploads reachable; canary put/get/delete under runbox-canary/ OK");
+    assert_eq!(
+        summary(&run),
+        "bucket uploads reachable; canary put/get/delete under runbox-canary/ OK"
+    );
     let detail = result(&run)["details"][0].as_str().unwrap().to_string();
     assert!(
         detail.starts_with("canary runbox-canary/runbox-canary-") && detail.ends_with(": written, read back, deleted"),
@@ -119,7 +131,12 @@ fn the_canary_is_written_read_deleted_and_leaves_nothing() {
     // go): CRITICAL, naming the operation and S3's error code; nothing is left.
     s3.put("uploads", "blocked", b"a file, not a directory", HOUR);
     let before = s3.files("uploads");
-    let run = probe(&s3, S3Server::SECRET_KEY, &grant, &["bucket=uploads", "canary_prefix=blocked/"]);
+    let run = probe(
+        &s3,
+        S3Server::SECRET_KEY,
+        &grant,
+        &["bucket=uploads", "canary_prefix=blocked/"],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     let text = summary(&run);
     assert!(text.starts_with("canary PutObject blocked/runbox-canary-"), "{text}");
@@ -133,23 +150,37 @@ fn named_keys_must_exist_and_missing_ones_are_listed() {
     let run = ok_probe(&s3, &["bucket=uploads", "keys=[\"tmp/a\", \"keep/readme\"]"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(summary(&run), "bucket uploads reachable; 2 keys present");
-    assert_eq!(result(&run)["details"], serde_json::json!(["tmp/a: 100 B", "keep/readme: 5 B"]));
+    assert_eq!(
+        result(&run)["details"],
+        serde_json::json!(["tmp/a: 100 B", "keep/readme: 5 B"])
+    );
     assert_eq!(result(&run)["outputs"]["missing_keys"], serde_json::json!([]));
 
-    let run = ok_probe(&s3, &["bucket=uploads", "keys=[\"tmp/a\", \"gone/1\", \"tmp/b\", \"gone/2\"]"]);
+    let run = ok_probe(
+        &s3,
+        &["bucket=uploads", "keys=[\"tmp/a\", \"gone/1\", \"tmp/b\", \"gone/2\"]"],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(
         summary(&run),
         "2 of 4 keys missing: gone/1, gone/2; bucket uploads reachable"
     );
-    assert_eq!(result(&run)["outputs"]["missing_keys"], serde_json::json!(["gone/1", "gone/2"]));
+    assert_eq!(
+        result(&run)["outputs"]["missing_keys"],
+        serde_json::json!(["gone/1", "gone/2"])
+    );
 }
 
 #[test]
 fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
     let s3 = server();
     // (thresholds, exit code): 1,500 B under tmp/.
-    let cases: &[(&[&str], i32)] = &[(&[], 0), (&["warn=2000"], 0), (&["warn=1000"], 1), (&["warn=1000", "crit=1400"], 2)];
+    let cases: &[(&[&str], i32)] = &[
+        (&[], 0),
+        (&["warn=2000"], 0),
+        (&["warn=1000"], 1),
+        (&["warn=1000", "crit=1400"], 2),
+    ];
     for (with, code) in cases {
         let mut args = vec!["bucket=uploads", "prefix=tmp/", "page_size=2"];
         args.extend(*with);
@@ -157,21 +188,33 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
         assert_eq!(run.code, *code, "{with:?}: {run:#?}");
         assert_eq!((metric(&run, "bytes"), metric(&run, "objects")), (1500.0, 5.0));
         let outputs = &result(&run)["outputs"];
-        assert_eq!((outputs["bytes"].as_u64(), outputs["objects"].as_u64()), (Some(1500), Some(5)));
+        assert_eq!(
+            (outputs["bytes"].as_u64(), outputs["objects"].as_u64()),
+            (Some(1500), Some(5))
+        );
         assert!(
-            result(&run)["details"].to_string().contains("5 objects, 1500 B under \\\"tmp/\\\" (3 pages)"),
+            result(&run)["details"]
+                .to_string()
+                .contains("5 objects, 1500 B under \\\"tmp/\\\" (3 pages)"),
             "{run:#?}"
         );
     }
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "crit=1000"]);
-    assert_eq!(summary(&run), "1500 B in 5 objects under \"tmp/\", outside 1000 (crit); bucket uploads reachable");
+    assert_eq!(
+        summary(&run),
+        "1500 B in 5 objects under \"tmp/\", outside 1000 (crit); bucket uploads reachable"
+    );
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=", "max_objects=3", "page_size=2"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(summary(&run).contains("at least "), "{}", summary(&run));
     // Thresholds without a prefix judge nothing: refused, naming the field.
     let run = ok_probe(&s3, &["bucket=uploads", "warn=10"]);
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(summary(&run).contains("config field `warn`: thresholds judge the bytes under `prefix`"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("config field `warn`: thresholds judge the bytes under `prefix`"),
+        "{}",
+        summary(&run)
+    );
 }
 
 #[test]
@@ -180,7 +223,8 @@ fn without_a_grant_nothing_is_sent() {
     let run = probe(&s3, S3Server::SECRET_KEY, "", &["bucket=uploads"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
-        run.stdout.contains(&format!("add `http://{}` to the grants (--allow)", s3.addr)),
+        run.stdout
+            .contains(&format!("add `http://{}` to the grants (--allow)", s3.addr)),
         "{}",
         run.stdout
     );

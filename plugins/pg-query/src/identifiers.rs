@@ -118,11 +118,20 @@ mod tests {
         );
         // An undeclared `:"x"` stays (JSON in a cast, psql-like text).
         let ids = map(&[("table", "t")]);
-        assert_eq!(substitute(r#"SELECT 1 FROM :"table", :"x""#, &ids).unwrap(), r#"SELECT 1 FROM "t", :"x""#);
+        assert_eq!(
+            substitute(r#"SELECT 1 FROM :"table", :"x""#, &ids).unwrap(),
+            r#"SELECT 1 FROM "t", :"x""#
+        );
         let err = substitute("SELECT 1", &ids).unwrap_err();
-        assert!(err.starts_with("config field `identifiers.table`: the query never says"), "{err}");
+        assert!(
+            err.starts_with("config field `identifiers.table`: the query never says"),
+            "{err}"
+        );
         let err = substitute(r#"SELECT * FROM :"table""#, &map(&[("table", "t; DELETE FROM t")])).unwrap_err();
         assert!(err.contains("is not a plain SQL name"), "{err}");
-        assert_eq!(substitute("SELECT ':\"a\"'", &BTreeMap::new()).unwrap(), "SELECT ':\"a\"'");
+        assert_eq!(
+            substitute("SELECT ':\"a\"'", &BTreeMap::new()).unwrap(),
+            "SELECT ':\"a\"'"
+        );
     }
 }

@@ -128,7 +128,11 @@ struct Check {
 impl Check {
     fn from_config(json: &str) -> Result<Check, String> {
         let config: Config = config::parse(json)?;
-        let server = Server::from_config(&config.url, config.sslmode.as_deref(), config.password_secret.as_deref())?;
+        let server = Server::from_config(
+            &config.url,
+            config.sslmode.as_deref(),
+            config.password_secret.as_deref(),
+        )?;
         if config.query.trim().is_empty() {
             return Err(config::field_error("query", "is empty: give one SQL statement"));
         }
@@ -246,10 +250,7 @@ impl Check {
             report = report.detail(cells.join(", "));
         }
         if result.row_count > self.samples.min(result.rows.len()) as u64 && self.samples > 0 {
-            report = report.detail(format!(
-                "… {} rows in all",
-                result.row_count
-            ));
+            report = report.detail(format!("… {} rows in all", result.row_count));
         }
         let mut rows = Vec::new();
         let mut bytes = 2;
@@ -379,7 +380,11 @@ fn number_text(value: f64) -> String {
 }
 
 fn rows_text(count: u64) -> String {
-    if count == 1 { "1 row".into() } else { format!("{count} rows") }
+    if count == 1 {
+        "1 row".into()
+    } else {
+        format!("{count} rows")
+    }
 }
 
 runbox_plugin_sdk::export_check!(PgQuery);
@@ -393,9 +398,15 @@ mod tests {
         QueryResult {
             columns: columns
                 .iter()
-                .map(|(name, oid)| Column { name: name.to_string(), type_oid: *oid })
+                .map(|(name, oid)| Column {
+                    name: name.to_string(),
+                    type_oid: *oid,
+                })
                 .collect(),
-            rows: rows.iter().map(|row| row.iter().map(|v| v.map(str::to_string)).collect()).collect(),
+            rows: rows
+                .iter()
+                .map(|row| row.iter().map(|v| v.map(str::to_string)).collect())
+                .collect(),
             row_count: rows.len() as u64,
             tag: String::new(),
         }
@@ -410,7 +421,10 @@ mod tests {
         for (bad, why) in [
             (result(&[("n", 20)], &[]), "returned no rows"),
             (result(&[("n", 20)], &[&[None]]), "is NULL"),
-            (result(&[("name", 25)], &[&[Some("abc")]]), "(name) is \"abc\", not a number"),
+            (
+                result(&[("name", 25)], &[&[Some("abc")]]),
+                "(name) is \"abc\", not a number",
+            ),
             (result(&[("x", 1700)], &[&[Some("NaN")]]), "not a number"),
         ] {
             let err = scalar(&bad).unwrap_err();

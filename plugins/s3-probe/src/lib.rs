@@ -146,7 +146,12 @@ fn probe(config: &Config, bucket: &Bucket, thresholds: &Thresholds) -> Report {
         size(bucket, prefix, config, thresholds, &mut found);
     }
     let mut report = found.report;
-    report.summary = found.failures.into_iter().chain(found.fine).collect::<Vec<_>>().join("; ");
+    report.summary = found
+        .failures
+        .into_iter()
+        .chain(found.fine)
+        .collect::<Vec<_>>()
+        .join("; ");
     report
 }
 
@@ -189,7 +194,10 @@ fn canary(bucket: &Bucket, prefix: &str, found: &mut Findings) {
             if !found.failures.iter().any(|f| f.starts_with("canary")) {
                 found.fine.push(format!("canary put/get/delete under {prefix} OK"));
             }
-            found.report.details.push(format!("canary {key}: written, read back, deleted"));
+            found
+                .report
+                .details
+                .push(format!("canary {key}: written, read back, deleted"));
         }
         Ok(Some(_)) => found.fail(
             Status::Critical,
@@ -213,7 +221,12 @@ fn keys(bucket: &Bucket, keys: &[String], found: &mut Findings) {
     } else {
         found.fail(
             Status::Critical,
-            format!("{} of {} keys missing: {}", missing.len(), keys.len(), missing.join(", ")),
+            format!(
+                "{} of {} keys missing: {}",
+                missing.len(),
+                keys.len(),
+                missing.join(", ")
+            ),
         );
     }
     let report = std::mem::replace(&mut found.report, Report::new(Status::Ok, ""));
@@ -225,7 +238,10 @@ fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Thresholds,
     let (objects, pages) = match bucket.list(prefix, config.page_size, max_objects) {
         Ok(listed) => listed,
         Err(err) => {
-            found.fail(failure_status(&err), format!("ListObjectsV2 under \"{prefix}\" failed: {err}"));
+            found.fail(
+                failure_status(&err),
+                format!("ListObjectsV2 under \"{prefix}\" failed: {err}"),
+            );
             return;
         }
     };

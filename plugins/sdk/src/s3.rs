@@ -388,6 +388,9 @@ mod tests {
         assert_eq!(tag(contents[0], "Key").as_deref(), Some("a&b"));
         assert_eq!(tag(xml, "NextContinuationToken").as_deref(), Some("t1"));
         assert_eq!(escape("a<b&"), "a&lt;b&amp;");
-        assert_eq!((status_code(404), status_code(403), status_code(418)), ("NotFound", "Forbidden", "HTTP error"));
+        assert_eq!(
+            (status_code(404), status_code(403), status_code(418)),
+            ("NotFound", "Forbidden", "HTTP error")
+        );
     }
 }
