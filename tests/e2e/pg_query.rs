@@ -183,6 +183,14 @@ fn values_are_bound_and_names_are_validated_never_pasted() {
         summary(&run)
     );
     assert_eq!(pg.connections_received(), before, "a refused config still connected");
+    // A `$1` without `params` is the server's refusal, naming the field.
+    let run = check(&pg, "SELECT count(*) FROM t WHERE name = $1", &[]);
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        summary(&run).starts_with("config field `params`: bind message supplies 0 parameters"),
+        "{}",
+        summary(&run)
+    );
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "5");
 }
 
@@ -258,8 +266,8 @@ fn writes_are_refused_and_change_nothing() {
         assert_eq!(state(), before, "{query} changed something");
     }
     // The injection: `COMMIT` would end the read-only transaction and let the DELETE
-    // run in a transaction of its own. Nothing of the text ran: no COMMIT in the log
-    // of this session's statements, and the rows are there.
+    // run in a transaction of its own. The server refused the whole text at Parse
+    // (42601 above), so neither ran: the rows are there, and no table was created.
     assert_eq!(pg.psql("app", "SELECT count(*) FROM t"), "5");
     assert_eq!(pg.psql("app", "SELECT to_regclass('u') IS NULL"), "t");
 }
