@@ -692,6 +692,8 @@ fn the_seed_runbooks_name_their_seed() {
         ("service-readiness.yaml", "Seed 004 (004_8c85a033c1dbfac3.txt)"),
         ("openai-outage.yaml", "Seed 002 (002_5dd69f34f4e70fd7.txt)"),
         ("webhook-failures.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
+        ("event-log-write-failure.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
+        ("s3-maintenance.yaml", "Seed 001 (001_703c4ed1319ee922.txt)"),
     ] {
         let text = std::fs::read_to_string(workspace().join("runbooks").join(file)).unwrap();
         let header: String = text

@@ -8,8 +8,9 @@
 //! errors name the offending field ([`config`]), Nagios threshold ranges
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
 //! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
-//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), HS256 JWTs ([`jwt`]), and the plaintext steps that
-//! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
+//! Redis ([`redis`]), PostgreSQL ([`postgres`]: sslmode, authentication, simple and
+//! extended query), HTTP over wasi:http ([`http`]) and S3 ([`s3`]), HS256 JWTs ([`jwt`]),
+//! and SMTP's STARTTLS ([`smtp`]).
 
 pub mod config;
 pub mod http;

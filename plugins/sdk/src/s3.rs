@@ -1,5 +1,6 @@
-//! A small S3 client over the host's HTTP capability, signed with SigV4: paginated
-//! ListObjectsV2, GetObject and DeleteObjects. Path-style addressing for S3-compatible
+//! A small S3 client over the host's HTTP capability, signed with SigV4: HeadBucket,
+//! paginated ListObjectsV2, HeadObject, GetObject, PutObject, DeleteObject and
+//! DeleteObjects. Path-style addressing for S3-compatible
 //! servers, virtual-hosted style for AWS.
 
 use crate::http::{self, Failure, Target};
@@ -172,7 +173,9 @@ impl Bucket {
             method,
             &url,
             &headers,
-            (!body.is_empty() || method == "POST").then_some(body),
+            // A write states its length, 0 included: S3 servers refuse a DELETE or PUT
+            // without one (411 MissingContentLength).
+            (!body.is_empty() || matches!(method, "POST" | "PUT" | "DELETE")).then_some(body),
             max_body,
         )
         .map_err(S3Error::Http)?;
@@ -182,9 +185,60 @@ impl Bucket {
         let text = response.text();
         Err(S3Error::Status {
             status: response.status,
-            code: tag(&text, "Code").unwrap_or_else(|| "HTTP error".into()),
+            // A HEAD answer has no body: the status is all S3 says.
+            code: tag(&text, "Code").unwrap_or_else(|| status_code(response.status).into()),
             message: tag(&text, "Message").unwrap_or_else(|| text.chars().take(200).collect()),
         })
+    }
+
+    /// HeadBucket: the bucket exists and these credentials may use it. A HEAD answer
+    /// carries no error code, so on failure the same question is asked again as a
+    /// one-key ListObjectsV2 (a read), whose error body names S3's code
+    /// (`NoSuchBucket`, `SignatureDoesNotMatch`, `InvalidAccessKeyId`, `AccessDenied`).
+    pub fn head(&self) -> Result<(), S3Error> {
+        let head = match self.request("HEAD", "", &[], b"", &[], 1 << 16) {
+            Ok(_) => return Ok(()),
+            Err(err @ S3Error::Status { .. }) => err,
+            Err(other) => return Err(other),
+        };
+        let query = [
+            ("list-type".to_string(), "2".to_string()),
+            ("max-keys".to_string(), "1".to_string()),
+        ];
+        match self.request("GET", "", &query, b"", &[], 1 << 20) {
+            Err(err @ S3Error::Status { .. }) => Err(err),
+            _ => Err(head),
+        }
+    }
+
+    /// HeadObject: the object's size, or `None` when there is no such key (404).
+    pub fn head_object(&self, key: &str) -> Result<Option<u64>, S3Error> {
+        match self.request("HEAD", key, &[], b"", &[], 1 << 16) {
+            Ok(response) => Ok(Some(
+                response
+                    .header("content-length")
+                    .and_then(|len| len.parse().ok())
+                    .unwrap_or(0),
+            )),
+            Err(S3Error::Status { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// PutObject: writes `body` under `key` (with its Content-MD5, so a corrupted
+    /// upload is refused).
+    pub fn put(&self, key: &str, body: &[u8]) -> Result<(), S3Error> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
+        let extra = vec![
+            ("content-md5".to_string(), md5),
+            ("content-type".to_string(), "application/octet-stream".to_string()),
+        ];
+        self.request("PUT", key, &[], body, &extra, 1 << 20).map(|_| ())
+    }
+
+    /// DeleteObject: removes one key (S3 answers 204 whether or not it existed).
+    pub fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        self.request("DELETE", key, &[], b"", &[], 1 << 20).map(|_| ())
     }
 
     /// Lists objects under `prefix`, `page_size` per request, stopping after `max_objects`.
@@ -269,6 +323,21 @@ impl Bucket {
     }
 }
 
+/// The error code S3 means by a bodiless status (a HEAD answer).
+fn status_code(status: u16) -> &'static str {
+    match status {
+        301 => "PermanentRedirect",
+        400 => "BadRequest",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        _ => "HTTP error",
+    }
+}
+
 /// The text of the first `<name>…</name>`, unescaped.
 pub fn tag(xml: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
@@ -319,5 +388,9 @@ mod tests {
         assert_eq!(tag(contents[0], "Key").as_deref(), Some("a&b"));
         assert_eq!(tag(xml, "NextContinuationToken").as_deref(), Some("t1"));
         assert_eq!(escape("a<b&"), "a&lt;b&amp;");
+        assert_eq!(
+            (status_code(404), status_code(403), status_code(418)),
+            ("NotFound", "Forbidden", "HTTP error")
+        );
     }
 }
