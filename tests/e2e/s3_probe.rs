@@ -202,16 +202,38 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "crit=1000"]);
     assert_eq!(
         summary(&run),
-        "1500 B in 5 objects under \"tmp/\", outside 1000 (crit); bucket uploads reachable"
+        "1500 B in 5 objects under \"tmp/\": bytes outside 1000 (crit); bucket uploads reachable"
     );
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=", "max_objects=3", "page_size=2"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(summary(&run).contains("at least "), "{}", summary(&run));
+    // The object count and the newest object's age (a nightly backup's two promises).
+    let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "objects_warn=28:32"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(summary(&run).contains(": objects outside 28:32 (warn)"), "{}", summary(&run));
+    // The objects are an hour old (their mtime on s3s-fs's disk).
+    let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "objects_warn=5:5", "newest_age_warn=7200"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let age = metric(&run, "newest_age_s");
+    assert!((3600.0..4200.0).contains(&age), "{run:#?}");
+    let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "newest_age_warn=1800"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    // Fresh objects judged by a range that wants them at least a day old: CRITICAL.
+    let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "newest_age_crit=86400:"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(summary(&run).contains("the newest object under \"tmp/\" is "), "{}", summary(&run));
+    let run = ok_probe(&s3, &["bucket=uploads", "prefix=nothing-here/", "newest_age_warn=3600"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        summary(&run).contains("no object under \"nothing-here/\": nothing to judge the age of"),
+        "{}",
+        summary(&run)
+    );
     // Thresholds without a prefix judge nothing: refused, naming the field.
     let run = ok_probe(&s3, &["bucket=uploads", "warn=10"]);
     assert_eq!(run.code, 3, "{run:#?}");
     assert!(
-        summary(&run).contains("config field `warn`: thresholds judge the bytes under `prefix`"),
+        summary(&run).contains("config field `warn`: thresholds judge what is under `prefix`"),
         "{}",
         summary(&run)
     );

@@ -32,6 +32,10 @@ const SCHEMA: &str = r#"{
     "prefix": {"type": "string", "description": "Sum the sizes of the objects under this prefix (\"\": the whole bucket), ListObjectsV2 page by page: metrics `bytes` and `objects`, outputs of both"},
     "warn": {"type": "string", "description": "Nagios range for the bytes under `prefix` that raises WARNING, e.g. \"1000000000\" (over 1 GB)"},
     "crit": {"type": "string", "description": "Nagios range for the bytes under `prefix` that raises CRITICAL"},
+    "objects_warn": {"type": "string", "description": "Nagios range for the number of objects under `prefix` that raises WARNING, e.g. \"28:32\" (a nightly backup kept 30 days)"},
+    "objects_crit": {"type": "string", "description": "Nagios range for the number of objects under `prefix` that raises CRITICAL"},
+    "newest_age_warn": {"type": "string", "description": "Nagios range for the age in seconds of the newest object under `prefix` that raises WARNING, e.g. \"93600\" (no new backup for 26 h); no object at all is CRITICAL when an age range is set"},
+    "newest_age_crit": {"type": "string", "description": "Nagios range for the age in seconds of the newest object under `prefix` that raises CRITICAL"},
     "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000, "description": "Keys per ListObjectsV2 request"},
     "max_objects": {"type": "integer", "minimum": 1, "default": 100000, "description": "Stop listing after this many objects (the total is then a lower bound, said in the details)"}
   },
@@ -59,6 +63,10 @@ struct Config {
     prefix: Option<String>,
     warn: Option<String>,
     crit: Option<String>,
+    objects_warn: Option<String>,
+    objects_crit: Option<String>,
+    newest_age_warn: Option<String>,
+    newest_age_crit: Option<String>,
     #[serde(default = "default_page_size")]
     page_size: u32,
     #[serde(default = "default_max_objects")]
@@ -86,11 +94,17 @@ impl Guest for S3Probe {
 
     fn run(config: String) -> Result<Report, String> {
         let config: Config = config::parse(&config)?;
-        let thresholds = Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?;
-        if thresholds != Thresholds::default() && config.prefix.is_none() {
+        let thresholds = Judged {
+            bytes: Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?,
+            objects: Thresholds::parse(config.objects_warn.as_deref(), config.objects_crit.as_deref())
+                .map_err(|err| config::field_error("objects_warn", err))?,
+            newest_age: Thresholds::parse(config.newest_age_warn.as_deref(), config.newest_age_crit.as_deref())
+                .map_err(|err| config::field_error("newest_age_warn", err))?,
+        };
+        if thresholds.any() && config.prefix.is_none() {
             return Err(config::field_error(
                 "warn",
-                "thresholds judge the bytes under `prefix`: set `prefix` (\"\" for the whole bucket)",
+                "thresholds judge what is under `prefix`: set `prefix` (\"\" for the whole bucket)",
             ));
         }
         let credentials = s3::credentials_from_secrets(
@@ -110,6 +124,21 @@ impl Guest for S3Probe {
     }
 }
 
+/// The thresholds on what is under `prefix`.
+struct Judged {
+    bytes: Thresholds,
+    objects: Thresholds,
+    newest_age: Thresholds,
+}
+
+impl Judged {
+    fn any(&self) -> bool {
+        [&self.bytes, &self.objects, &self.newest_age]
+            .iter()
+            .any(|t| **t != Thresholds::default())
+    }
+}
+
 /// What the probes found: parts of the summary, details, and the report so far.
 struct Findings {
     failures: Vec<String>,
@@ -126,7 +155,7 @@ impl Findings {
     }
 }
 
-fn probe(config: &Config, bucket: &Bucket, thresholds: &Thresholds) -> Report {
+fn probe(config: &Config, bucket: &Bucket, thresholds: &Judged) -> Report {
     let name = &config.bucket;
     if let Err(err) = bucket.head() {
         return Report::new(failure_status(&err), format!("HeadBucket {name} failed: {err}"));
@@ -233,7 +262,7 @@ fn keys(bucket: &Bucket, keys: &[String], found: &mut Findings) {
     found.report = report.output("missing_keys", &missing);
 }
 
-fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Thresholds, found: &mut Findings) {
+fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Judged, found: &mut Findings) {
     let max_objects = config.max_objects;
     let (objects, pages) = match bucket.list(prefix, config.page_size, max_objects) {
         Ok(listed) => listed,
@@ -249,9 +278,11 @@ fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Thresholds,
     let count = objects.len();
     let capped = count >= max_objects;
     let report = std::mem::replace(&mut found.report, Report::new(Status::Ok, ""));
+    let newest = objects.iter().map(|o| o.last_modified).max();
+    let newest_age = newest.map(|at| (time::now() - at).max(0));
     let mut report = report
-        .judged_metric("bytes", bytes as f64, "B", thresholds)
-        .metric("objects", count as f64, "")
+        .judged_metric("bytes", bytes as f64, "B", &thresholds.bytes)
+        .judged_metric("objects", count as f64, "", &thresholds.objects)
         .output("bytes", &bytes)
         .output("objects", &count)
         .detail(format!("{count} objects, {bytes} B under \"{prefix}\" ({pages} pages)"));
@@ -265,19 +296,50 @@ fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Thresholds,
         if capped { "at least " } else { "" },
         human_bytes(bytes)
     );
-    let judged = thresholds.status(bytes as f64);
+    if let Some(age) = newest_age {
+        report = report
+            .judged_metric("newest_age_s", age as f64, "s", &thresholds.newest_age)
+            .output("newest_age_s", &age);
+    }
     found.report = report;
-    if judged != Status::Ok {
-        let limit = match judged {
-            Status::Critical => thresholds.crit.as_ref(),
-            _ => thresholds.warn.as_ref(),
-        };
-        found.failures.push(format!(
-            "{text}, outside {} ({})",
-            limit.map_or(String::new(), |range| range.to_string()),
-            if judged == Status::Critical { "crit" } else { "warn" }
-        ));
-    } else {
+    let mut fine = true;
+    for (what, value, limits) in [
+        ("bytes", bytes as f64, &thresholds.bytes),
+        ("objects", count as f64, &thresholds.objects),
+    ] {
+        let judged = limits.status(value);
+        if judged != Status::Ok {
+            fine = false;
+            let limit = match judged {
+                Status::Critical => limits.crit.as_ref(),
+                _ => limits.warn.as_ref(),
+            };
+            found.failures.push(format!(
+                "{text}: {what} outside {} ({})",
+                limit.map_or(String::new(), |range| range.to_string()),
+                if judged == Status::Critical { "crit" } else { "warn" }
+            ));
+        }
+    }
+    if thresholds.newest_age != Thresholds::default() {
+        match newest_age {
+            None => {
+                fine = false;
+                found.fail(Status::Critical, format!("no object under \"{prefix}\": nothing to judge the age of"));
+            }
+            Some(age) => {
+                let judged = thresholds.newest_age.status(age as f64);
+                if judged != Status::Ok {
+                    fine = false;
+                    found.failures.push(format!(
+                        "the newest object under \"{prefix}\" is {age} s old ({})",
+                        if judged == Status::Critical { "crit" } else { "warn" }
+                    ));
+                }
+            }
+        }
+    }
+    if fine {
         found.fine.push(text);
     }
 }
