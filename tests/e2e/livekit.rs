@@ -7,8 +7,8 @@
 use crate::harness::{HttpServer, Reply, Run, free_port, runbox_env, step};
 use serde::Deserialize;
 
-const API_KEY: &str = "APIrunboxTest";
-const API_SECRET: &str = "lk-test-secret-8f3b2c9e41d7a6055e";
+pub(crate) const API_KEY: &str = "APIrunboxTest";
+pub(crate) const API_SECRET: &str = "lk-test-secret-8f3b2c9e41d7a6055e";
 
 #[derive(Deserialize)]
 struct Claims {
@@ -25,7 +25,7 @@ struct Video {
 }
 
 /// The stand-in, with its clock `clock_offset` seconds ahead of the real one.
-fn stand_in(clock_offset: i64) -> HttpServer {
+pub(crate) fn stand_in(clock_offset: i64) -> HttpServer {
     HttpServer::start(move |req, _| {
         if (req.method.as_str(), req.path.as_str()) != ("POST", "/twirp/livekit.RoomService/ListRooms") {
             return Reply::new(404, r#"{"code":"bad_route","msg":"no handler"}"#);

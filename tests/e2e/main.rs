@@ -29,6 +29,7 @@ mod s3_maintenance;
 mod s3_probe;
 mod sandbox;
 mod scaffold;
+mod seed_playbooks;
 mod seed_runbooks;
 mod storage_outage;
 mod tls;

@@ -821,6 +821,9 @@ fn resolve_inputs(
                                     default.as_ref().unwrap()
                                 ),
                             );
+                            // Reported once: the default stands in so that nothing
+                            // downstream calls the input unset.
+                            values.insert(name.clone(), default.clone().unwrap());
                             continue;
                         }
                     },
@@ -836,6 +839,7 @@ fn resolve_inputs(
                                     crate::text::truncate(&crate::text::visible(value), 40)
                                 ),
                             );
+                            values.insert(name.clone(), default.clone().unwrap());
                             continue;
                         }
                     },
