@@ -11,6 +11,7 @@
 //! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), and the plaintext steps that
 //! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
 
+pub mod aws;
 pub mod config;
 pub mod http;
 pub mod net;
@@ -21,12 +22,14 @@ pub mod s3;
 pub mod s3log;
 pub mod sigv4;
 pub mod smtp;
+pub mod ssm;
 #[cfg(test)]
 mod testing;
 pub mod threshold;
 pub mod time;
 pub mod tls;
 pub mod url;
+pub mod xml;
 
 /// Bindings of the `check` world. Implement [`check::Guest`] and call
 /// [`export_check!`].
