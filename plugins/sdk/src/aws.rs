@@ -153,9 +153,12 @@ impl Service {
         let code = field("__type")
             .map(|kind| kind.rsplit('#').next().unwrap_or(&kind).to_string())
             .or_else(|| response.header("x-amzn-errortype").map(|kind| kind.split(':').next().unwrap_or(kind).to_string()))
+            // Some front ends (and moto's signature check) answer a JSON API in XML.
+            .or_else(|| xml::tag(&text, "Code"))
             .unwrap_or_else(|| "HTTP error".into());
         let message = field("message")
             .or_else(|| field("Message"))
+            .or_else(|| xml::tag(&text, "Message"))
             .unwrap_or_else(|| text.chars().take(200).collect());
         Err(AwsError::Status {
             status: response.status,
