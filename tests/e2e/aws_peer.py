@@ -116,23 +116,30 @@ def restore_progress(endpoint, mode):
     )
 
 
-def sign(_endpoint, request_json):
-    """botocore's SigV4 signature of a request described as JSON: {service, region,
-    access_key, secret_key, method, url, headers, body, amz_date}."""
-    spec = json.loads(request_json)
-    request = AWSRequest(method=spec["method"], url=spec["url"], data=spec["body"].encode(), headers=spec["headers"])
-    request.context["timestamp"] = spec["amz_date"]
-    auth = SigV4Auth(Credentials(spec["access_key"], spec["secret_key"]), spec["service"], spec["region"])
-    # add_auth stamps the current time; sign at the given one instead.
-    request.headers["X-Amz-Date"] = spec["amz_date"]
-    canonical = auth.canonical_request(request)
-    string_to_sign = auth.string_to_sign(request, canonical)
-    signature = auth.signature(string_to_sign, request)
-    signed = ";".join(auth.signed_headers(auth.headers_to_sign(request)).split(";"))
-    scope = f"{spec['amz_date'][:8]}/{spec['region']}/{spec['service']}/aws4_request"
-    return {
-        "authorization": f"AWS4-HMAC-SHA256 Credential={spec['access_key']}/{scope}, SignedHeaders={signed}, Signature={signature}"
-    }
+def sign(_endpoint, vectors_path):
+    """botocore's SigV4 Authorization header for each request of a vectors file (the
+    SDK's plugins/sdk/src/sigv4_vectors.json): a list of {service, region, access_key,
+    secret_key, session_token?, method, url, headers, body, amz_date}."""
+    with open(vectors_path) as file:
+        vectors = json.load(file)
+    out = []
+    for spec in vectors:
+        headers = dict(spec["headers"])
+        headers["X-Amz-Date"] = spec["amz_date"]
+        if spec.get("session_token"):
+            headers["X-Amz-Security-Token"] = spec["session_token"]
+        request = AWSRequest(method=spec["method"], url=spec["url"], data=spec["body"].encode(), headers=headers)
+        request.context["timestamp"] = spec["amz_date"]
+        credentials = Credentials(spec["access_key"], spec["secret_key"], spec.get("session_token"))
+        auth = SigV4Auth(credentials, spec["service"], spec["region"])
+        canonical = auth.canonical_request(request)
+        signature = auth.signature(auth.string_to_sign(request, canonical), request)
+        signed = auth.signed_headers(auth.headers_to_sign(request))
+        scope = auth.credential_scope(request)
+        out.append(
+            f"AWS4-HMAC-SHA256 Credential={spec['access_key']}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        )
+    return out
 
 
 COMMANDS = {
