@@ -17,14 +17,13 @@ const SCHEMA: &str = r#"{
     "endpoint": {"type": "string", "description": "SSM endpoint, e.g. https://ssm.eu-west-1.amazonaws.com (also the step's grant)"},
     "region": {"type": "string", "default": "us-east-1", "description": "The endpoint's region (SigV4 signs for it)"},
     "name": {"type": "string", "description": "Parameter name, e.g. DETECTOR_MODEL_VERSION or /author/prod/DETECTOR_MODEL_VERSION"},
-    "expected": {"type": "string", "description": "The value it must hold exactly"},
+    "expected": {"type": "string", "description": "The value it must hold exactly (give expected or pattern)"},
     "pattern": {"type": "string", "description": "Instead of expected: a glob the value must match (* any run of characters, ? one character), e.g. \"v4*\""},
     "access_key_secret": {"type": "string", "default": "aws_access_key_id"},
     "secret_key_secret": {"type": "string", "default": "aws_secret_access_key"},
     "session_token_secret": {"type": "string", "description": "Granted secret holding a session token (temporary credentials)"}
   },
   "required": ["endpoint", "name"],
-  "oneOf": [{"required": ["expected"]}, {"required": ["pattern"]}],
   "additionalProperties": false
 }"#;
 

@@ -20,7 +20,7 @@ const SCHEMA: &str = r#"{
     "endpoint": {"type": "string", "description": "SSM endpoint, e.g. https://ssm.eu-west-1.amazonaws.com (also the step's grant)"},
     "region": {"type": "string", "default": "us-east-1", "description": "The endpoint's region (SigV4 signs for it)"},
     "name": {"type": "string", "description": "Parameter name, e.g. DETECTOR_MODEL_VERSION"},
-    "value": {"type": "string", "description": "The new value"},
+    "value": {"type": "string", "description": "The new value (give value or value_secret)"},
     "value_secret": {"type": "string", "description": "Instead of value: the granted secret holding the new value (for SecureString values that must not sit in a runbook)"},
     "type": {"type": "string", "enum": ["String", "StringList", "SecureString"], "description": "Parameter type; default: the existing parameter's type, String for a new one. SecureString values are never shown"},
     "access_key_secret": {"type": "string", "default": "aws_access_key_id"},
@@ -28,7 +28,6 @@ const SCHEMA: &str = r#"{
     "session_token_secret": {"type": "string", "description": "Granted secret holding a session token (temporary credentials)"}
   },
   "required": ["endpoint", "name"],
-  "oneOf": [{"required": ["value"]}, {"required": ["value_secret"]}],
   "additionalProperties": false
 }"#;
 
