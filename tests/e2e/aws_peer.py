@@ -104,15 +104,25 @@ def s3_head(endpoint, bucket, key):
     return {"storage_class": head.get("StorageClass", "STANDARD"), "restore": head.get("Restore")}
 
 
-def restore_progress(endpoint, mode):
-    """moto finishes a restore at once by default; `hold` keeps restores in progress
-    (its state manager, manual progression that never advances), `finish` lets them
-    complete."""
-    transition = {"progression": "manual", "times": 1000000} if mode == "hold" else {"progression": "immediate"}
+def restore_progress(endpoint, mode, seconds="2"):
+    """How moto moves a restore on (its state manager, model s3::keyrestore: no state,
+    IN_PROGRESS, RESTORED; it advances only when a HEAD/GET reads the object's restore
+    state). moto finishes a restore at once by default, and reports "no state" as
+    restored, so a test that wants to see a restore in progress:
+      `arm [SECONDS]`: the first read of a restore state more than SECONDS after the
+          object was written (or last moved on) moves it to IN_PROGRESS, the next read
+          SECONDS after that to RESTORED (time progression);
+      `hold`: no more moves (manual progression that is never advanced far enough);
+      `finish`: every restore completes at once (moto's default)."""
+    transitions = {
+        "arm": {"progression": "time", "seconds": int(seconds)},
+        "hold": {"progression": "manual", "times": 1000000},
+        "finish": {"progression": "immediate"},
+    }
     return moto_api(
         endpoint,
         "/moto-api/state-manager/set-transition",
-        json.dumps({"model_name": "s3::keyrestore", "transition": transition}),
+        json.dumps({"model_name": "s3::keyrestore", "transition": transitions[mode]}),
     )
 
 
