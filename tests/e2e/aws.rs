@@ -62,7 +62,10 @@ impl Moto {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 panic!("moto's server exited ({status}): is moto[server] installed? run scripts/ensure-deps");
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "moto's server did not listen on {port} within 60 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto's server did not listen on {port} within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let keys = moto.peer(&["enable-auth"]);
@@ -130,7 +133,9 @@ fn book(dir: &Path, plugin: &str, with: &str, grant: &str) -> PathBuf {
     let path = dir.join("book.yaml");
     std::fs::write(
         &path,
-        format!("name: t\nsteps:\n  - id: act\n    uses: {plugin}\n    with: {with}\n{SECRETS}    allow: [\"{grant}\"]\n"),
+        format!(
+            "name: t\nsteps:\n  - id: act\n    uses: {plugin}\n    with: {with}\n{SECRETS}    allow: [\"{grant}\"]\n"
+        ),
     )
     .unwrap();
     path
@@ -262,7 +267,10 @@ fn rds_failover_plans_without_changing_the_writer_and_applies_to_the_named_reade
         plan["summary"],
         "fail over DB cluster author-prod (available): writer author-prod-1 → reader author-prod-3"
     );
-    assert_eq!(plan["changes"][1], "current writer: author-prod-1; readers: author-prod-2, author-prod-3");
+    assert_eq!(
+        plan["changes"][1],
+        "current writer: author-prod-1; readers: author-prod-2, author-prod-3"
+    );
     assert_eq!(moto.writer("author-prod"), "author-prod-1", "the plan failed over");
     assert!(events(&audit, "act").is_empty(), "a plan is not an apply");
 
@@ -278,7 +286,10 @@ fn rds_failover_plans_without_changing_the_writer_and_applies_to_the_named_reade
     assert_eq!(moto.writer("author-prod"), "author-prod-3");
     assert_eq!(events(&audit, "act"), ["apply-started", "apply-finished"]);
     let finished = &audited(&audit, "act")[1];
-    assert!(finished.to_string().contains("author-prod-1 → author-prod-3"), "{finished}");
+    assert!(
+        finished.to_string().contains("author-prod-1 → author-prod-3"),
+        "{finished}"
+    );
 
     // Without a target RDS (moto) picks a reader; the writer runbox reports is the one
     // boto3 sees.
@@ -303,7 +314,10 @@ fn rds_failover_refuses_unknown_and_single_instance_clusters_and_unknown_targets
     let dir = tempfile::tempdir().unwrap();
     for (with, says) in [
         ("cluster: nope", "DescribeDBClusters nope: DBClusterNotFoundFault (404)"),
-        ("cluster: solo", "has a single instance (solo-1): a failover needs at least one reader"),
+        (
+            "cluster: solo",
+            "has a single instance (solo-1): a failover needs at least one reader",
+        ),
         (
             "cluster: author-prod, target_instance: author-prod-1",
             "config field `target_instance`: author-prod-1 is not a reader of cluster author-prod",
@@ -340,7 +354,10 @@ fn ssm_parameter_is_ok_when_expected_critical_when_different_or_missing() {
     };
     let (run, result) = check(&moto, "ssm-parameter", &with("expected=v42"), &moto.post_grant());
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(result["summary"], "DETECTOR_MODEL_VERSION = \"v42\" (version 2), as expected");
+    assert_eq!(
+        result["summary"],
+        "DETECTOR_MODEL_VERSION = \"v42\" (version 2), as expected"
+    );
     assert_eq!(result["outputs"]["version"], 2);
 
     let (run, result) = check(&moto, "ssm-parameter", &with("pattern=v4?"), &moto.post_grant());
@@ -349,7 +366,10 @@ fn ssm_parameter_is_ok_when_expected_critical_when_different_or_missing() {
     let (run, result2) = check(&moto, "ssm-parameter", &with("expected=v41"), &moto.post_grant());
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(result2["status"], "critical");
-    assert_eq!(result2["summary"], "DETECTOR_MODEL_VERSION is \"v42\" (version 2), expected \"v41\"");
+    assert_eq!(
+        result2["summary"],
+        "DETECTOR_MODEL_VERSION is \"v42\" (version 2), expected \"v41\""
+    );
     assert_eq!(result2["details"][0], "type String, version 2");
     drop(result);
 
@@ -365,7 +385,11 @@ fn ssm_parameter_is_ok_when_expected_critical_when_different_or_missing() {
     // Neither or both of expected/pattern: the config error names the field.
     let (run, _) = check(&moto, "ssm-parameter", &with("region=us-east-1"), &moto.post_grant());
     assert_eq!(run.code, 3, "{run:#?}");
-    assert!(run.stdout.contains("config field `expected`: give exactly one of"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("config field `expected`: give exactly one of"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -375,7 +399,11 @@ fn a_securestring_value_is_never_shown() {
     moto.peer(&["ssm-put", "/author/prod/MODEL_TOKEN", secret, "SecureString"]);
     for (expected, code, says) in [
         (secret, 0, "holds the expected value (value not shown)"),
-        ("other-token-value", 2, "differs from the expected value (value not shown)"),
+        (
+            "other-token-value",
+            2,
+            "differs from the expected value (value not shown)",
+        ),
     ] {
         let with = [
             format!("endpoint={}", moto.endpoint()),
@@ -390,7 +418,10 @@ fn a_securestring_value_is_never_shown() {
         );
         for stream in [&run.stdout, &run.stderr] {
             assert!(!stream.contains(secret), "the value leaked: {stream}");
-            assert!(!stream.contains("other-token-value"), "the expectation leaked: {stream}");
+            assert!(
+                !stream.contains("other-token-value"),
+                "the expectation leaked: {stream}"
+            );
         }
     }
     // Putting one: the plan and the outcome show neither the old nor the new value.
@@ -410,7 +441,11 @@ fn a_securestring_value_is_never_shown() {
         step(&json, "act")["summary"],
         "applied: set /author/prod/MODEL_TOKEN: (SecureString value not shown) (version 1, SecureString) → (SecureString value not shown) (version 2)"
     );
-    assert!(!run.stdout.contains(secret) && !run.stdout.contains("new-token-5512"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains(secret) && !run.stdout.contains("new-token-5512"),
+        "{}",
+        run.stdout
+    );
     let now = moto.peer(&["ssm-get", "/author/prod/MODEL_TOKEN"]);
     assert_eq!(now["value"], "new-token-5512");
     assert_eq!(now["type"], "SecureString");
@@ -424,7 +459,10 @@ fn ssm_put_parameter_plans_without_writing_and_applies_a_new_version() {
     let book = book(
         dir.path(),
         "ssm-put-parameter",
-        &format!("{{endpoint: \"{}\", name: DETECTOR_MODEL_VERSION, value: v41}}", moto.endpoint()),
+        &format!(
+            "{{endpoint: \"{}\", name: DETECTOR_MODEL_VERSION, value: v41}}",
+            moto.endpoint()
+        ),
         &moto.post_grant(),
     );
     let audit = dir.path().join("audit.jsonl");
@@ -436,7 +474,11 @@ fn ssm_put_parameter_plans_without_writing_and_applies_a_new_version() {
         "set DETECTOR_MODEL_VERSION: \"v42\" (version 1, String) → \"v41\""
     );
     let now = moto.peer(&["ssm-get", "DETECTOR_MODEL_VERSION"]);
-    assert_eq!((now["value"].clone(), now["version"].clone()), ("v42".into(), 1.into()), "the plan wrote");
+    assert_eq!(
+        (now["value"].clone(), now["version"].clone()),
+        ("v42".into(), 1.into()),
+        "the plan wrote"
+    );
 
     let (run, json) = run_book(&moto, &book, &["--apply", "--audit-log", audit_arg]);
     assert_eq!(run.code, 0, "{run:#?}");
@@ -454,7 +496,8 @@ fn ssm_put_parameter_plans_without_writing_and_applies_a_new_version() {
     let (run, json) = run_book(&moto, &book, &["--apply", "--audit-log", audit_arg]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
-        text(&step(&json, "act")["summary"]).contains("nothing to do: DETECTOR_MODEL_VERSION is already \"v41\" (version 2, String)"),
+        text(&step(&json, "act")["summary"])
+            .contains("nothing to do: DETECTOR_MODEL_VERSION is already \"v41\" (version 2, String)"),
         "{json}"
     );
     assert_eq!(moto.peer(&["ssm-get", "DETECTOR_MODEL_VERSION"])["version"], 2);
@@ -474,7 +517,12 @@ fn arm_restores(moto: &Moto) {
 #[test]
 fn s3_restore_plans_without_restoring_applies_and_the_status_follows_it() {
     let moto = Moto::start();
-    let object = moto.peer(&["s3-put", "author-recordings-prod", "rec/2026/11/lecture-17.webm", "GLACIER"]);
+    let object = moto.peer(&[
+        "s3-put",
+        "author-recordings-prod",
+        "rec/2026/11/lecture-17.webm",
+        "GLACIER",
+    ]);
     assert_eq!(object["storage_class"], "GLACIER");
     moto.peer(&["s3-put", "author-recordings-prod", "rec/fresh.webm", "STANDARD"]);
     let status_with = |key: &str| {
@@ -535,7 +583,10 @@ fn s3_restore_plans_without_restoring_applies_and_the_status_follows_it() {
 
     let (run, result) = status("rec/2026/11/lecture-17.webm");
     assert_eq!(run.code, 1, "{run:#?}");
-    assert!(text(&result["summary"]).ends_with("(GLACIER): restore in progress"), "{result}");
+    assert!(
+        text(&result["summary"]).ends_with("(GLACIER): restore in progress"),
+        "{result}"
+    );
     // In progress: nothing more to plan.
     let (run, json) = run_book(&moto, &book, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
@@ -560,12 +611,18 @@ fn s3_restore_plans_without_restoring_applies_and_the_status_follows_it() {
     let book = self::book(
         dir.path(),
         "s3-restore",
-        &format!("{{endpoint: \"{}\", bucket: author-recordings-prod, key: rec/fresh.webm}}", moto.endpoint()),
+        &format!(
+            "{{endpoint: \"{}\", bucket: author-recordings-prod, key: rec/fresh.webm}}",
+            moto.endpoint()
+        ),
         &moto.post_grant(),
     );
     let (run, json) = run_book(&moto, &book, &["--apply"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(text(&step(&json, "act")["summary"]).contains("is not archived (storage class STANDARD)"), "{json}");
+    assert!(
+        text(&step(&json, "act")["summary"]).contains("is not archived (storage class STANDARD)"),
+        "{json}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -669,7 +726,10 @@ fn containment_fails_over_pins_the_model_and_enables_backpressure_only_with_appr
     );
     assert_eq!(moto.writer("author-prod"), "author-prod-2");
     let pinned = moto.peer(&["ssm-get", "DETECTOR_MODEL_VERSION"]);
-    assert_eq!((pinned["value"].clone(), pinned["version"].clone()), ("v41".into(), 2.into()));
+    assert_eq!(
+        (pinned["value"].clone(), pinned["version"].clone()),
+        ("v41".into(), 2.into())
+    );
     let sent: Vec<String> = gateway
         .received()
         .iter()
@@ -736,17 +796,30 @@ fn restore_archived_asset_restores_with_approval_and_reports_progress() {
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(
         step(&json, "restore")["plan"]["summary"],
-        format!("restore s3://author-recordings-prod/{key} (DEEP_ARCHIVE, no restore requested) for 5 days, tier Standard")
+        format!(
+            "restore s3://author-recordings-prod/{key} (DEEP_ARCHIVE, no restore requested) for 5 days, tier Standard"
+        )
     );
     assert_eq!(step(&json, "restore-status")["status"], "critical");
-    assert_eq!(moto.peer(&["s3-head", "author-recordings-prod", key])["restore"], Value::Null);
+    assert_eq!(
+        moto.peer(&["s3-head", "author-recordings-prod", key])["restore"],
+        Value::Null
+    );
 
-    let (_, json) = run_runbook(&moto, "restore-archived-asset.yaml", &sets, &["--apply", "--audit-log", audit_arg]);
+    let (_, json) = run_runbook(
+        &moto,
+        "restore-archived-asset.yaml",
+        &sets,
+        &["--apply", "--audit-log", audit_arg],
+    );
     assert!(
         text(&step(&json, "restore")["summary"]).contains("approval required (pass --approve restore)"),
         "{json}"
     );
-    assert_eq!(moto.peer(&["s3-head", "author-recordings-prod", key])["restore"], Value::Null);
+    assert_eq!(
+        moto.peer(&["s3-head", "author-recordings-prod", key])["restore"],
+        Value::Null
+    );
 
     arm_restores(&moto);
     let (run, json) = run_runbook(
@@ -770,6 +843,9 @@ fn restore_archived_asset_restores_with_approval_and_reports_progress() {
     moto.peer(&["restore-progress", "finish"]);
     let (run, json) = run_runbook(&moto, "restore-archived-asset.yaml", &sets, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(text(&step(&json, "restore")["summary"]).contains("is already restored, readable until"), "{json}");
+    assert!(
+        text(&step(&json, "restore")["summary"]).contains("is already restored, readable until"),
+        "{json}"
+    );
     assert_eq!(step(&json, "restore-status")["status"], "ok");
 }

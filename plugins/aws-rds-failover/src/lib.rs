@@ -45,6 +45,7 @@ struct Config {
 }
 
 /// The cluster's members as DescribeDBClusters tells them.
+#[derive(Debug)]
 struct Members {
     status: String,
     writer: Option<String>,
@@ -76,7 +77,10 @@ impl Guest for RdsFailover {
                 config.cluster, members.status
             ),
             changes: vec![
-                format!("FailoverDBCluster {}: {writer} becomes a reader, {target} becomes the writer", config.cluster),
+                format!(
+                    "FailoverDBCluster {}: {writer} becomes a reader, {target} becomes the writer",
+                    config.cluster
+                ),
                 format!("current writer: {writer}; readers: {}", members.readers.join(", ")),
             ],
             destructive: false,
@@ -116,7 +120,10 @@ impl Guest for RdsFailover {
         Ok(Outcome::new(
             Status::Ok,
             format!("DB cluster {} failed over: writer {old} → {new}", config.cluster),
-            vec![format!("writer {old} → {new} (readers now: {})", after.readers.join(", "))],
+            vec![format!(
+                "writer {old} → {new} (readers now: {})",
+                after.readers.join(", ")
+            )],
         )
         .output("old_writer", &old)
         .output("new_writer", &new))
@@ -126,7 +133,10 @@ impl Guest for RdsFailover {
 fn prepare(json: &str) -> Result<(Config, Service), String> {
     let config: Config = config::parse(json)?;
     if config.cluster.trim().is_empty() {
-        return Err(config::field_error("cluster", "is empty: give the DB cluster identifier, e.g. author-prod"));
+        return Err(config::field_error(
+            "cluster",
+            "is empty: give the DB cluster identifier, e.g. author-prod",
+        ));
     }
     let credentials = aws::credentials_from_secrets(
         &config.access_key_secret,
@@ -141,10 +151,12 @@ fn prepare(json: &str) -> Result<(Config, Service), String> {
 /// The writer, when a failover can proceed: the cluster has a writer and at least
 /// one reader, and `target_instance` (if set) is one of the readers.
 fn ready_writer(config: &Config, members: &Members) -> Result<String, String> {
-    let writer = members
-        .writer
-        .clone()
-        .ok_or_else(|| format!("DB cluster {} has no writer instance: nothing to fail over from", config.cluster))?;
+    let writer = members.writer.clone().ok_or_else(|| {
+        format!(
+            "DB cluster {} has no writer instance: nothing to fail over from",
+            config.cluster
+        )
+    })?;
     if members.readers.is_empty() {
         return Err(format!(
             "DB cluster {} has a single instance ({writer}): a failover needs at least one reader; add a reader instance first",
@@ -206,7 +218,9 @@ fn parse_members(answer: &str, cluster: &str) -> Result<Members, String> {
 fn explain(err: &AwsError) -> String {
     match err.code() {
         Some("DBClusterNotFoundFault") => format!("{err} (check `cluster` and `region`)"),
-        Some("InvalidDBClusterStateFault") => format!("{err} (the cluster must be available with at least two instances)"),
+        Some("InvalidDBClusterStateFault") => {
+            format!("{err} (the cluster must be available with at least two instances)")
+        }
         Some("SignatureDoesNotMatch" | "InvalidClientTokenId" | "UnrecognizedClientException") => {
             format!("{err} (check the granted credentials and `region`)")
         }

@@ -78,16 +78,22 @@ impl Guest for S3RestoreStatus {
         };
         let class = &head.storage_class;
         let report = match &head.restore {
-            _ if !head.is_archived() => Report::new(Status::Ok, format!("{object} is not archived ({class}): readable as is")),
-            Restore::Restored { expiry } => {
-                Report::new(Status::Ok, format!("{object} ({class}) is restored, readable until {expiry}"))
-                    .output("expiry", expiry)
-            }
+            _ if !head.is_archived() => Report::new(
+                Status::Ok,
+                format!("{object} is not archived ({class}): readable as is"),
+            ),
+            Restore::Restored { expiry } => Report::new(
+                Status::Ok,
+                format!("{object} ({class}) is restored, readable until {expiry}"),
+            )
+            .output("expiry", expiry),
             Restore::InProgress => Report::new(Status::Warning, format!("{object} ({class}): restore in progress")),
             Restore::NotRequested => Report::critical(format!(
                 "{object} is archived ({class}) and no restore was requested: it cannot be read"
             )),
-            Restore::Other(header) => Report::unknown(format!("{object} ({class}): unexpected x-amz-restore: {header}")),
+            Restore::Other(header) => {
+                Report::unknown(format!("{object} ({class}): unexpected x-amz-restore: {header}"))
+            }
         };
         Ok(report
             .detail(format!("storage class {class}, {} B", head.size))

@@ -110,10 +110,7 @@ impl Guest for S3Restore {
         let after = head(&bucket, &config)?;
         let line = format!(
             "RestoreObject {object} (Days={}, Tier={}): {} → {}",
-            config.days,
-            config.tier,
-            before.restore,
-            after.restore
+            config.days, config.tier, before.restore, after.restore
         );
         Ok(Outcome::new(
             Status::Ok,
@@ -130,7 +127,10 @@ impl Guest for S3Restore {
 /// Why no restore is needed, if none is.
 fn nothing_to_do(head: &Head) -> Option<String> {
     if !head.is_archived() {
-        return Some(format!("is not archived (storage class {}): it can be read as is", head.storage_class));
+        return Some(format!(
+            "is not archived (storage class {}): it can be read as is",
+            head.storage_class
+        ));
     }
     match &head.restore {
         Restore::InProgress => Some("already has a restore in progress".into()),

@@ -141,7 +141,8 @@ impl Service {
         let text = response.text();
         let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&response.status) {
-            return parsed.ok_or_else(|| AwsError::Parse(format!("not JSON: {}", text.chars().take(200).collect::<String>())));
+            return parsed
+                .ok_or_else(|| AwsError::Parse(format!("not JSON: {}", text.chars().take(200).collect::<String>())));
         }
         let field = |name: &str| {
             parsed
@@ -152,7 +153,11 @@ impl Service {
         };
         let code = field("__type")
             .map(|kind| kind.rsplit('#').next().unwrap_or(&kind).to_string())
-            .or_else(|| response.header("x-amzn-errortype").map(|kind| kind.split(':').next().unwrap_or(kind).to_string()))
+            .or_else(|| {
+                response
+                    .header("x-amzn-errortype")
+                    .map(|kind| kind.split(':').next().unwrap_or(kind).to_string())
+            })
             // Some front ends (and moto's signature check) answer a JSON API in XML.
             .or_else(|| xml::tag(&text, "Code"))
             .unwrap_or_else(|| "HTTP error".into());
@@ -186,7 +191,11 @@ mod tests {
     #[test]
     fn query_bodies_are_encoded() {
         assert_eq!(
-            query_body("FailoverDBCluster", "2014-10-31", &[("DBClusterIdentifier", "author prod/1")]),
+            query_body(
+                "FailoverDBCluster",
+                "2014-10-31",
+                &[("DBClusterIdentifier", "author prod/1")]
+            ),
             "Action=FailoverDBCluster&Version=2014-10-31&DBClusterIdentifier=author%20prod%2F1"
         );
     }
@@ -199,7 +208,9 @@ mod tests {
             session_token: None,
         };
         assert!(Service::new("http://127.0.0.1:5000", "rds", "us-east-1", credentials.clone()).is_ok());
-        let err = Service::new("http://127.0.0.1:5000/x", "rds", "us-east-1", credentials.clone()).err().unwrap();
+        let err = Service::new("http://127.0.0.1:5000/x", "rds", "us-east-1", credentials.clone())
+            .err()
+            .unwrap();
         assert!(err.contains("without a path"), "{err}");
         assert!(Service::new("ftp://x", "rds", "us-east-1", credentials.clone()).is_err());
         assert!(Service::new("http://x", "rds", "", credentials).is_err());

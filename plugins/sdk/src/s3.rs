@@ -241,7 +241,10 @@ impl Bucket {
         Ok(Some(Head {
             storage_class: response.header("x-amz-storage-class").unwrap_or("STANDARD").to_string(),
             restore: Restore::parse(response.header("x-amz-restore")),
-            size: response.header("content-length").and_then(|n| n.parse().ok()).unwrap_or(0),
+            size: response
+                .header("content-length")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         }))
     }
 
@@ -375,8 +378,8 @@ impl std::fmt::Display for Restore {
     }
 }
 
-pub use crate::xml::{blocks, tag};
 use crate::xml::escape;
+pub use crate::xml::{blocks, tag};
 
 #[cfg(test)]
 mod tests {
@@ -396,7 +399,9 @@ mod tests {
         assert_eq!(Restore::parse(None), Restore::NotRequested);
         assert_eq!(Restore::parse(Some("ongoing-request=\"true\"")), Restore::InProgress);
         assert_eq!(
-            Restore::parse(Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"")),
+            Restore::parse(Some(
+                "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""
+            )),
             Restore::Restored {
                 expiry: "Fri, 21 Dec 2012 00:00:00 GMT".into()
             }

@@ -31,10 +31,7 @@ pub fn service(endpoint: &str, region: &str, credentials: crate::sigv4::Credenti
 
 /// GetParameter with decryption; `None` when the parameter does not exist.
 pub fn get(ssm: &Service, name: &str) -> Result<Option<Parameter>, AwsError> {
-    let answer = match ssm.json(
-        "AmazonSSM.GetParameter",
-        &json!({"Name": name, "WithDecryption": true}),
-    ) {
+    let answer = match ssm.json("AmazonSSM.GetParameter", &json!({"Name": name, "WithDecryption": true})) {
         Ok(answer) => answer,
         Err(err) if err.code() == Some("ParameterNotFound") => return Ok(None),
         Err(err) => return Err(err),

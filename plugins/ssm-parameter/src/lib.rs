@@ -77,7 +77,9 @@ impl Guest for SsmParameter {
         let parameter = match ssm::get(&service, name) {
             Ok(Some(parameter)) => parameter,
             Ok(None) => {
-                return Ok(Report::critical(format!("parameter {name} does not exist (expected {describe_wanted})")));
+                return Ok(Report::critical(format!(
+                    "parameter {name} does not exist (expected {describe_wanted})"
+                )));
             }
             Err(err) => return Ok(Report::critical(format!("GetParameter {name}: {err}"))),
         };
@@ -93,8 +95,11 @@ impl Guest for SsmParameter {
                 ),
             )
         } else if matches {
-            Report::new(Status::Ok, format!("{name} = \"{}\" (version {version}), as expected", parameter.value))
-                .output("value", &parameter.value)
+            Report::new(
+                Status::Ok,
+                format!("{name} = \"{}\" (version {version}), as expected", parameter.value),
+            )
+            .output("value", &parameter.value)
         } else {
             Report::critical(format!(
                 "{name} is \"{}\" (version {version}), expected {describe_wanted}",
@@ -151,3 +156,27 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 runbox_plugin_sdk::export_check!(SsmParameter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        for (pattern, text, matches) in [
+            ("v4*", "v41", true),
+            ("v4*", "v4", true),
+            ("v4?", "v41", true),
+            ("v4?", "v4", false),
+            ("*-pinned", "v41-pinned", true),
+            ("a*b*c", "a-b-b-c", true),
+            ("a*b*c", "a-b-b-d", false),
+            ("v41", "v41", true),
+            ("v41", "v410", false),
+            ("", "", true),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob(pattern.as_bytes(), text.as_bytes()), matches, "{pattern} {text}");
+        }
+    }
+}

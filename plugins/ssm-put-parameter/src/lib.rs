@@ -78,7 +78,12 @@ impl Change {
 
     fn was(&self) -> String {
         match &self.current {
-            Some(current) => format!("{} (version {}, {})", self.show(&current.value), current.version, current.kind),
+            Some(current) => format!(
+                "{} (version {}, {})",
+                self.show(&current.value),
+                current.version,
+                current.kind
+            ),
             None => "unset (a new parameter)".into(),
         }
     }
