@@ -337,6 +337,61 @@ fn rds_failover_refuses_unknown_and_single_instance_clusters_and_unknown_targets
     assert_eq!(moto.writer("author-prod"), "author-prod-1");
 }
 
+#[test]
+fn rds_failover_fails_when_the_writer_did_not_change() {
+    // moto always fails over, so this error path needs a stand-in: an RDS endpoint that
+    // accepts FailoverDBCluster but keeps its writer (as a failover that did not
+    // happen would look).
+    let describe = "<DescribeDBClustersResponse><DescribeDBClustersResult><DBClusters><DBCluster><DBClusterIdentifier>author-prod</DBClusterIdentifier><Status>available</Status><DBClusterMembers><DBClusterMember><DBInstanceIdentifier>author-prod-1</DBInstanceIdentifier><IsClusterWriter>true</IsClusterWriter></DBClusterMember><DBClusterMember><DBInstanceIdentifier>author-prod-2</DBInstanceIdentifier><IsClusterWriter>false</IsClusterWriter></DBClusterMember></DBClusterMembers></DBCluster></DBClusters></DescribeDBClustersResult></DescribeDBClustersResponse>";
+    let server = HttpServer::start(move |req, _| {
+        if req.body.starts_with("Action=DescribeDBClusters&") {
+            Reply::new(200, describe)
+        } else if req.body.starts_with("Action=FailoverDBCluster&") {
+            Reply::new(200, "<FailoverDBClusterResponse/>")
+        } else {
+            Reply::new(
+                400,
+                "<ErrorResponse><Error><Code>InvalidAction</Code><Message>no</Message></Error></ErrorResponse>",
+            )
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let book = book(
+        dir.path(),
+        "aws-rds-failover",
+        &format!("{{endpoint: \"{}\", cluster: author-prod}}", server.url()),
+        &format!("POST {}", server.url()),
+    );
+    let run = runbox_env(
+        &["run", book.to_str().unwrap(), "--format", "json", "--apply"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDSTANDIN"),
+            ("AWS_SECRET_ACCESS_KEY", "stand-in"),
+        ],
+    );
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("FailoverDBCluster author-prod was accepted but the writer is still author-prod-1"),
+        "{}",
+        run.stdout
+    );
+    let actions: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.body.split('&').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "Action=DescribeDBClusters",
+            "Action=DescribeDBClusters",
+            "Action=FailoverDBCluster",
+            "Action=DescribeDBClusters"
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // SSM
 
