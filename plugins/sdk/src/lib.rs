@@ -8,7 +8,8 @@
 //! errors name the offending field ([`config`]), Nagios threshold ranges
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
 //! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
-//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), and the plaintext steps that
+//! Redis ([`redis`]), HTTP over wasi:http ([`http`]), S3 ([`s3`]) and other AWS APIs
+//! ([`aws`], [`ssm`], with [`sigv4`] and [`xml`]), and the plaintext steps that
 //! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
 
 pub mod aws;
