@@ -7,6 +7,7 @@ mod language;
 mod languages;
 mod livekit;
 
+mod aws;
 mod check_redis;
 mod cli;
 mod compat;

@@ -157,7 +157,7 @@ impl Findings {
 
 fn probe(config: &Config, bucket: &Bucket, thresholds: &Judged) -> Report {
     let name = &config.bucket;
-    if let Err(err) = bucket.head() {
+    if let Err(err) = bucket.head_bucket() {
         return Report::new(failure_status(&err), format!("HeadBucket {name} failed: {err}"));
     }
     let mut found = Findings {

@@ -9,9 +9,11 @@
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
 //! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
 //! Redis ([`redis`]), PostgreSQL ([`postgres`]: sslmode, authentication, simple and
-//! extended query), HTTP over wasi:http ([`http`]) and S3 ([`s3`]), HS256 JWTs ([`jwt`]),
-//! and SMTP's STARTTLS ([`smtp`]).
+//! extended query), HTTP over wasi:http ([`http`]), S3 ([`s3`]) and other AWS APIs
+//! ([`aws`], [`ssm`], with [`sigv4`] and [`xml`]), HS256 JWTs ([`jwt`]), and SMTP's
+//! STARTTLS ([`smtp`]).
 
+pub mod aws;
 pub mod config;
 pub mod http;
 pub mod jwt;
@@ -23,12 +25,14 @@ pub mod s3;
 pub mod s3log;
 pub mod sigv4;
 pub mod smtp;
+pub mod ssm;
 #[cfg(test)]
 mod testing;
 pub mod threshold;
 pub mod time;
 pub mod tls;
 pub mod url;
+pub mod xml;
 
 /// Bindings of the `check` world. Implement [`check::Guest`] and call
 /// [`export_check!`].
