@@ -10,7 +10,7 @@
 //! asserts about the server's state is read back by boto3 (tests/e2e/aws_peer.py), not
 //! by runbox's own client.
 
-use crate::harness::{HttpServer, Redis, Reply, Run, runbox_env, step, workspace};
+use crate::harness::{HttpServer, PgTls, Postgres, Redis, Reply, Run, runbox_env, step, workspace};
 use crate::tls_servers::{Pki, tls_only_postgres};
 use serde_json::Value;
 use std::net::TcpStream;
@@ -693,7 +693,9 @@ fn run_runbook(moto: &Moto, name: &str, sets: &[String], extra: &[&str]) -> (Run
         args.extend(["--set", set.as_str()]);
     }
     args.extend(extra);
-    let run = runbox_env(&args, &moto.env());
+    let mut env = moto.env().to_vec();
+    env.push(("RECORDINGS_DB_PASSWORD", "scram-pw"));
+    let run = runbox_env(&args, &env);
     let json = serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {run:#?}"));
     (run, json)
 }
@@ -839,8 +841,17 @@ fn restore_archived_asset_restores_with_approval_and_reports_progress() {
     let moto = Moto::start();
     let key = "rec/2026/11/lecture-17.webm";
     moto.peer(&["s3-put", "author-recordings-prod", key, "DEEP_ARCHIVE"]);
+    // Step 1 finds the key where the seed says it is: recordings.archive_key.
+    let pg = Postgres::start_with(PgTls::Off);
+    pg.psql(
+        "app",
+        &format!("ALTER TABLE recordings ADD COLUMN archive_key text; UPDATE recordings SET archive_key = '{key}' WHERE id = 3"),
+    );
     let sets = [
-        format!("object_key={key}"),
+        "recording_id=3".to_string(),
+        format!("db_url={}", pg.url("scram_user")),
+        format!("db_grant={}", pg.grant()),
+        "sslmode=disable".into(),
         format!("s3_endpoint={}", moto.endpoint()),
         "region=us-east-1".into(),
         "path_style=true".into(),
@@ -905,4 +916,14 @@ fn restore_archived_asset_restores_with_approval_and_reports_progress() {
         "{json}"
     );
     assert_eq!(step(&json, "restore-status")["status"], "ok");
+
+    // A recording that was never archived: CRITICAL at step 1, nothing asked of S3.
+    let mut sets = sets.to_vec();
+    sets[0] = "recording_id=4".into();
+    let (run, json) = run_runbook(&moto, "restore-archived-asset.yaml", &sets, &["--apply", "--approve", "restore"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(step(&json, "locate-key")["status"], "critical");
+    for id in ["restore", "restore-status"] {
+        assert!(!step(&json, id)["skipped"].is_null(), "{id}: {json:#}");
+    }
 }
