@@ -506,3 +506,22 @@ fn a_step_that_inputs_switch_off_needs_none_of_its_secrets() {
         run.stderr
     );
 }
+
+#[test]
+fn a_list_input_takes_a_json_list_or_comma_separated_values() {
+    let book = Book::new(
+        "name: lists\ninputs:\n  keys: {default: []}\nsteps:\n  - id: use\n    uses: relay\n    with:\n      keys: ${{ inputs.keys }}\n",
+    );
+    for (set, expected) in [
+        ("keys=a, b,,c", serde_json::json!(["a", "b", "c"])),
+        (r#"keys=["x,y", "z"]"#, serde_json::json!(["x,y", "z"])),
+        ("keys=", serde_json::json!([])),
+    ] {
+        let (run, json) = json_run(&book, &["--set", set]);
+        assert_eq!(run.code, 0, "{set}: {run:#?}");
+        assert_eq!(received(&json, "use")["keys"], expected, "{set}");
+    }
+    let run = book.run(&["--set", "keys=[broken"]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(run.stderr.contains("takes a JSON list or comma-separated values"), "{}", run.stderr);
+}

@@ -843,6 +843,31 @@ fn resolve_inputs(
                             continue;
                         }
                     },
+                    // A list input: a JSON list, or comma-separated values.
+                    Some(Value::Array(_)) => match value.trim() {
+                        text if text.starts_with('[') => match serde_json::from_str::<Value>(text) {
+                            Ok(list @ Value::Array(_)) => list,
+                            _ => {
+                                cx.problem(
+                                    &format!("inputs.{name}"),
+                                    None,
+                                    format!(
+                                        "--set {name}={}: input `{name}` takes a JSON list or comma-separated values",
+                                        crate::text::truncate(&crate::text::visible(value), 40)
+                                    ),
+                                );
+                                values.insert(name.clone(), default.clone().unwrap());
+                                continue;
+                            }
+                        },
+                        text => Value::Array(
+                            text.split(',')
+                                .map(str::trim)
+                                .filter(|item| !item.is_empty())
+                                .map(|item| Value::String(item.to_string()))
+                                .collect(),
+                        ),
+                    },
                     _ => Value::String(value.clone()),
                 };
                 values.insert(name.clone(), typed);
