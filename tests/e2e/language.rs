@@ -493,12 +493,12 @@ fn a_step_that_inputs_switch_off_needs_none_of_its_secrets() {
     // The optional `notify` step: without its input it is skipped, and its unset secret
     // is no error; with the input, the unset secret is invalid input before anything runs.
     let book = Book::new(
-        "name: optional\ninputs:\n  hook: {default: ''}\nsteps:\n  - id: tell\n    uses: relay\n    when: inputs.hook != ''\n    secrets:\n      url: env:RUNBOX_TEST_SURELY_UNSET_HOOK\n",
+        "name: optional\ninputs:\n  hook: {default: ''}\nsteps:\n  - id: tell\n    uses: relay\n    when: inputs.hook != ''\n    secrets:\n      url: env:RUNBOX_TEST_SURELY_UNSET_HOOK\n    allow:\n      - ${{ inputs.hook }}\n",
     );
     let (run, json) = json_run(&book, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(step(&json, "tell")["skipped"].as_str().unwrap().contains("inputs.hook"), "{json}");
-    let run = book.run(&["--set", "hook=ops"]);
+    let run = book.run(&["--set", "hook=https://hooks.internal"]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
         run.stderr.contains("environment variable `RUNBOX_TEST_SURELY_UNSET_HOOK` is not set"),

@@ -253,7 +253,8 @@ pub async fn prepare(
             }
         });
         // A `when` that reads only inputs is decided now: such a step that will be skipped
-        // needs none of its secrets (an optional `notify` step whose webhook secret is unset).
+        // needs none of its secrets (an optional `notify` step whose webhook secret is
+        // unset), and a grant its inputs leave empty is no grant.
         let skipped_by_inputs = when.as_ref().is_some_and(|(_, expr)| {
             let paths = expr.paths();
             paths.iter().all(|path| path.first().is_some_and(|root| root == "inputs"))
@@ -368,6 +369,8 @@ pub async fn prepare(
         for (g, entry) in step.allow.iter().enumerate() {
             let path = at(&format!("allow[{g}]"));
             let render = |text: &str| match template::render(text, &fixed_resolver) {
+                // A step its inputs switch off may leave its grant empty (`prometheus_url: ""`).
+                Ok(Value::String(rendered)) if rendered.is_empty() && skipped_by_inputs => Ok(None),
                 Ok(Value::String(rendered)) => Ok(Some(rendered)),
                 Ok(other) => Err(format!("grant `{other}` is not a string")),
                 Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
