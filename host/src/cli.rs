@@ -62,6 +62,18 @@ enum Command {
     /// List, inspect, scaffold and build plugins (`runbox plugin …` works too).
     #[command(subcommand, visible_alias = "plugin")]
     Plugins(PluginsCommand),
+    /// Print a shell completion script (e.g. `runbox completions bash > /etc/bash_completion.d/runbox`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page runbox(1) in roff; with --dir, write runbox.1 and one page per command there.
+    Man {
+        /// Directory to write runbox.1, runbox-run.1, … into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +294,9 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         Command::Check(args) => args.require_signed,
         Command::Validate { require_signed, .. } => *require_signed,
         Command::Plugins(_) => false,
+        // Generated from the argument definitions: no engine, no plugins.
+        Command::Completions { shell } => return commands::generate::completions(*shell),
+        Command::Man { dir } => return commands::generate::man(dir.as_deref()),
     };
     if require_signed {
         plugin_path = plugin_path.require_signed(commands::plugins::trusted_keys(cli.trusted_keys.as_deref(), true)?);
@@ -334,6 +349,7 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         Command::Plugins(PluginsCommand::Sign { plugin, key }) => {
             commands::plugins::sign(&plugin_path, &plugin, &key).await
         }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the engine starts"),
     }
 }
 

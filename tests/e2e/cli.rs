@@ -143,3 +143,52 @@ fn json_logs_carry_the_run_id_and_capability_decisions() {
     assert_eq!(decision["fields"]["decision"], "allowed");
     assert_eq!(decision["fields"]["target"], format!("127.0.0.1:{}", redis.port));
 }
+
+#[test]
+fn shell_completions_and_man_pages_come_from_the_argument_definitions() {
+    // bash itself loads the script and completes a command and a subcommand's flag.
+    let run = crate::harness::runbox(&["completions", "bash"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("runbox.bash");
+    std::fs::write(&script, &run.stdout).unwrap();
+    let complete = |words: &str| {
+        let output = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _runbox runbox \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(complete("runbox ru").trim(), "run");
+    assert!(complete("runbox run --app").contains("--apply"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let run = crate::harness::runbox(&["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {run:#?}");
+        assert!(run.stdout.contains("runbox"), "{shell}");
+    }
+    // One page per command, which groff renders with each command's own flags.
+    let run = crate::harness::runbox(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let render = |page: &str| {
+        let output = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-P-cbou"])
+            .arg(dir.path().join(page))
+            .output()
+            .expect("groff is installed");
+        assert!(output.status.success(), "{page}: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout).replace('\u{2010}', "-");
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let main = render("runbox.1");
+    assert!(main.contains("NAME runbox - Run operational"), "{main}");
+    let run_page = render("runbox-run.1");
+    assert!(run_page.contains("runbox run") && run_page.contains("--approve"), "{run_page}");
+    assert!(render("runbox-check.1").contains("--allow"));
+    let run = crate::harness::runbox(&["man"]);
+    assert!(run.stdout.starts_with(".ie"), "roff on stdout: {}", &run.stdout[..40.min(run.stdout.len())]);
+}

@@ -1,6 +1,7 @@
 //! One module per command; `crate::cli` defines the arguments and dispatches here.
 
 pub(crate) mod check;
+pub(crate) mod generate;
 pub(crate) mod plugins;
 pub(crate) mod run;
 pub(crate) mod validate;
