@@ -26,6 +26,7 @@ mod s3;
 mod sandbox;
 mod scaffold;
 mod seed_runbooks;
+mod serve;
 mod storage_outage;
 mod tls;
 mod tls_hostile;

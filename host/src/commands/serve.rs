@@ -1017,7 +1017,11 @@ fn exposition(result: &RunResult, success: bool, elapsed: Duration, loaded_now: 
     if let Some(stopped) = &result.stopped {
         let _ = writeln!(out, "# runbox: stopped early: {stopped}");
     }
-    for step in result.steps.iter().filter(|step| step.skipped.is_none() && step.status != Status::Ok) {
+    for step in result
+        .steps
+        .iter()
+        .filter(|step| step.skipped.is_none() && step.status != Status::Ok)
+    {
         let summary = crate::text::visible(&step.summary);
         let _ = writeln!(out, "# runbox: step {} {}: {summary}", step.id, step.status.label());
     }
