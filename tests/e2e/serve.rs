@@ -227,7 +227,7 @@ scrape_configs:
     let prometheus = Prometheus::start_config(&config);
     let instance = format!("127.0.0.1:{}", redis.port);
     let success = format!("probe_success{{job=\"runbox-redis\",instance=\"{instance}\"}}");
-    let step = format!("runbox_step_status{{job=\"runbox-redis\",runbook=\"redis-ping-probe\",step=\"ping\"}}");
+    let step = "runbox_step_status{job=\"runbox-redis\",runbook=\"redis-ping-probe\",step=\"ping\"}";
     wait_for_value(&prometheus, &success, 1.0);
     assert_eq!(scalar(&prometheus, &step), Some(0.0), "step OK");
     let latency = scalar(
@@ -416,6 +416,10 @@ fn startup_refuses_what_would_be_unsafe_or_wrong() {
         (
             vec!["serve", "--runbooks", d, "--listen", "localhost"],
             "--listen localhost: expected IP:PORT",
+        ),
+        (
+            vec!["serve", "--runbooks", d, "--max-concurrent", "65", "--parallel", "4"],
+            "use at most --max-concurrent 64",
         ),
     ];
     for (args, expected) in cases {
@@ -755,4 +759,37 @@ fn plugins_are_prepared_once_not_per_probe() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(serve.metric("runbox_serve_plugin_loads_total"), Some(loads));
     assert_eq!(serve.get("/probe?runbook=again").0, 200);
+}
+
+/// The scrape config and alert rules in docs/serve.md are what Prometheus's own
+/// `promtool` accepts (the token path is made a real file first: promtool checks it).
+#[test]
+fn docs_configs_pass_promtool() {
+    let doc = std::fs::read_to_string(crate::harness::workspace().join("docs/serve.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("runbox-token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    for (kind, command) in [("config", "config"), ("rules", "rules")] {
+        let marker = format!("<!-- promtool: {kind} -->\n```yaml\n");
+        let start = doc
+            .find(&marker)
+            .unwrap_or_else(|| panic!("docs/serve.md has no {marker:?}"))
+            + marker.len();
+        let block = &doc[start..start + doc[start..].find("```").unwrap()];
+        let block = block.replace("/etc/prometheus/runbox-token", token.to_str().unwrap());
+        let file = dir.path().join(format!("{kind}.yml"));
+        std::fs::write(&file, block).unwrap();
+        let output = Command::new("promtool")
+            .args(["check", command])
+            .arg(&file)
+            .output()
+            .expect("promtool runs (apt-get install prometheus; scripts/ensure-deps)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "promtool check {command}: {text}");
+        assert!(text.contains("SUCCESS"), "{text}");
+    }
 }

@@ -80,10 +80,19 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
             dir.display()
         )));
     }
-    let max_concurrent = args
-        .max_concurrent
-        .map(|n| n as usize)
-        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, usize::from));
+    // Each probe runs up to --parallel plugins at once, each in a slot of the pool.
+    let parallel = usize::from(args.parallel);
+    let most = (crate::runtime::MAX_INSTANCES / parallel).max(1);
+    let max_concurrent = match args.max_concurrent.map(|n| n as usize) {
+        Some(n) if n * parallel > crate::runtime::MAX_INSTANCES => {
+            return Err(invalid(format!(
+                "--max-concurrent {n} × --parallel {parallel} is more than the {} plugin instances runbox runs at once; use at most --max-concurrent {most} (or lower --parallel)",
+                crate::runtime::MAX_INSTANCES
+            )));
+        }
+        Some(n) => n,
+        None => (2 * std::thread::available_parallelism().map_or(1, usize::from)).min(most),
+    };
     let state = Arc::new(State {
         runtime,
         plugin_path,
@@ -94,7 +103,7 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
         max_concurrent,
         timeout: args.timeout,
         timeout_offset: args.timeout_offset,
-        parallel: usize::from(args.parallel),
+        parallel,
         catalog: RwLock::new(Arc::new(Catalog::default())),
         loaded: Mutex::new(HashMap::new()),
         reloading: tokio::sync::Mutex::new(()),

@@ -779,6 +779,9 @@ enum Answer {
     Outcome(bindings::Outcome),
 }
 
+/// Most plugin invocations one runtime runs at once (slots of the pooling allocator).
+pub const MAX_INSTANCES: usize = 256;
+
 /// The pooling allocator: instance, memory, table and stack slots are reserved once
 /// and reused, with copy-on-write memory images, so instantiating a plugin costs
 /// microseconds instead of fresh mmaps. Sized for `--parallel` up to 256 concurrent
@@ -787,7 +790,7 @@ enum Answer {
 /// the [`Limits::memory_bytes`] budget.
 fn pooling() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(256)
+    pool.total_component_instances(MAX_INSTANCES as u32)
         .total_core_instances(2048)
         .total_memories(512)
         .total_tables(512)
