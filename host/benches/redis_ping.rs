@@ -480,11 +480,16 @@ fn serve_vs_blackbox(redis_port: u16) -> (f64, f64) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("prometheus-blackbox-exporter starts (apt-get install prometheus-blackbox-exporter; scripts/ensure-deps)");
+        .expect(
+            "prometheus-blackbox-exporter starts (apt-get install prometheus-blackbox-exporter; scripts/ensure-deps)",
+        );
     let blackbox_addr = format!("127.0.0.1:{blackbox_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&blackbox_addr).is_err() {
-        assert!(Instant::now() < deadline, "blackbox_exporter did not listen on {blackbox_addr}");
+        assert!(
+            Instant::now() < deadline,
+            "blackbox_exporter did not listen on {blackbox_addr}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -504,7 +509,9 @@ fn serve_vs_blackbox(redis_port: u16) -> (f64, f64) {
     let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
     let (runbox_rate, blackbox_rate) = (best(&runbox_rates), best(&blackbox_rates));
     println!("  runbox serve /probe (one-step redis-ping runbook)  {runbox_rates:.0?} probes/s, best {runbox_rate:.0}");
-    println!("  blackbox_exporter tcp query_response PING          {blackbox_rates:.0?} probes/s, best {blackbox_rate:.0}");
+    println!(
+        "  blackbox_exporter tcp query_response PING          {blackbox_rates:.0?} probes/s, best {blackbox_rate:.0}"
+    );
     println!("  ratio {:.2}× blackbox", runbox_rate / blackbox_rate);
     (runbox_rate, blackbox_rate)
 }
@@ -533,9 +540,8 @@ fn load(addr: &str, path: &str) -> f64 {
             std::thread::spawn(move || {
                 let mut stream = TcpStream::connect(&addr).unwrap();
                 stream.set_nodelay(true).unwrap();
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Prometheus-Scrape-Timeout-Seconds: 5\r\n\r\n"
-                );
+                let request =
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Prometheus-Scrape-Timeout-Seconds: 5\r\n\r\n");
                 let mut buffer = Vec::with_capacity(8192);
                 let (mut ok, mut failed) = (0u64, 0u64);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {

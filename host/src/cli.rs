@@ -285,7 +285,9 @@ pub fn main() -> ExitCode {
     // thread on every I/O event (~40 µs of a redis-ping check; docs/performance.md).
     // Runbooks run steps in parallel on a multi-threaded one.
     let mut builder = match cli.command {
-        Command::Check(_) => tokio::runtime::Builder::new_current_thread(),
+        // `serve` runs its own current-thread runtime per worker; this one only watches
+        // signals and reloads.
+        Command::Check(_) | Command::Serve(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

@@ -111,24 +111,78 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
         started: SystemTime::now(),
     });
     state.reload().await.map_err(invalid)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .map_err(|err| invalid(format!("cannot listen on {listen}: {err}")))?;
     let local = listener.local_addr().unwrap_or(listen);
+
+    // One thread per core, each with its own current-thread runtime accepting from the
+    // same socket: a probe (its connection, the executor's tasks, the plugin's I/O)
+    // stays on one thread, with no wake-up of another per I/O event (as `runbox check`
+    // does; docs/performance.md).
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut finished = Vec::new();
+    for n in 0..workers {
+        let listener = listener
+            .try_clone()
+            .map_err(|err| Error::Internal(format!("cannot share the listening socket: {err}")))?;
+        let (state, stopping, connections) = (state.clone(), stopping.clone(), connections.clone());
+        let (done, finished_one) = tokio::sync::oneshot::channel();
+        let grace = args.shutdown_grace;
+        std::thread::Builder::new()
+            .name(format!("runbox-serve-{n}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(accept(state, listener, connections, stopping, grace)),
+                    Err(err) => errln!("runbox serve: cannot start a worker's async runtime: {err}"),
+                }
+                let _ = done.send(());
+            })
+            .map_err(|err| Error::Internal(format!("cannot start a worker thread: {err}")))?;
+        finished.push(finished_one);
+    }
+    drop(listener);
     errln!(
         "runbox serve: listening on http://{local} (GET /probe?runbook=NAME, /metrics, /-/healthy, POST /-/reload; at most {max_concurrent} probes at once)"
     );
+    watch_signals(state.clone()).await;
+    let running = state.max_concurrent - state.probes.available_permits();
+    errln!(
+        "runbox serve: stopping — no new connections; waiting up to {} for {running} running probe{}",
+        humantime::format_duration(args.shutdown_grace),
+        if running == 1 { "" } else { "s" }
+    );
+    let _ = stop.send(true);
+    for worker in finished {
+        // Each worker waits at most the grace period for its connections.
+        let _ = tokio::time::timeout(args.shutdown_grace + Duration::from_secs(1), worker).await;
+    }
+    Ok(0)
+}
 
-    let shutdown = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(watch_signals(state.clone(), shutdown.clone()));
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// One worker: accepts connections until `stopping`, then gives their requests up to
+/// `grace` to finish.
+async fn accept(
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    connections: Arc<Semaphore>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            errln!("runbox serve: a worker cannot use the listening socket: {err}");
+            return;
+        }
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopping = shutdown.notified();
-    tokio::pin!(stopping);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut stopping => break,
+            _ = stopping.changed() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -141,7 +195,7 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
                     continue;
                 }
             },
-            () = &mut stopping => break,
+            _ = stopping.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -157,29 +211,17 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
                 }),
             );
         let connection = graceful.watch(connection);
-        let metrics_state = Arc::clone(&connections);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
             }
             drop(permit);
-            drop(metrics_state);
         });
     }
     drop(listener);
-    let running = state.max_concurrent - state.probes.available_permits();
-    errln!(
-        "runbox serve: stopping — no new connections; waiting up to {} for {running} running probe{}",
-        humantime::format_duration(args.shutdown_grace),
-        if running == 1 { "" } else { "s" }
-    );
-    if tokio::time::timeout(args.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         errln!("runbox serve: probes still running after the grace period; they are cancelled");
     }
-    Ok(0)
 }
 
 /// Reads the bearer token: the file's first line, at least [`MIN_TOKEN_BYTES`] long.
@@ -196,15 +238,16 @@ fn read_token(file: &Path) -> Result<Vec<u8>, Error> {
     Ok(token.as_bytes().to_vec())
 }
 
-async fn watch_signals(state: Arc<State>, shutdown: Arc<tokio::sync::Notify>) {
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn watch_signals(state: Arc<State>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hangup), Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        tracing::warn!("cannot install signal handlers; SIGHUP will not reload");
-        return;
+        tracing::warn!("cannot install signal handlers; SIGHUP will not reload, and only a kill stops runbox serve");
+        return std::future::pending().await;
     };
     loop {
         tokio::select! {
@@ -215,7 +258,6 @@ async fn watch_signals(state: Arc<State>, shutdown: Arc<tokio::sync::Notify>) {
             _ = terminate.recv() => break,
         }
     }
-    shutdown.notify_one();
 }
 
 /// The server's state, shared by every connection.
