@@ -229,7 +229,7 @@ scrape_configs:
     let success = format!("probe_success{{job=\"runbox-redis\",instance=\"{instance}\"}}");
     let step = "runbox_step_status{job=\"runbox-redis\",runbook=\"redis-ping-probe\",step=\"ping\"}";
     wait_for_value(&prometheus, &success, 1.0);
-    assert_eq!(scalar(&prometheus, &step), Some(0.0), "step OK");
+    assert_eq!(scalar(&prometheus, step), Some(0.0), "step OK");
     let latency = scalar(
         &prometheus,
         "runbox_step_metric{job=\"runbox-redis\",step=\"ping\",metric=\"latency_ms\"}",
@@ -245,7 +245,7 @@ scrape_configs:
     redis.stop();
     wait_for_value(&prometheus, &success, 0.0);
     assert_eq!(
-        scalar(&prometheus, &step),
+        scalar(&prometheus, step),
         Some(2.0),
         "step CRITICAL once Redis is gone"
     );

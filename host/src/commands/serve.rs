@@ -476,7 +476,12 @@ impl State {
         }
         let refuse = |reason: &'static str, status: StatusCode, message: String| {
             self.metrics.refused(reason);
-            tracing::warn!(reason, %message, "probe refused");
+            // Saturation can come thousands of times a second; the counter says it.
+            if reason == "saturated" {
+                tracing::debug!(reason, %message, "probe refused");
+            } else {
+                tracing::warn!(reason, %message, "probe refused");
+            }
             text(status, message)
         };
         if !repeated.is_empty() {
