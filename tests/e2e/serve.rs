@@ -244,11 +244,7 @@ scrape_configs:
 
     redis.stop();
     wait_for_value(&prometheus, &success, 0.0);
-    assert_eq!(
-        scalar(&prometheus, step),
-        Some(2.0),
-        "step CRITICAL once Redis is gone"
-    );
+    assert_eq!(scalar(&prometheus, step), Some(2.0), "step CRITICAL once Redis is gone");
     assert_eq!(
         scalar(&prometheus, "up{job=\"runbox-redis\"}"),
         Some(1.0),
@@ -615,9 +611,21 @@ fn a_broken_runbook_on_reload_is_reported_and_the_rest_keep_serving() {
     let dir = books(&[
         ("a.yaml", &ping_book(redis.port)),
         ("b.yaml", &ping_book(redis.port).replace("redis-ping-probe", "b-probe")),
+        (
+            "d.yaml",
+            "name: d\nsteps:\n  - id: x\n    uses: redis-ping\n    when: nonsense ==\n",
+        ),
     ]);
+    // A runbook broken at startup is reported; the server starts and serves the rest.
     let serve = Serve::start(dir.path(), &[]);
+    assert!(
+        serve.stderr().contains("1 broken") && serve.stderr().contains("d (not served)"),
+        "{}",
+        serve.stderr()
+    );
     assert_eq!(serve.get("/probe?runbook=b-probe").0, 200);
+    assert_eq!(serve.get("/probe?runbook=d").0, 500);
+    std::fs::remove_file(dir.path().join("d.yaml")).unwrap();
 
     std::fs::write(
         dir.path().join("b.yaml"),

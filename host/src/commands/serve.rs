@@ -110,7 +110,10 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
         metrics: Metrics::default(),
         started: SystemTime::now(),
     });
-    state.reload().await.map_err(invalid)?;
+    runbook_files(&state.dir)
+        .map_err(|err| invalid(format!("--runbooks {}: cannot read it: {err}", state.dir.display())))?;
+    // Broken runbooks do not stop the server: they are reported, and the rest served.
+    let _ = state.reload().await;
     let listener = std::net::TcpListener::bind(listen)
         .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .map_err(|err| invalid(format!("cannot listen on {listen}: {err}")))?;
