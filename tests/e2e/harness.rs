@@ -830,6 +830,26 @@ impl S3Server {
         std::fs::create_dir_all(self.root.path().join(bucket)).unwrap();
     }
 
+    /// Every file under the bucket's directory on disk, as relative paths, sorted
+    /// (what s3s-fs stores, whatever its listing says).
+    pub fn files(&self, bucket: &str) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else {
+                    out.push(path.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let base = self.root.path().join(bucket);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
     /// Whether `bucket/key` exists.
     pub fn exists(&self, bucket: &str, key: &str) -> bool {
         self.root.path().join(bucket).join(key).is_file()

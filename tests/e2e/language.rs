@@ -487,3 +487,41 @@ fn an_input_with_a_number_or_boolean_default_takes_only_that_type() {
         assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
     }
 }
+
+#[test]
+fn a_step_that_inputs_switch_off_needs_none_of_its_secrets() {
+    // The optional `notify` step: without its input it is skipped, and its unset secret
+    // is no error; with the input, the unset secret is invalid input before anything runs.
+    let book = Book::new(
+        "name: optional\ninputs:\n  hook: {default: ''}\nsteps:\n  - id: tell\n    uses: relay\n    when: inputs.hook != ''\n    secrets:\n      url: env:RUNBOX_TEST_SURELY_UNSET_HOOK\n    allow:\n      - ${{ inputs.hook }}\n",
+    );
+    let (run, json) = json_run(&book, &[]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(step(&json, "tell")["skipped"].as_str().unwrap().contains("inputs.hook"), "{json}");
+    let run = book.run(&["--set", "hook=https://hooks.internal"]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(
+        run.stderr.contains("environment variable `RUNBOX_TEST_SURELY_UNSET_HOOK` is not set"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_list_input_takes_a_json_list_or_comma_separated_values() {
+    let book = Book::new(
+        "name: lists\ninputs:\n  keys: {default: []}\nsteps:\n  - id: use\n    uses: relay\n    with:\n      keys: ${{ inputs.keys }}\n",
+    );
+    for (set, expected) in [
+        ("keys=a, b,,c", serde_json::json!(["a", "b", "c"])),
+        (r#"keys=["x,y", "z"]"#, serde_json::json!(["x,y", "z"])),
+        ("keys=", serde_json::json!([])),
+    ] {
+        let (run, json) = json_run(&book, &["--set", set]);
+        assert_eq!(run.code, 0, "{set}: {run:#?}");
+        assert_eq!(received(&json, "use")["keys"], expected, "{set}");
+    }
+    let run = book.run(&["--set", "keys=[broken"]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(run.stderr.contains("takes a JSON list or comma-separated values"), "{}", run.stderr);
+}

@@ -4,11 +4,11 @@
 //! issuer = API key, `nbf`, `exp` (against a clock the test can move), and the
 //! `roomList` grant; then it answers like LiveKit's Twirp API, errors included.
 
-use crate::harness::{HttpServer, Reply, Run, free_port, runbox_env, step};
+use crate::harness::{HttpServer, PgTls, Postgres, Reply, Run, free_port, runbox_env, step};
 use serde::Deserialize;
 
-const API_KEY: &str = "APIrunboxTest";
-const API_SECRET: &str = "lk-test-secret-8f3b2c9e41d7a6055e";
+pub(crate) const API_KEY: &str = "APIrunboxTest";
+pub(crate) const API_SECRET: &str = "lk-test-secret-8f3b2c9e41d7a6055e";
 
 #[derive(Deserialize)]
 struct Claims {
@@ -25,7 +25,7 @@ struct Video {
 }
 
 /// The stand-in, with its clock `clock_offset` seconds ahead of the real one.
-fn stand_in(clock_offset: i64) -> HttpServer {
+pub(crate) fn stand_in(clock_offset: i64) -> HttpServer {
     HttpServer::start(move |req, _| {
         if (req.method.as_str(), req.path.as_str()) != ("POST", "/twirp/livekit.RoomService/ListRooms") {
             return Reply::new(404, r#"{"code":"bad_route","msg":"no handler"}"#);
@@ -243,7 +243,10 @@ fn run_book(book: &str, sets: &[String], secret: &str, extra: &[&str]) -> (Run, 
         args.extend(["--set", set]);
     }
     args.extend(extra);
-    let run = runbox_env(&args, &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", secret)]);
+    let run = runbox_env(
+        &args,
+        &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", secret), ("DB_PASSWORD", "scram-pw")],
+    );
     let json = serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {run:#?}"));
     (run, json)
 }
@@ -324,22 +327,40 @@ fn session_start_failure_tells_an_outage_from_bad_credentials_and_acts_per_tenan
 }
 
 #[test]
-fn a_start_is_retried_with_its_own_idempotency_key_only_when_livekit_answers() {
+fn a_start_is_retried_with_its_own_idempotency_key_only_when_livekit_answers_and_it_was_not_recorded() {
     let livekit = stand_in(0);
     let api = app(200);
+    // The event log (PostgreSQL 15): S-9's start was never written.
+    let pg = Postgres::start_with(PgTls::Off);
+    pg.psql(
+        "app",
+        "CREATE TABLE session_events (session_id text NOT NULL, seq int NOT NULL, kind text NOT NULL);
+         INSERT INTO session_events VALUES ('S-8', 1, 'session.started');
+         GRANT SELECT ON session_events TO PUBLIC;",
+    );
     let sets = vec![
         format!("livekit_url={}", livekit.url()),
         format!("api_url={}", api.url()),
+        format!("db_url={}", pg.url("scram_user")),
+        format!("db_grant={}", pg.grant()),
+        "sslmode=disable".to_string(),
         "session_id=S-9".to_string(),
         "idempotency_key=idem-4711".to_string(),
     ];
     let (run, json) = run_book("session-start-failure.yaml", &sets, API_SECRET, &["--apply"]);
-    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.code, 2, "the start was not recorded: {run:#?}");
+    assert_eq!(step(&json, "session-started")["status"], "critical", "{json}");
     assert_eq!(step(&json, "retry-start")["applied"], true, "{json}");
     let starts: Vec<_> = api.received().into_iter().filter(|r| r.method == "POST").collect();
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0].path, "/sessions/S-9/start");
     assert_eq!(starts[0].header("idempotency-key"), Some("idem-4711"));
+    // The retried start was written: the session started, nothing more to retry.
+    pg.psql("app", "INSERT INTO session_events VALUES ('S-9', 1, 'session.started')");
+    let (run, json) = run_book("session-start-failure.yaml", &sets, API_SECRET, &["--apply"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(step(&json, "retry-start")["skipped"].is_string(), "{json}");
+    assert_eq!(api.received().into_iter().filter(|r| r.method == "POST").count(), 1);
 }
 
 #[test]
@@ -405,4 +426,33 @@ fn livekit_outage_blocks_starts_shows_the_banner_and_queues_webhooks_only_in_an_
             "PUT /admin/webhooks/retry-queue"
         ]
     );
+}
+
+#[test]
+fn livekit_outage_reads_the_api_error_rate_from_prometheus_when_given() {
+    // The app's own counters of its LiveKit calls: half of them failing.
+    let exporter = crate::prometheus::Exporter::start(
+        "# TYPE livekit_api_requests_total counter\nlivekit_api_requests_total{code=\"200\"} {n*10}\nlivekit_api_requests_total{code=\"503\"} {n*10}\n",
+    );
+    let prometheus = crate::prometheus::Prometheus::start(&exporter.target());
+    prometheus.wait_for("rate(livekit_api_requests_total[5m])", 2);
+    let livekit = stand_in(0);
+    let api = app(200);
+    let sets = vec![
+        format!("livekit_url={}", livekit.url()),
+        format!("api_url={}", api.url()),
+        format!("status_url={}/status.json", api.url()),
+        format!("status_grant={}", api.url()),
+        format!("prometheus_url={}", prometheus.url()),
+    ];
+    let (_, json) = run_book("livekit-outage.yaml", &sets, API_SECRET, &[]);
+    let rate = step(&json, "api-error-rate");
+    assert_eq!(rate["status"], "critical", "{json}");
+    assert!(
+        (0.4..0.6).contains(&rate["metrics"][0]["value"].as_f64().unwrap()),
+        "{rate}"
+    );
+    // Without Prometheus the step is skipped, and needs no grant.
+    let (_, json) = run_book("livekit-outage.yaml", &sets[..4], API_SECRET, &[]);
+    assert!(step(&json, "api-error-rate")["skipped"].is_string(), "{json}");
 }

@@ -17,7 +17,7 @@ const API_SECRET: &str = "lk-webhook-secret-6d1e0b93f2a4c87";
 const VAR: &str = "RUNBOX_TEST_LIVEKIT_SECRET";
 
 /// The Python endpoint; killed on drop.
-struct Endpoint {
+pub(crate) struct Endpoint {
     port: u16,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -26,6 +26,11 @@ struct Endpoint {
 impl Endpoint {
     /// Verifies with `secret` (and the test's API key); `accept_all` answers 200 to anything.
     fn start(secret: &str, accept_all: bool) -> Endpoint {
+        Endpoint::start_for(API_KEY, secret, accept_all)
+    }
+
+    /// The endpoint of an app whose LiveKit key pair is `key` and `secret`.
+    pub(crate) fn start_for(key: &str, secret: &str, accept_all: bool) -> Endpoint {
         let python = workspace().join("target/tools/test-servers/bin/python3");
         assert!(
             python.is_file(),
@@ -35,7 +40,7 @@ impl Endpoint {
         let mut command = Command::new(python);
         command
             .arg(workspace().join("tests/e2e/livekit_webhook_server.py"))
-            .args([API_KEY, secret])
+            .args([key, secret])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if accept_all {
@@ -61,11 +66,11 @@ impl Endpoint {
         Endpoint { port, child, lines }
     }
 
-    fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/api/livekit/webhook", self.origin())
     }
 

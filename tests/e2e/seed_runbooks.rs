@@ -10,7 +10,7 @@
 //! when Redis or the workers are down, only `highlights` paused and only with approval,
 //! hourly retention thresholds, plain-text ASP.NET health bodies.
 
-use crate::harness::{HttpServer, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace};
+use crate::harness::{HttpServer, PgTls, Postgres, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace};
 use crate::s3::lines;
 use crate::tls_servers::{Pki, tls_only_postgres};
 use serde_json::Value;
@@ -419,28 +419,55 @@ fn queue_outage_checks_the_workers_and_replays_exactly_the_failed_jobs_once_the_
 
 /// Seed 004, "Health Checks": ASP.NET Core's default writer answers plain text.
 #[test]
-fn service_readiness_reads_aspnet_plain_text_health_and_checks_redis() {
+fn service_readiness_reads_aspnet_plain_text_health_and_checks_postgres_redis_and_hangfire() {
     let mut redis = Redis::start();
+    let mut pg = Postgres::start_with(PgTls::Off);
+    // EF Core's history table, with the two migrations this build ships.
+    pg.psql(
+        "app",
+        r#"CREATE TABLE "__EFMigrationsHistory" ("MigrationId" varchar(150) PRIMARY KEY, "ProductVersion" varchar(32) NOT NULL);
+           INSERT INTO "__EFMigrationsHistory" VALUES ('20261101_Initial', '8.0.10'), ('20261120_Rooms', '8.0.10');
+           GRANT SELECT ON "__EFMigrationsHistory" TO PUBLIC;"#,
+    );
     let ready: Arc<Mutex<(u16, &'static str)>> = Arc::new(Mutex::new((200, "Healthy")));
-    let answer = ready.clone();
+    let hangfire: Arc<Mutex<u16>> = Arc::new(Mutex::new(401));
+    let (answer, dashboard) = (ready.clone(), hangfire.clone());
     let service = HttpServer::start(move |request, _| match request.path.as_str() {
         "/health" => Reply::new(200, "Healthy"),
         "/health/ready" => {
             let (code, body) = *answer.lock().unwrap();
             Reply::new(code, body)
         }
+        // Hangfire's dashboard behind its authorization filter: enabled, not for us.
+        "/hangfire" => Reply::new(*dashboard.lock().unwrap(), ""),
         _ => Reply::new(404, "Not Found"),
     });
     let port = redis.port.to_string();
     let url = service.url();
-    let sets = [("base_url", url.as_str()), ("redis_port", port.as_str())];
+    let (db_url, db_grant) = (pg.url("scram_user"), pg.grant());
+    let sets = |migrations: &'static str| {
+        vec![
+            ("base_url", url.clone()),
+            ("redis_port", port.clone()),
+            ("db_url", db_url.clone()),
+            ("db_grant", db_grant.clone()),
+            ("sslmode", "disable".to_string()),
+            ("expected_migrations", migrations.to_string()),
+        ]
+    };
+    let run_with = |migrations: &'static str| {
+        let owned = sets(migrations);
+        let sets: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_shipped("service-readiness.yaml", &sets, &[], &[("DB_PASSWORD", "scram-pw")])
+    };
 
-    let run = run_shipped("service-readiness.yaml", &sets, &[], &[]);
+    let run = run_with("2");
     assert_eq!(run.code, 0, "{run:#?}");
     let json = run.json();
-    for id in ["health", "ready", "redis"] {
+    for id in ["health", "ready", "redis", "postgres", "migrations", "hangfire"] {
         assert_eq!(status(&json, id), "ok", "{id}: {json:#}");
     }
+    assert_eq!(metric(step(&json, "migrations"), "migrations"), 2.0);
     assert!(
         step(&json, "ready")["summary"]
             .as_str()
@@ -451,19 +478,33 @@ fn service_readiness_reads_aspnet_plain_text_health_and_checks_redis() {
     assert!(step(&json, "ready")["summary"].as_str().unwrap().ends_with(": Healthy"));
 
     *ready.lock().unwrap() = (200, "Degraded");
-    let run = run_shipped("service-readiness.yaml", &sets, &[], &[]);
+    let run = run_with("2");
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(status(&run.json(), "ready"), "warning");
 
+    // A build that ships a third migration the database does not have ("If migration
+    // fails, the app still starts (degraded)"), and Hangfire not enabled (no route).
+    *ready.lock().unwrap() = (200, "Healthy");
+    *hangfire.lock().unwrap() = 404;
+    let run = run_with("3");
+    assert_eq!(run.code, 2, "{run:#?}");
+    let json = run.json();
+    assert_eq!(status(&json, "migrations"), "critical", "{json:#}");
+    assert_eq!(status(&json, "hangfire"), "critical", "{json:#}");
+    assert_eq!(status(&json, "postgres"), "ok");
+
     *ready.lock().unwrap() = (503, "Unhealthy");
     redis.stop();
-    let run = run_shipped("service-readiness.yaml", &sets, &[], &[]);
+    pg.stop();
+    let run = run_with("2");
     assert_eq!(run.code, 2, "{run:#?}");
     let json = run.json();
     assert_eq!(status(&json, "health"), "ok", "liveness has no dependencies");
     assert_eq!(status(&json, "ready"), "critical");
     assert_eq!(step(&json, "ready")["details"][0], "body: Unhealthy");
     assert_eq!(status(&json, "redis"), "critical", "{json:#}");
+    assert_eq!(status(&json, "postgres"), "critical", "{json:#}");
+    assert!(!step(&json, "migrations")["skipped"].is_null(), "{json:#}");
 }
 
 fn s3_env() -> [(&'static str, &'static str); 2] {
@@ -692,6 +733,8 @@ fn the_seed_runbooks_name_their_seed() {
         ("service-readiness.yaml", "Seed 004 (004_8c85a033c1dbfac3.txt)"),
         ("openai-outage.yaml", "Seed 002 (002_5dd69f34f4e70fd7.txt)"),
         ("webhook-failures.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
+        ("event-log-write-failure.yaml", "Seed 000 (000_5c6e9ff0c39fb8c7.txt)"),
+        ("s3-maintenance.yaml", "Seed 001 (001_703c4ed1319ee922.txt)"),
     ] {
         let text = std::fs::read_to_string(workspace().join("runbooks").join(file)).unwrap();
         let header: String = text

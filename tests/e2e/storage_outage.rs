@@ -45,6 +45,9 @@ fn uploads(s3: &S3Server) {
 }
 
 fn run_book(s3: &S3Server, app: &HttpServer, redis: &Redis, extra: &[&str]) -> (Run, serde_json::Value) {
+    // The application's bucket, which the `bucket` step probes (HeadBucket, canary).
+    s3.bucket("author-exports");
+    s3.put("author-exports", "exports/lecture-7.zip", b"PK", MIN);
     run_against(&s3.endpoint(), app, redis, extra)
 }
 
@@ -253,4 +256,37 @@ fn the_endpoint_is_signed_for_the_runbooks_region() {
     for scope in scopes {
         assert!(scope.contains("/eu-west-1/s3/aws4_request"), "{scope}");
     }
+}
+
+#[test]
+fn a_missing_recent_export_or_a_bucket_the_keys_cannot_use_holds_the_prune_and_pauses_exports() {
+    let (s3, redis, app) = (S3Server::start(), Redis::start(), app(200));
+    logs(&s3, 0);
+    uploads(&s3);
+    // Healthy: the bucket answers, the canary write is read back and removed, the recent
+    // export exists.
+    let (run, json) = run_book(&s3, &app, &redis, &["--set", "recent_keys=exports/lecture-7.zip"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(step(&json, "bucket")["status"], "ok", "{json:#}");
+    assert_eq!(s3.files("author-exports"), ["exports/lecture-7.zip"], "the canary leaves nothing");
+    // A recent export missing (triage 3): CRITICAL, exports paused (planned), no prune.
+    let (run, json) = run_book(
+        &s3,
+        &app,
+        &redis,
+        &["--set", "recent_keys=exports/lecture-7.zip,exports/lecture-9.zip", "--set", "backlog_bytes=1000"],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        step(&json, "bucket")["summary"].as_str().unwrap().contains("exports/lecture-9.zip"),
+        "{json:#}"
+    );
+    assert!(step(&json, "pause-exports")["skipped"].is_null(), "{json:#}");
+    assert!(step(&json, "prune-temporary-uploads")["skipped"].is_string(), "{json:#}");
+    assert_eq!(old_uploads_left(&s3), 3);
+    // The app's bucket is gone (triage 1): the same.
+    let (run, json) = run_book(&s3, &app, &redis, &["--set", "data_bucket=author-exports-gone"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(step(&json, "bucket")["summary"].as_str().unwrap().contains("NoSuchBucket"), "{json:#}");
+    assert!(step(&json, "pause-exports")["skipped"].is_null(), "{json:#}");
 }

@@ -329,12 +329,14 @@ fn only_plugins_that_use_tls_import_it() {
     let table = [
         ("tls-cert", true, true),
         ("pg-dangling-metadata", true, true),
+        ("pg-query", true, true),
         ("redis-ping", true, false),
         ("redis-queue-depth", true, false),
         // HTTPS is the host's; the SDK's HTTP client reads the handshake record only to
         // say why a TLS error code came back.
         ("http-health", false, true),
         ("s3-4xx-rate", false, true),
+        ("s3-probe", false, true),
         ("livekit-token", false, true),
     ];
     for (plugin, uses_tls, reads_record) in table {

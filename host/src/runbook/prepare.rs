@@ -328,6 +328,17 @@ pub async fn prepare_parsed(
                 None
             }
         });
+        // A `when` that reads only inputs is decided now: such a step that will be skipped
+        // needs none of its secrets (an optional `notify` step whose webhook secret is
+        // unset), and a grant its inputs leave empty is no grant.
+        let skipped_by_inputs = when.as_ref().is_some_and(|(_, expr)| {
+            let paths = expr.paths();
+            paths.iter().all(|path| path.first().is_some_and(|root| root == "inputs"))
+                && !expr.eval(&|path: &[String]| match path {
+                    [_, name] => inputs.get(name).cloned(),
+                    _ => None,
+                })
+        });
         let timeout = parse_timeout(&mut cx, &at("timeout"), Some(id), step.timeout.as_deref(), "10s, 1m")
             .unwrap_or(Duration::from_secs(10));
         let retry = resolve_retry(&mut cx, step, i);
@@ -434,6 +445,8 @@ pub async fn prepare_parsed(
         for (g, entry) in step.allow.iter().enumerate() {
             let path = at(&format!("allow[{g}]"));
             let render = |text: &str| match template::render(text, &fixed_resolver) {
+                // A step its inputs switch off may leave its grant empty (`prometheus_url: ""`).
+                Ok(Value::String(rendered)) if rendered.is_empty() && skipped_by_inputs => Ok(None),
                 Ok(Value::String(rendered)) => Ok(Some(rendered)),
                 Ok(other) => Err(format!("grant `{other}` is not a string")),
                 Err(message) if mode == Mode::Validate && message.starts_with("input `") => Ok(None),
@@ -450,6 +463,7 @@ pub async fn prepare_parsed(
             match SecretGrant::parse(&format!("{name}={source}")) {
                 Ok(grant) => {
                     if mode == Mode::Run
+                        && !skipped_by_inputs
                         && let Err(err) = grant.resolve()
                     {
                         cx.problem(&at(&format!("secrets.{name}")), Some(id), err);
@@ -885,6 +899,9 @@ fn resolve_inputs(
                                     default.as_ref().unwrap()
                                 ),
                             );
+                            // Reported once: the default stands in so that nothing
+                            // downstream calls the input unset.
+                            values.insert(name.clone(), default.clone().unwrap());
                             continue;
                         }
                     },
@@ -900,8 +917,34 @@ fn resolve_inputs(
                                     crate::text::truncate(&crate::text::visible(value), 40)
                                 ),
                             );
+                            values.insert(name.clone(), default.clone().unwrap());
                             continue;
                         }
+                    },
+                    // A list input: a JSON list, or comma-separated values.
+                    Some(Value::Array(_)) => match value.trim() {
+                        text if text.starts_with('[') => match serde_json::from_str::<Value>(text) {
+                            Ok(list @ Value::Array(_)) => list,
+                            _ => {
+                                cx.problem(
+                                    &format!("inputs.{name}"),
+                                    None,
+                                    format!(
+                                        "--set {name}={}: input `{name}` takes a JSON list or comma-separated values",
+                                        crate::text::truncate(&crate::text::visible(value), 40)
+                                    ),
+                                );
+                                values.insert(name.clone(), default.clone().unwrap());
+                                continue;
+                            }
+                        },
+                        text => Value::Array(
+                            text.split(',')
+                                .map(str::trim)
+                                .filter(|item| !item.is_empty())
+                                .map(|item| Value::String(item.to_string()))
+                                .collect(),
+                        ),
                     },
                     _ => Value::String(value.clone()),
                 };

@@ -5,17 +5,12 @@
 //! that the host verifies the certificate in every mode that uses TLS.
 
 mod sql;
-mod wire;
 
 use runbox_plugin_sdk::check::Guest;
-use runbox_plugin_sdk::net::tls_error;
-use runbox_plugin_sdk::postgres::SslMode;
+use runbox_plugin_sdk::postgres::{Failure, Server, Session};
 use runbox_plugin_sdk::threshold::Thresholds;
-use runbox_plugin_sdk::tls::{self, Problem};
-use runbox_plugin_sdk::url::{ServiceUrl, redact};
-use runbox_plugin_sdk::{Info, Level, Report, Status, config, describe_io, host, log, secret};
+use runbox_plugin_sdk::{Info, Level, Report, Status, config, host, log};
 use serde::Deserialize;
-use wire::{Failure, Params, Session};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -104,13 +99,7 @@ impl Guest for PgDanglingMetadata {
 }
 
 struct Target {
-    host: String,
-    port: u16,
-    sslmode: SslMode,
-    user: String,
-    password: Option<String>,
-    database: String,
-    display: String,
+    server: Server,
     query: sql::DanglingQuery,
     count: Thresholds,
     age: Thresholds,
@@ -121,22 +110,11 @@ struct Target {
 impl Target {
     fn from_config(json: &str) -> Result<Target, String> {
         let config: Config = config::parse(json)?;
-        let url = ServiceUrl::parse(&config.url, &["postgres", "postgresql"])
-            .map_err(|err| config::field_error("url", err))?;
-        let sslmode = sslmode(&url, config.sslmode.as_deref())?;
-        let user = url
-            .user
-            .clone()
-            .ok_or_else(|| config::field_error("url", "no user (postgres://USER@host/db)"))?;
-        let database = if url.path.is_empty() {
-            user.clone()
-        } else {
-            url.path.clone()
-        };
-        let password = match &config.password_secret {
-            Some(name) => Some(secret(name).map_err(|err| config::field_error("password_secret", err))?),
-            None => url.password.clone(),
-        };
+        let server = Server::from_config(
+            &config.url,
+            config.sslmode.as_deref(),
+            config.password_secret.as_deref(),
+        )?;
         let query = sql::DanglingQuery::new(
             config.schema.as_deref(),
             &config.table,
@@ -149,13 +127,7 @@ impl Target {
         let budget = host::remaining_ms().saturating_sub(host::remaining_ms() / 5).max(1);
         let statement_timeout_ms = config.statement_timeout_ms.map_or(budget, |ms| ms.min(budget));
         Ok(Target {
-            display: redact(&config.url),
-            host: url.host,
-            port: url.port.unwrap_or(5432),
-            sslmode,
-            user,
-            password,
-            database,
+            server,
             query,
             count: Thresholds::parse(config.warn.as_deref(), config.crit.as_deref())?,
             age: Thresholds::parse(config.age_warn.as_deref(), config.age_crit.as_deref()).map_err(|err| {
@@ -168,15 +140,7 @@ impl Target {
     }
 
     fn check(&self) -> Report {
-        let params = Params {
-            host: &self.host,
-            port: self.port,
-            sslmode: self.sslmode,
-            user: &self.user,
-            password: self.password.as_deref(),
-            database: &self.database,
-        };
-        let (mut session, tls) = match Session::connect(&params) {
+        let (mut session, tls) = match self.server.connect("runbox pg-dangling-metadata") {
             Ok(connected) => connected,
             Err(failure) => return self.failed(failure),
         };
@@ -185,7 +149,7 @@ impl Target {
             &format!(
                 "connected ({}, sslmode={})",
                 if tls { "TLS" } else { "plaintext" },
-                self.sslmode
+                self.server.sslmode
             ),
         );
         let result = self.measure(&mut session);
@@ -193,10 +157,10 @@ impl Target {
         let _ = session.query("ROLLBACK");
         session.terminate();
         match result {
-            Ok(report) if !tls && self.sslmode == SslMode::Prefer => {
-                report.detail("the server offers no TLS: connected in plaintext (sslmode=prefer)")
-            }
-            Ok(report) => report,
+            Ok(report) => match self.server.plaintext_note(tls) {
+                Some(note) => report.detail(note),
+                None => report,
+            },
             Err(failure) => self.failed(failure),
         }
     }
@@ -267,21 +231,9 @@ impl Target {
     }
 
     fn failed(&self, failure: Failure) -> Report {
-        match failure {
-            Failure::Io(err) => {
-                let mut summary = format!("{}: {}", self.display, describe_io(&err));
-                if tls_error(&err).is_some() && certificate_refused() {
-                    summary.push_str(&format!(
-                        " (sslmode={}: runbox verifies the certificate in every mode that uses TLS; trust the server's CA with --ca or tls: {{ca: FILE}}, or use sslmode=disable)",
-                        self.sslmode
-                    ));
-                }
-                Report::critical(summary)
-            }
-            Failure::Auth(message) | Failure::TlsRequired(message) => Report::critical(message),
-            Failure::Tls(message) => Report::critical(format!("{}: {message}", self.display)),
-            Failure::Protocol(message) => Report::critical(format!("{}: protocol error: {message}", self.display)),
-            Failure::Server(error) => match error.code.as_str() {
+        match self.server.unreachable(failure) {
+            Ok(report) => report,
+            Err(error) => match error.code.as_str() {
                 "57014" => Report::critical(format!(
                     "the query was cancelled after {} ms (statement_timeout): {}",
                     self.statement_timeout_ms, error.message
@@ -295,39 +247,15 @@ impl Target {
                     "query failed ({code}): {} — check `where` and the column names",
                     error.message
                 )),
-                code if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") => Report::critical(
-                    format!("{}: server unavailable ({code}): {}", self.display, error.message),
-                ),
+                code if code.starts_with("57") || code.starts_with("08") || code.starts_with("53") => {
+                    Report::critical(format!(
+                        "{}: server unavailable ({code}): {}",
+                        self.server.display, error.message
+                    ))
+                }
                 code => Report::unknown(format!("query failed ({code}): {}", error.message)),
             },
         }
-    }
-}
-
-/// Whether the last handshake failed on the server's certificate (where libpq's
-/// `prefer` and `require`, which do not verify, would have gone on): any failure but a
-/// denied server name or a client certificate the server wants.
-fn certificate_refused() -> bool {
-    tls::last_handshake().is_some_and(|handshake| match handshake.outcome {
-        Ok(()) => false,
-        Err(failure) => !matches!(failure.problem, Problem::Denied | Problem::ClientCertificate),
-    })
-}
-
-/// The sslmode from the URL's query and the `sslmode` field (they must agree), or
-/// libpq's default, `prefer`.
-fn sslmode(url: &ServiceUrl, field: Option<&str>) -> Result<SslMode, String> {
-    let in_url = SslMode::from_query(url.query.as_deref()).map_err(|err| config::field_error("url", err))?;
-    let in_field = field
-        .map(SslMode::parse)
-        .transpose()
-        .map_err(|err| config::field_error("sslmode", err))?;
-    match (in_url, in_field) {
-        (Some(a), Some(b)) if a != b => Err(config::field_error(
-            "sslmode",
-            format!("{b} contradicts sslmode={a} in `url`"),
-        )),
-        (url, field) => Ok(field.or(url).unwrap_or_default()),
     }
 }
 
@@ -341,41 +269,3 @@ fn human_age(seconds: f64) -> String {
 }
 
 runbox_plugin_sdk::export_check!(PgDanglingMetadata);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sslmode_comes_from_the_url_or_the_field_and_defaults_to_prefer() {
-        // (url, sslmode field, result)
-        let table: &[(&str, Option<&str>, Result<SslMode, &str>)] = &[
-            ("postgres://u@h/db", None, Ok(SslMode::Prefer)),
-            ("postgres://u@h/db?sslmode=require", None, Ok(SslMode::Require)),
-            ("postgres://u@h/db", Some("verify-full"), Ok(SslMode::VerifyFull)),
-            (
-                "postgres://u@h/db?sslmode=disable",
-                Some("disable"),
-                Ok(SslMode::Disable),
-            ),
-            (
-                "postgres://u@h/db?sslmode=disable",
-                Some("require"),
-                Err("config field `sslmode`: require contradicts sslmode=disable in `url`"),
-            ),
-            (
-                "postgres://u@h/db?sslmode=on",
-                None,
-                Err("config field `url`: sslmode \"on\" is not one of"),
-            ),
-        ];
-        for (url, field, expected) in table {
-            let url = ServiceUrl::parse(url, &["postgres"]).unwrap();
-            match (sslmode(&url, *field), expected) {
-                (Ok(mode), Ok(expected)) => assert_eq!(mode, *expected, "{url:?}"),
-                (Err(err), Err(expected)) => assert!(err.starts_with(expected), "{err}"),
-                (got, _) => panic!("{url:?} {field:?}: {got:?}"),
-            }
-        }
-    }
-}

@@ -8,9 +8,12 @@
 //! errors name the offending field ([`config`]), Nagios threshold ranges
 //! ([`threshold`]), `scheme://user:password@host:port/path` URLs ([`url`]), a report
 //! builder ([`report`]), TCP streams that can turn into TLS ([`net`], [`tls`]), clients for
-//! Redis ([`redis`]) and HTTP over wasi:http ([`http`]), HS256 JWTs ([`jwt`]), and the plaintext steps that
-//! upgrade a PostgreSQL or SMTP connection to TLS ([`postgres`], [`smtp`]).
+//! Redis ([`redis`]), PostgreSQL ([`postgres`]: sslmode, authentication, simple and
+//! extended query), HTTP over wasi:http ([`http`]), S3 ([`s3`]) and other AWS APIs
+//! ([`aws`], [`ssm`], with [`sigv4`] and [`xml`]), HS256 JWTs ([`jwt`]), and SMTP's
+//! STARTTLS ([`smtp`]).
 
+pub mod aws;
 pub mod config;
 pub mod http;
 pub mod jwt;
@@ -22,12 +25,14 @@ pub mod s3;
 pub mod s3log;
 pub mod sigv4;
 pub mod smtp;
+pub mod ssm;
 #[cfg(test)]
 mod testing;
 pub mod threshold;
 pub mod time;
 pub mod tls;
 pub mod url;
+pub mod xml;
 
 /// Bindings of the `check` world. Implement [`check::Guest`] and call
 /// [`export_check!`].

@@ -1,5 +1,6 @@
-//! A small S3 client over the host's HTTP capability, signed with SigV4: paginated
-//! ListObjectsV2, GetObject and DeleteObjects. Path-style addressing for S3-compatible
+//! A small S3 client over the host's HTTP capability, signed with SigV4: HeadBucket,
+//! paginated ListObjectsV2, HeadObject, GetObject, PutObject, DeleteObject and
+//! DeleteObjects. Path-style addressing for S3-compatible
 //! servers, virtual-hosted style for AWS.
 
 use crate::http::{self, Failure, Target};
@@ -172,7 +173,9 @@ impl Bucket {
             method,
             &url,
             &headers,
-            (!body.is_empty() || method == "POST").then_some(body),
+            // A write states its length, 0 included: S3 servers refuse a DELETE or PUT
+            // without one (411 MissingContentLength).
+            (!body.is_empty() || matches!(method, "POST" | "PUT" | "DELETE")).then_some(body),
             max_body,
         )
         .map_err(S3Error::Http)?;
@@ -182,9 +185,51 @@ impl Bucket {
         let text = response.text();
         Err(S3Error::Status {
             status: response.status,
-            code: tag(&text, "Code").unwrap_or_else(|| "HTTP error".into()),
+            // A HEAD answer has no body: the status is all S3 says.
+            code: tag(&text, "Code").unwrap_or_else(|| status_code(response.status).into()),
             message: tag(&text, "Message").unwrap_or_else(|| text.chars().take(200).collect()),
         })
+    }
+
+    /// HeadBucket: the bucket exists and these credentials may use it. A HEAD answer
+    /// carries no error code, so on failure the same question is asked again as a
+    /// one-key ListObjectsV2 (a read), whose error body names S3's code
+    /// (`NoSuchBucket`, `SignatureDoesNotMatch`, `InvalidAccessKeyId`, `AccessDenied`).
+    pub fn head_bucket(&self) -> Result<(), S3Error> {
+        let head = match self.request("HEAD", "", &[], b"", &[], 1 << 16) {
+            Ok(_) => return Ok(()),
+            Err(err @ S3Error::Status { .. }) => err,
+            Err(other) => return Err(other),
+        };
+        let query = [
+            ("list-type".to_string(), "2".to_string()),
+            ("max-keys".to_string(), "1".to_string()),
+        ];
+        match self.request("GET", "", &query, b"", &[], 1 << 20) {
+            Err(err @ S3Error::Status { .. }) => Err(err),
+            _ => Err(head),
+        }
+    }
+
+    /// HeadObject: the object's size, or `None` when there is no such key (404).
+    pub fn head_object(&self, key: &str) -> Result<Option<u64>, S3Error> {
+        Ok(self.head(key)?.map(|head| head.size))
+    }
+
+    /// PutObject: writes `body` under `key` (with its Content-MD5, so a corrupted
+    /// upload is refused).
+    pub fn put(&self, key: &str, body: &[u8]) -> Result<(), S3Error> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
+        let extra = vec![
+            ("content-md5".to_string(), md5),
+            ("content-type".to_string(), "application/octet-stream".to_string()),
+        ];
+        self.request("PUT", key, &[], body, &extra, 1 << 20).map(|_| ())
+    }
+
+    /// DeleteObject: removes one key (S3 answers 204 whether or not it existed).
+    pub fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        self.request("DELETE", key, &[], b"", &[], 1 << 20).map(|_| ())
     }
 
     /// Lists objects under `prefix`, `page_size` per request, stopping after `max_objects`.
@@ -230,6 +275,48 @@ impl Bucket {
         Ok(self.request("GET", key, &[], b"", &[], max_bytes)?.body)
     }
 
+    /// HeadObject: the object's storage class and restore state; `None` when it does
+    /// not exist.
+    pub fn head(&self, key: &str) -> Result<Option<Head>, S3Error> {
+        let response = match self.request("HEAD", key, &[], b"", &[], 0) {
+            Ok(response) => response,
+            Err(S3Error::Status { status: 404, .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        Ok(Some(Head {
+            storage_class: response.header("x-amz-storage-class").unwrap_or("STANDARD").to_string(),
+            restore: Restore::parse(response.header("x-amz-restore")),
+            size: response
+                .header("content-length")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        }))
+    }
+
+    /// RestoreObject: a temporary copy of an archived object for `days`, retrieved at
+    /// `tier` (`Standard`, `Bulk`, `Expedited`). Returns S3's status: 202 when the
+    /// restore started, 200 when a restored copy existed (its expiry is extended).
+    pub fn restore(&self, key: &str, days: u32, tier: &str) -> Result<u16, S3Error> {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><RestoreRequest xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Days>{days}</Days><GlacierJobParameters><Tier>{}</Tier></GlacierJobParameters></RestoreRequest>",
+            escape(tier)
+        );
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
+        let extra = vec![
+            ("content-md5".to_string(), md5),
+            ("content-type".to_string(), "application/xml".to_string()),
+        ];
+        let response = self.request(
+            "POST",
+            key,
+            &[("restore".to_string(), String::new())],
+            body.as_bytes(),
+            &extra,
+            1 << 20,
+        )?;
+        Ok(response.status)
+    }
+
     /// Deletes up to 1000 `keys` in one DeleteObjects request; returns the keys S3
     /// could not delete, with the reason.
     pub fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, S3Error> {
@@ -269,43 +356,90 @@ impl Bucket {
     }
 }
 
-/// The text of the first `<name>…</name>`, unescaped.
-pub fn tag(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(unescape(&xml[start..end]))
-}
-
-/// Every `<name>…</name>` block's inner text (not unescaped).
-pub fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
-    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(&after[..end]);
-        rest = &after[end + close.len()..];
+/// The error code S3 means by a bodiless status (a HEAD answer).
+fn status_code(status: u16) -> &'static str {
+    match status {
+        301 => "PermanentRedirect",
+        400 => "BadRequest",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        _ => "HTTP error",
     }
-    out
 }
 
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+/// What HeadObject says about an object's archive state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// `x-amz-storage-class`, `STANDARD` when absent (S3 leaves it out for STANDARD).
+    pub storage_class: String,
+    /// The `x-amz-restore` header, parsed.
+    pub restore: Restore,
+    /// Size in bytes.
+    pub size: u64,
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+impl Head {
+    /// Whether the object sits in an archive tier that needs RestoreObject before GET
+    /// (GLACIER, DEEP_ARCHIVE; GLACIER_IR is read directly).
+    pub fn is_archived(&self) -> bool {
+        matches!(self.storage_class.as_str(), "GLACIER" | "DEEP_ARCHIVE")
+    }
 }
+
+/// The `x-amz-restore` state of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// No header: no restore was requested (or the restored copy expired).
+    NotRequested,
+    /// `ongoing-request="true"`: the restore is running.
+    InProgress,
+    /// `ongoing-request="false"`: a temporary copy is readable until `expiry` (HTTP date).
+    Restored {
+        /// `expiry-date`, as S3 wrote it.
+        expiry: String,
+    },
+    /// A header this client does not understand, verbatim.
+    Other(String),
+}
+
+impl Restore {
+    /// Parses an `x-amz-restore` header value (`None`: no header).
+    pub fn parse(header: Option<&str>) -> Restore {
+        let Some(header) = header else {
+            return Restore::NotRequested;
+        };
+        let field = |name: &str| {
+            let start = header.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = header[start..].find('"')? + start;
+            Some(header[start..end].to_string())
+        };
+        match field("ongoing-request").as_deref() {
+            Some("true") => Restore::InProgress,
+            Some("false") => Restore::Restored {
+                expiry: field("expiry-date").unwrap_or_default(),
+            },
+            _ => Restore::Other(header.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Restore::NotRequested => f.write_str("no restore requested"),
+            Restore::InProgress => f.write_str("restore in progress"),
+            Restore::Restored { expiry } => write!(f, "restored, readable until {expiry}"),
+            Restore::Other(header) => write!(f, "x-amz-restore: {header}"),
+        }
+    }
+}
+
+use crate::xml::escape;
+pub use crate::xml::{blocks, tag};
 
 #[cfg(test)]
 mod tests {
@@ -319,5 +453,24 @@ mod tests {
         assert_eq!(tag(contents[0], "Key").as_deref(), Some("a&b"));
         assert_eq!(tag(xml, "NextContinuationToken").as_deref(), Some("t1"));
         assert_eq!(escape("a<b&"), "a&lt;b&amp;");
+        assert_eq!(
+            (status_code(404), status_code(403), status_code(418)),
+            ("NotFound", "Forbidden", "HTTP error")
+        );
+    }
+
+    #[test]
+    fn reads_restore_headers() {
+        assert_eq!(Restore::parse(None), Restore::NotRequested);
+        assert_eq!(Restore::parse(Some("ongoing-request=\"true\"")), Restore::InProgress);
+        assert_eq!(
+            Restore::parse(Some(
+                "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""
+            )),
+            Restore::Restored {
+                expiry: "Fri, 21 Dec 2012 00:00:00 GMT".into()
+            }
+        );
+        assert_eq!(Restore::parse(Some("odd")), Restore::Other("odd".into()));
     }
 }
