@@ -628,33 +628,31 @@ impl State {
                 continue;
             }
             for &(i, g) in uses {
-                let step = &runbook.steps[i];
-                let Some(grant) = step
-                    .grants
-                    .network
-                    .get(g)
-                    .filter(|_| step.grants.network.len() == manifest.steps[i].allow.len())
-                else {
+                // A prepared runbook has one step per step of its manifest, in order.
+                let Some(step) = runbook.steps.get(i) else {
                     return refuse(
                         "grant_outside_targets",
                         StatusCode::BAD_REQUEST,
                         format!(
-                            "step `{}`: its grants could not be matched to its `allow:`; nothing was run",
-                            step.id
+                            "runbook `{}`: its grants could not be checked; nothing was run",
+                            book.name
                         ),
                     );
                 };
-                if !grant.host.within(&self.targets) {
-                    let targets: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
-                    return refuse(
-                        "grant_outside_targets",
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "step `{}`: input `{name}` makes the grant `{grant}`, whose host is outside --allow-targets ({}); nothing was run",
-                            step.id,
-                            targets.join(", ")
-                        ),
-                    );
+                let grants = step.grant_sources.iter().zip(&step.grants.network);
+                for (_, grant) in grants.filter(|(source, _)| **source == g) {
+                    if !grant.host.within(&self.targets) {
+                        let targets: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
+                        return refuse(
+                            "grant_outside_targets",
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "step `{}`: input `{name}` makes the grant `{grant}`, whose host is outside --allow-targets ({}); nothing was run",
+                                step.id,
+                                targets.join(", ")
+                            ),
+                        );
+                    }
                 }
             }
         }

@@ -113,6 +113,9 @@ pub struct PreparedStep {
     pub for_each: Option<ForEach>,
     /// Exactly what the step grants.
     pub grants: Grants,
+    /// For each of `grants.network`, the index of the `allow:` entry it came from (an
+    /// entry its inputs leave empty gives no grant).
+    pub grant_sources: Vec<usize>,
     /// Parsed `when`, with its text.
     pub when: Option<(String, Expr)>,
     /// Deadline of one attempt.
@@ -333,7 +336,9 @@ pub async fn prepare_parsed(
         // unset), and a grant its inputs leave empty is no grant.
         let skipped_by_inputs = when.as_ref().is_some_and(|(_, expr)| {
             let paths = expr.paths();
-            paths.iter().all(|path| path.first().is_some_and(|root| root == "inputs"))
+            paths
+                .iter()
+                .all(|path| path.first().is_some_and(|root| root == "inputs"))
                 && !expr.eval(&|path: &[String]| match path {
                     [_, name] => inputs.get(name).cloned(),
                     _ => None,
@@ -442,6 +447,7 @@ pub async fn prepare_parsed(
             }
         }
         let mut network = Vec::new();
+        let mut grant_sources = Vec::new();
         for (g, entry) in step.allow.iter().enumerate() {
             let path = at(&format!("allow[{g}]"));
             let render = |text: &str| match template::render(text, &fixed_resolver) {
@@ -453,7 +459,10 @@ pub async fn prepare_parsed(
                 Err(message) => Err(message),
             };
             match render_grant(entry, render) {
-                Ok(Some(grant)) => network.push(grant),
+                Ok(Some(grant)) => {
+                    network.push(grant);
+                    grant_sources.push(g);
+                }
                 Ok(None) => {}
                 Err(message) => cx.problem(&path, Some(id), message),
             }
@@ -550,6 +559,7 @@ pub async fn prepare_parsed(
                 tls,
                 header_secrets: header_secrets.into_iter().collect(),
             },
+            grant_sources,
             when,
             timeout,
             memory_bytes,
