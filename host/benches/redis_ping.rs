@@ -189,6 +189,11 @@ fn main() {
     if let Ok(spec) = std::env::var("RUNBOX_BENCH_LOOP") {
         return profile_loop(&spec);
     }
+    if std::env::var("RUNBOX_BENCH_ONLY").as_deref() == Ok("serve") {
+        let redis = harness::Redis::start();
+        serve_vs_blackbox(redis.port);
+        return;
+    }
     let plugin = harness::plugin("redis_ping");
     let scratch = tempfile::tempdir().unwrap();
     let redis = harness::Redis::start();
@@ -382,6 +387,8 @@ fn main() {
     );
     let beyond = warm_median.saturating_sub(network);
 
+    let (serve_rate, blackbox_rate) = serve_vs_blackbox(port);
+
     println!("\ntargets");
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
@@ -419,6 +426,181 @@ fn main() {
         beyond.as_secs_f64() * 1e3,
         verdict(beyond <= Duration::from_millis(50))
     );
+    println!(
+        "  runbox serve /probe ≥ 2× blackbox_exporter's tcp PING: {:.2}× ({serve_rate:.0} vs {blackbox_rate:.0} probes/s) — {}",
+        serve_rate / blackbox_rate,
+        verdict(serve_rate >= 2.0 * blackbox_rate)
+    );
+}
+
+/// Concurrent clients of the serve-vs-blackbox comparison.
+const PROBE_CLIENTS: usize = 8;
+/// How long each server is loaded (after a one-second warm-up).
+const PROBE_SECONDS: u64 = 5;
+
+/// `runbox serve`'s `/probe` of a one-step redis-ping runbook vs blackbox_exporter's
+/// tcp prober sending the same PING (`query_response`), each loaded by the same
+/// closed-loop generator: PROBE_CLIENTS keep-alive HTTP/1.1 connections, each sending
+/// the next request when the answer arrives, for PROBE_SECONDS. Only answers with
+/// `probe_success 1` count. Returns (runbox, blackbox) probes/s.
+fn serve_vs_blackbox(redis_port: u16) -> (f64, f64) {
+    println!(
+        "\nprobes/s over HTTP: runbox serve vs prometheus-blackbox-exporter, both PINGing redis 127.0.0.1:{redis_port}, {PROBE_CLIENTS} keep-alive clients, {PROBE_SECONDS} s each"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let books = dir.path().join("books");
+    std::fs::create_dir(&books).unwrap();
+    std::fs::write(
+        books.join("ping.yaml"),
+        format!(
+            "name: ping\nsteps:\n  - id: ping\n    uses: redis-ping\n    with: {{url: \"redis://127.0.0.1:{redis_port}\"}}\n    allow: [\"redis://127.0.0.1:{redis_port}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_runbox"))
+        .args(["serve", "--runbooks"])
+        .arg(&books)
+        .args(["--listen", "127.0.0.1:0", "--max-concurrent", "64"])
+        .env("RUNBOX_CACHE_DIR", harness::cache_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runbox serve starts");
+    let serve_addr = listening_address(serve.stderr.take().unwrap());
+
+    let blackbox_port = harness::free_port();
+    let config = dir.path().join("blackbox.yml");
+    std::fs::write(
+        &config,
+        "modules:\n  redis_ping:\n    prober: tcp\n    timeout: 5s\n    tcp:\n      query_response:\n        - send: \"PING\"\n        - expect: \"^\\\\+PONG\"\n",
+    )
+    .unwrap();
+    let mut blackbox = Command::new("prometheus-blackbox-exporter")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{blackbox_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect(
+            "prometheus-blackbox-exporter starts (apt-get install prometheus-blackbox-exporter; scripts/ensure-deps)",
+        );
+    let blackbox_addr = format!("127.0.0.1:{blackbox_port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&blackbox_addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "blackbox_exporter did not listen on {blackbox_addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let runbox_path = "/probe?runbook=ping".to_string();
+    let blackbox_path = format!("/probe?module=redis_ping&target=127.0.0.1:{redis_port}");
+    // Alternate, twice each, so neither always runs on a warmer machine.
+    let mut runbox_rates = Vec::new();
+    let mut blackbox_rates = Vec::new();
+    for _ in 0..2 {
+        runbox_rates.push(load(&serve_addr, &runbox_path));
+        blackbox_rates.push(load(&blackbox_addr, &blackbox_path));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = blackbox.kill();
+    let _ = blackbox.wait();
+    let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
+    let (runbox_rate, blackbox_rate) = (best(&runbox_rates), best(&blackbox_rates));
+    println!("  runbox serve /probe (one-step redis-ping runbook)  {runbox_rates:.0?} probes/s, best {runbox_rate:.0}");
+    println!(
+        "  blackbox_exporter tcp query_response PING          {blackbox_rates:.0?} probes/s, best {blackbox_rate:.0}"
+    );
+    println!("  ratio {:.2}× blackbox", runbox_rate / blackbox_rate);
+    (runbox_rate, blackbox_rate)
+}
+
+fn listening_address(stderr: std::process::ChildStderr) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("runbox serve printed where it listens").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
+
+/// Loads `addr` with the closed-loop generator; successful probes per second.
+fn load(addr: &str, path: &str) -> f64 {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..PROBE_CLIENTS)
+        .map(|_| {
+            let (addr, path, stop, counting) = (addr.to_string(), path.to_string(), stop.clone(), counting.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let request =
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Prometheus-Scrape-Timeout-Seconds: 5\r\n\r\n");
+                let mut buffer = Vec::with_capacity(8192);
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    stream.write_all(request.as_bytes()).unwrap();
+                    let body = read_response(&mut stream, &mut buffer);
+                    if counting.load(std::sync::atomic::Ordering::Relaxed) {
+                        if body.contains("\nprobe_success 1") {
+                            ok += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    counting.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(PROBE_SECONDS));
+    counting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for client in clients {
+        let (o, f) = client.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert_eq!(failed, 0, "{failed} probes of {addr}{path} did not succeed");
+    ok as f64 / elapsed.as_secs_f64()
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length; its body.
+fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> String {
+    buffer.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .expect("a Content-Length")
+                .trim()
+                .parse()
+                .unwrap();
+            while buffer.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "the server closed the connection");
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            return String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// redis-ping over `rediss://` through the runtime, as `runbox check` runs it, with the

@@ -62,6 +62,9 @@ enum Command {
     /// List, inspect, scaffold and build plugins (`runbox plugin …` works too).
     #[command(subcommand, visible_alias = "plugin")]
     Plugins(PluginsCommand),
+    /// Serve runbooks to Prometheus, blackbox_exporter-style: GET /probe?runbook=NAME&INPUT=VALUE
+    /// runs its checks and plans (never applies) and answers the text exposition.
+    Serve(ServeArgs),
     /// Print a shell completion script (e.g. `runbox completions bash > /etc/bash_completion.d/runbox`).
     Completions {
         /// The shell.
@@ -74,6 +77,44 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Directory of runbooks (*.yaml, *.yml); a probe names one by its `name:` or file stem.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) runbooks: PathBuf,
+    /// Address to listen on. Anything but loopback needs --bearer-token-file.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub(crate) listen: String,
+    /// Hosts a query's inputs may point grants at: CIDR, address, HOST or *.suffix
+    /// (repeatable or comma-separated). Without it, a query cannot set an input that
+    /// flows into a grant.
+    #[arg(long = "allow-targets", value_name = "CIDR|HOST|*.suffix", value_delimiter = ',')]
+    pub(crate) allow_targets: Vec<String>,
+    /// File holding the bearer token every request must carry (`Authorization: Bearer
+    /// TOKEN`; /-/healthy excepted). Required to listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) bearer_token_file: Option<PathBuf>,
+    /// Most probes running at once; one more is answered 503 [default: 2 × CPU cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) max_concurrent: Option<u32>,
+    /// Deadline of a probe whose request has no X-Prometheus-Scrape-Timeout-Seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Taken off X-Prometheus-Scrape-Timeout-Seconds, so the answer arrives before
+    /// Prometheus gives up (blackbox_exporter's --timeout-offset).
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) timeout_offset: Duration,
+    /// Most steps of one probe running at once.
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) parallel: u16,
+    /// On SIGTERM or SIGINT, how long running probes may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) shutdown_grace: Duration,
+    /// Load no plugin that is not signed by a trusted key (see --trusted-keys).
+    #[arg(long)]
+    pub(crate) require_signed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -256,7 +297,9 @@ pub fn main() -> ExitCode {
     // thread on every I/O event (~40 µs of a redis-ping check; docs/performance.md).
     // Runbooks run steps in parallel on a multi-threaded one.
     let mut builder = match cli.command {
-        Command::Check(_) => tokio::runtime::Builder::new_current_thread(),
+        // `serve` runs its own current-thread runtime per worker; this one only watches
+        // signals and reloads.
+        Command::Check(_) | Command::Serve(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -293,6 +336,7 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         Command::Run(args) => args.require_signed,
         Command::Check(args) => args.require_signed,
         Command::Validate { require_signed, .. } => *require_signed,
+        Command::Serve(args) => args.require_signed,
         Command::Plugins(_) => false,
         // Generated from the argument definitions: no engine, no plugins.
         Command::Completions { shell } => return commands::generate::completions(*shell),
@@ -315,6 +359,7 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
             commands::validate::validate(&runtime, &plugin_path, &runbooks, &set).await
         }
         Command::Check(args) => commands::check::check(&runtime, &plugin_path, args, cli.verbose > 0).await,
+        Command::Serve(args) => commands::serve::serve(runtime, plugin_path, args).await,
         Command::Plugins(PluginsCommand::New {
             name,
             lang,

@@ -32,6 +32,7 @@ mod sandbox;
 mod scaffold;
 mod seed_playbooks;
 mod seed_runbooks;
+mod serve;
 mod storage_outage;
 mod tls;
 mod tls_hostile;

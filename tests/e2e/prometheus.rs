@@ -21,15 +21,16 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `exporter` (`host:port`), and waits until it is ready.
     pub fn start(exporter: &str) -> Prometheus {
+        Prometheus::start_config(&format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{exporter}']\n"
+        ))
+    }
+
+    /// Starts Prometheus with `config` (prometheus.yml text), and waits until it is ready.
+    pub fn start_config(config_text: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{exporter}']\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))

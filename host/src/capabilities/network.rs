@@ -108,6 +108,48 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// Whether every host this pattern covers is covered by one of `targets` (the
+    /// operator's `runbox serve --allow-targets`). An address or a block must lie inside
+    /// an address or block of `targets`; a name must be one of `targets` or end in one
+    /// of its `*.suffix`es; a `*.suffix` must be inside a `*.suffix` of `targets`. A
+    /// block never covers a name: a name reaches whatever it resolves to.
+    pub fn within(&self, targets: &[HostPattern]) -> bool {
+        targets.iter().any(|target| match (self, target) {
+            (HostPattern::Ip(ip), HostPattern::Ip(outer)) => ip == outer,
+            (HostPattern::Ip(ip), HostPattern::Cidr(outer)) => outer.contains(ip),
+            (HostPattern::Cidr(net), HostPattern::Cidr(outer)) => outer.contains(net),
+            (HostPattern::Cidr(net), HostPattern::Ip(outer)) => {
+                net.prefix_len() == net.max_prefix_len() && net.addr() == *outer
+            }
+            (HostPattern::Name(name), HostPattern::Name(outer)) => name == outer,
+            (HostPattern::Name(name), HostPattern::Suffix(_)) => target.covers_name(name),
+            (HostPattern::Suffix(suffix), HostPattern::Suffix(outer)) => suffix.ends_with(outer.as_str()),
+            _ => false,
+        })
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    /// `HOST`, `*.suffix`, an IP address or a CIDR block, as in a grant's host part.
+    fn from_str(text: &str) -> Result<HostPattern, String> {
+        parse_host_pattern(text)
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Name(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Ip(ip) => write!(f, "{ip}"),
+            HostPattern::Cidr(net) => write!(f, "{net}"),
+        }
+    }
+}
+
 /// Which ports a grant covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortPattern {
@@ -968,6 +1010,66 @@ fn method_overrides(request: &http::request::Parts) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_host_is_within_the_targets_only_when_all_it_covers_is() {
+        let targets: Vec<HostPattern> = [
+            "127.0.0.0/8",
+            "10.1.2.3",
+            "cache.internal",
+            "*.svc.cluster.local",
+            "::1",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        let within = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.0/24",
+            "127.0.0.0/8",
+            "10.1.2.3",
+            "10.1.2.3/32",
+            "cache.internal",
+            "CACHE.internal.",
+            "redis.svc.cluster.local",
+            "a.b.svc.cluster.local",
+            "*.svc.cluster.local",
+            "*.ns.svc.cluster.local",
+            "::1",
+        ];
+        let outside = [
+            "128.0.0.1",
+            "126.255.255.255",
+            "127.0.0.0/7",
+            "0.0.0.0/0",
+            "10.1.2.4",
+            "10.1.2.0/24",
+            "169.254.169.254",
+            "other.internal",
+            "xcache.internal",
+            "cache.internal.evil.example",
+            "svc.cluster.local",
+            "*.cluster.local",
+            "*.local",
+            "localhost",
+            "::2",
+            "::/0",
+            // A name never falls inside an address block: it reaches what it resolves to.
+            "localtest.me",
+        ];
+        for host in within {
+            let pattern: HostPattern = host.parse().unwrap();
+            assert!(pattern.within(&targets), "{host} should be within");
+        }
+        for host in outside {
+            let pattern: HostPattern = host.parse().unwrap();
+            assert!(!pattern.within(&targets), "{host} should be outside");
+        }
+        assert!(!"127.0.0.1".parse::<HostPattern>().unwrap().within(&[]));
+        assert!("*".parse::<HostPattern>().is_err());
+        assert!("a/b".parse::<HostPattern>().is_err());
+    }
 
     fn policy(grants: &[&str]) -> NetworkPolicy {
         NetworkPolicy::new("test", grants.iter().map(|g| g.parse().unwrap()).collect(), false)

@@ -4,6 +4,7 @@ pub(crate) mod check;
 pub(crate) mod generate;
 pub(crate) mod plugins;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub(crate) mod validate;
 
 use crate::error::{Error, invalid};

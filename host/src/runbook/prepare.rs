@@ -113,6 +113,9 @@ pub struct PreparedStep {
     pub for_each: Option<ForEach>,
     /// Exactly what the step grants.
     pub grants: Grants,
+    /// For each of `grants.network`, the index of the `allow:` entry it came from (an
+    /// entry its inputs leave empty gives no grant).
+    pub grant_sources: Vec<usize>,
     /// Parsed `when`, with its text.
     pub when: Option<(String, Expr)>,
     /// Deadline of one attempt.
@@ -143,9 +146,22 @@ pub struct Runbook {
     pub timeout: Option<Duration>,
 }
 
+impl Runbook {
+    /// The plugin each `uses:` text resolved to, for [`Plugins::Loaded`].
+    pub fn plugins_by_use(&self) -> HashMap<String, Arc<Plugin>> {
+        // Every step of a prepared runbook has its plugin, in file order.
+        self.manifest
+            .steps
+            .iter()
+            .zip(&self.steps)
+            .map(|(step, prepared)| (step.uses.clone(), prepared.plugin.clone()))
+            .collect()
+    }
+}
+
 struct Context<'a> {
     file: &'a Path,
-    lines: BTreeMap<String, usize>,
+    lines: &'a BTreeMap<String, usize>,
     problems: Vec<Problem>,
 }
 
@@ -175,6 +191,36 @@ impl Context<'_> {
     }
 }
 
+/// A runbook file read and parsed, not yet resolved: what `runbox serve` keeps between
+/// probes, so a probe only renders inputs ([`prepare_parsed`]).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The file.
+    pub file: PathBuf,
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Line of each node, by path (`steps[0].allow[1]`).
+    lines: BTreeMap<String, usize>,
+}
+
+/// Where [`prepare_parsed`] gets the plugins the steps use.
+pub enum Plugins<'a> {
+    /// Resolve and load each (a file once), reusing and adding to `loaded`, which a
+    /// caller may keep for the life of the process.
+    Load {
+        /// The engine.
+        runtime: &'a Runtime,
+        /// Where names are looked up.
+        plugin_path: &'a PluginPath,
+        /// Plugins loaded so far, by file.
+        loaded: &'a mut HashMap<PathBuf, Arc<Plugin>>,
+    },
+    /// Only the plugins an earlier preparation of the same runbook loaded, by `uses:`
+    /// text ([`Runbook::plugins_by_use`]): nothing is located, read, compiled or asked
+    /// for its `info()`. A `uses:` not among them is a problem.
+    Loaded(&'a HashMap<String, Arc<Plugin>>),
+}
+
 /// Reads, checks and resolves `file`. `sets` are `--set` values; `memory` is
 /// `run --memory`, which overrides every step's `memory:`.
 pub async fn prepare(
@@ -185,6 +231,17 @@ pub async fn prepare(
     mode: Mode,
     memory: Option<usize>,
 ) -> Result<Runbook, Vec<Problem>> {
+    let parsed = parse(file)?;
+    let plugins = Plugins::Load {
+        runtime,
+        plugin_path,
+        loaded: &mut HashMap::new(),
+    };
+    prepare_parsed(&parsed, plugins, sets, mode, memory).await
+}
+
+/// Reads `file` and parses its YAML into a manifest; the first problem stops it.
+pub fn parse(file: &Path) -> Result<Parsed, Vec<Problem>> {
     let fail = |line: usize, message: String| {
         vec![Problem {
             file: file.to_path_buf(),
@@ -195,23 +252,46 @@ pub async fn prepare(
     };
     let text = read_runbook(file).map_err(|err| fail(0, format!("cannot read the runbook: {err}")))?;
     let tree = yaml::parse(&text).map_err(|err| fail(err.line, format!("invalid YAML: {}", err.message)))?;
-    let mut cx = Context {
-        file,
-        lines: tree.lines(),
-        problems: Vec::new(),
-    };
-    let manifest: Manifest = match serde_path_to_error::deserialize(tree.to_json()) {
-        Ok(manifest) => manifest,
+    let lines = tree.lines();
+    match serde_path_to_error::deserialize(tree.to_json()) {
+        Ok(manifest) => Ok(Parsed {
+            file: file.to_path_buf(),
+            manifest,
+            lines,
+        }),
         Err(err) => {
             let path = serde_path(err.path());
+            let cx = Context {
+                file,
+                lines: &lines,
+                problems: Vec::new(),
+            };
             let line = cx.line(&path);
             let at = if path.is_empty() {
                 String::new()
             } else {
                 format!("`{path}`: ")
             };
-            return Err(fail(line, format!("{at}{}", err.inner())));
+            Err(fail(line, format!("{at}{}", err.inner())))
         }
+    }
+}
+
+/// Checks and resolves a parsed runbook with `sets` (input values) and the plugins
+/// from `plugins`, finding every problem.
+pub async fn prepare_parsed(
+    parsed: &Parsed,
+    mut plugins: Plugins<'_>,
+    sets: &BTreeMap<String, String>,
+    mode: Mode,
+    memory: Option<usize>,
+) -> Result<Runbook, Vec<Problem>> {
+    let file = parsed.file.as_path();
+    let manifest = parsed.manifest.clone();
+    let mut cx = Context {
+        file,
+        lines: &parsed.lines,
+        problems: Vec::new(),
     };
     if manifest.name.trim().is_empty() {
         cx.problem("name", None, "`name` is empty");
@@ -234,7 +314,6 @@ pub async fn prepare(
         (!names_secrets).then(|| step_trust(&mut cx, "tls", "", tls, &BTreeMap::new(), &[], runbook_dir, mode))
     });
     let mut steps = Vec::new();
-    let mut loaded = HashMap::new();
     for (i, step) in manifest.steps.iter().enumerate() {
         let at = |field: &str| format!("steps[{i}].{field}");
         let id = step.id.as_str();
@@ -257,7 +336,9 @@ pub async fn prepare(
         // unset), and a grant its inputs leave empty is no grant.
         let skipped_by_inputs = when.as_ref().is_some_and(|(_, expr)| {
             let paths = expr.paths();
-            paths.iter().all(|path| path.first().is_some_and(|root| root == "inputs"))
+            paths
+                .iter()
+                .all(|path| path.first().is_some_and(|root| root == "inputs"))
                 && !expr.eval(&|path: &[String]| match path {
                     [_, name] => inputs.get(name).cloned(),
                     _ => None,
@@ -366,6 +447,7 @@ pub async fn prepare(
             }
         }
         let mut network = Vec::new();
+        let mut grant_sources = Vec::new();
         for (g, entry) in step.allow.iter().enumerate() {
             let path = at(&format!("allow[{g}]"));
             let render = |text: &str| match template::render(text, &fixed_resolver) {
@@ -377,7 +459,10 @@ pub async fn prepare(
                 Err(message) => Err(message),
             };
             match render_grant(entry, render) {
-                Ok(Some(grant)) => network.push(grant),
+                Ok(Some(grant)) => {
+                    network.push(grant);
+                    grant_sources.push(g);
+                }
                 Ok(None) => {}
                 Err(message) => cx.problem(&path, Some(id), message),
             }
@@ -425,14 +510,13 @@ pub async fn prepare(
         }
 
         // The plugin: resolve, load, pin, kind.
-        let plugin =
-            match resolve_plugin(runtime, plugin_path, runbook_dir, &step.uses, memory_bytes, &mut loaded).await {
-                Ok(plugin) => Some(plugin),
-                Err(message) => {
-                    cx.problem(&at("uses"), Some(id), message);
-                    None
-                }
-            };
+        let plugin = match resolve_plugin(&mut plugins, runbook_dir, &step.uses, memory_bytes).await {
+            Ok(plugin) => Some(plugin),
+            Err(message) => {
+                cx.problem(&at("uses"), Some(id), message);
+                None
+            }
+        };
         let Some(plugin) = plugin else { continue };
         let approval_required = step.approval == Some(Approval::Required);
         if step.approval.is_some() && plugin.kind == Kind::Check {
@@ -475,6 +559,7 @@ pub async fn prepare(
                 tls,
                 header_secrets: header_secrets.into_iter().collect(),
             },
+            grant_sources,
             when,
             timeout,
             memory_bytes,
@@ -1091,15 +1176,26 @@ fn resolve_retry(cx: &mut Context<'_>, step: &Step, i: usize) -> RetryPolicy {
 }
 
 async fn resolve_plugin(
-    runtime: &Runtime,
-    plugin_path: &PluginPath,
+    plugins: &mut Plugins<'_>,
     runbook_dir: &Path,
     uses: &str,
     memory_bytes: usize,
-    loaded: &mut HashMap<PathBuf, Arc<Plugin>>,
 ) -> Result<Arc<Plugin>, String> {
-    let reference = PluginRef::parse(uses, Some(runbook_dir)).map_err(|err| format!("`uses: {uses}`: {err}"))?;
-    plugin_path.load(runtime, &reference, memory_bytes, loaded).await
+    match plugins {
+        Plugins::Load {
+            runtime,
+            plugin_path,
+            loaded,
+        } => {
+            let reference =
+                PluginRef::parse(uses, Some(runbook_dir)).map_err(|err| format!("`uses: {uses}`: {err}"))?;
+            plugin_path.load(runtime, &reference, memory_bytes, loaded).await
+        }
+        Plugins::Loaded(by_use) => by_use
+            .get(uses)
+            .cloned()
+            .ok_or_else(|| format!("`uses: {uses}` was not loaded when the runbook was prepared (reload it)")),
+    }
 }
 
 /// The trust of `tls` (a step's `tls:` mapping, or the runbook's at `path`) for step `id`

@@ -66,6 +66,19 @@ pub struct Runtime {
     linker: Linker<Sandbox>,
     cache: Option<CompileCache>,
     ticker_stop: Arc<AtomicBool>,
+    loads: LoadCounts,
+}
+
+/// How many plugin loads this runtime did (`runbox serve` reports them in its
+/// `/metrics`, so an operator can see that a probe loads nothing).
+#[derive(Debug, Default)]
+pub struct LoadCounts {
+    /// Loads started (each reads the file and runs `info()` if it gets that far).
+    pub loads: std::sync::atomic::AtomicU64,
+    /// Loads that compiled the component (not in the compile cache).
+    pub compiles: std::sync::atomic::AtomicU64,
+    /// Loads whose component came from the on-disk compile cache.
+    pub cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Runtime {
@@ -259,7 +272,13 @@ impl Runtime {
             linker,
             cache,
             ticker_stop,
+            loads: LoadCounts::default(),
         })
+    }
+
+    /// How many loads, compiles and compile-cache hits this runtime has done.
+    pub fn load_counts(&self) -> &LoadCounts {
+        &self.loads
     }
 
     /// Loads `path`: reads it, compiles it (or maps the cached code), checks that it
@@ -274,6 +293,7 @@ impl Runtime {
     /// larger than the default loads only where it is allowed more.
     pub async fn load_with_memory(&self, path: &Path, memory_bytes: usize) -> Result<Plugin, LoadError> {
         let started = Instant::now();
+        self.loads.loads.fetch_add(1, Ordering::Relaxed);
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.into(),
             source,
@@ -299,6 +319,12 @@ impl Runtime {
         let digest = cache::digest(&bytes);
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
         let compiled = cached.is_none();
+        let counter = if compiled {
+            &self.loads.compiles
+        } else {
+            &self.loads.cache_hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let component = match cached {
             Some(component) => component,
             None => {
@@ -753,6 +779,9 @@ enum Answer {
     Outcome(bindings::Outcome),
 }
 
+/// Most plugin invocations one runtime runs at once (slots of the pooling allocator).
+pub const MAX_INSTANCES: usize = 256;
+
 /// The pooling allocator: instance, memory, table and stack slots are reserved once
 /// and reused, with copy-on-write memory images, so instantiating a plugin costs
 /// microseconds instead of fresh mmaps. Sized for `--parallel` up to 256 concurrent
@@ -761,7 +790,7 @@ enum Answer {
 /// the [`Limits::memory_bytes`] budget.
 fn pooling() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(256)
+    pool.total_component_instances(MAX_INSTANCES as u32)
         .total_core_instances(2048)
         .total_memories(512)
         .total_tables(512)
