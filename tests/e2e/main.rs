@@ -11,6 +11,7 @@ mod aws;
 mod check_redis;
 mod cli;
 mod compat;
+mod deploy;
 mod event_log;
 mod header_secrets;
 mod hostile_output;
