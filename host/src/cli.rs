@@ -259,6 +259,12 @@ enum PluginsCommand {
         #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_memory)]
         memory: usize,
     },
+    /// Compile plugins into the compile cache now (every plugin in the plugin path, or the
+    /// named ones), e.g. while building an image, so that no run compiles.
+    Compile {
+        /// Plugin names, paths or pinned URLs [default: every plugin in the plugin path].
+        plugins: Vec<String>,
+    },
     /// Show a plugin's sha256 and who signed it; exit 0 only if a trusted key did (1 otherwise).
     Verify {
         /// Plugin name, path to a .wasm file, or https://…@sha256:HEX URL.
@@ -383,6 +389,9 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
         }
         Command::Plugins(PluginsCommand::List { format }) => {
             commands::plugins::list(&runtime, &plugin_path, format).await
+        }
+        Command::Plugins(PluginsCommand::Compile { plugins }) => {
+            commands::plugins::compile(&runtime, &plugin_path, &plugins, cli.no_cache).await
         }
         Command::Plugins(PluginsCommand::Inspect { plugin, format, memory }) => {
             commands::plugins::inspect(&runtime, &plugin_path, &plugin, format, memory).await

@@ -7,7 +7,10 @@
 //! [`crate::remote`]).
 //!
 //! Search order for a name: each `--plugin-dir`, then each directory of
-//! `RUNBOX_PLUGIN_PATH` (colon-separated), then the project's own built plugins
+//! `RUNBOX_PLUGIN_PATH` (colon-separated), then plugins installed beside the binary
+//! (`PREFIX/lib/runbox/plugins` for `PREFIX/bin/runbox`), then the user's
+//! (`$RUNBOX_DATA_DIR`, else `$XDG_DATA_HOME/runbox/plugins` or
+//! `~/.local/share/runbox/plugins`), then the project's own built plugins
 //! (`target/wasm32-wasip2/plugin` beside the running binary, and in the source checkout
 //! the binary was built from). `redis-ping` matches `redis-ping.wasm` and
 //! `redis_ping.wasm` (cargo's file name for the crate).
@@ -95,10 +98,17 @@ impl PluginPath {
         if let Some(path) = std::env::var_os("RUNBOX_PLUGIN_PATH") {
             dirs.extend(std::env::split_paths(&path).filter(|dir| !dir.as_os_str().is_empty()));
         }
+        // Installed beside the binary (`PREFIX/bin/runbox` and `PREFIX/lib/runbox/plugins`,
+        // as scripts/package lays a release out), then the user's own data directory.
+        let exe = std::env::current_exe().ok();
+        if let Some(prefix) = exe.as_deref().and_then(Path::parent).and_then(Path::parent) {
+            dirs.push(prefix.join("lib").join("runbox").join("plugins"));
+        }
+        if let Some(data) = crate::dirs::runbox_path("RUNBOX_DATA_DIR", "XDG_DATA_HOME", ".local/share", "plugins") {
+            dirs.push(data);
+        }
         let built = Path::new("wasm32-wasip2").join("plugin");
-        if let Ok(exe) = std::env::current_exe()
-            && let Some(target) = exe.parent().and_then(Path::parent)
-        {
+        if let Some(target) = exe.as_deref().and_then(Path::parent).and_then(Path::parent) {
             dirs.push(target.join(&built));
         }
         dirs.push(

@@ -145,3 +145,67 @@ fn the_manifests_use_real_runbox_flags_and_a_runbook_that_validates() {
     let run = runbox(&validate);
     assert_eq!(run.code, 0, "{run:#?}");
 }
+
+/// Runs the unpacked `bin/runbox` with a clean environment: no RUNBOX_PLUGIN_PATH, a
+/// HOME of its own, and the working directory outside the checkout.
+fn unpacked(root: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(root.join("bin/runbox"))
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_packaged_runbox_finds_its_plugins_beside_it_and_its_cache_can_be_filled_ahead() {
+    // scripts/package lays out bin/, lib/runbox/plugins/ and share/ and tars them; unpack
+    // the tarball somewhere else and run from there.
+    let dist = tempfile::tempdir().unwrap();
+    let output = Command::new(workspace().join("scripts/package"))
+        .args(["--debug", "--no-build", "--out"])
+        .arg(dist.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let tarball = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    let unpack = tempfile::tempdir().unwrap();
+    let status = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(unpack.path()).status().unwrap();
+    assert!(status.success());
+    let root = std::fs::read_dir(unpack.path()).unwrap().next().unwrap().unwrap().path();
+    for page in ["share/man/man1/runbox.1", "share/man/man1/runbox-serve.1", "share/bash-completion/completions/runbox"] {
+        assert!(root.join(page).is_file(), "{page}");
+    }
+    let home = tempfile::tempdir().unwrap();
+
+    // Every first-party plugin is found in PREFIX/lib/runbox/plugins, ahead of the checkout.
+    let listed = unpacked(&root, home.path(), &["plugins", "list", "--format", "json"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let plugins = json["plugins"].as_array().unwrap();
+    let installed = root.join("lib/runbox/plugins").canonicalize().unwrap();
+    let redis_ping = plugins.iter().find(|p| p["name"] == "redis-ping").expect("redis-ping is listed");
+    let path = PathBuf::from(redis_ping["path"].as_str().unwrap());
+    assert!(path.canonicalize().unwrap().starts_with(&installed), "found at {}", path.display());
+
+    // A user's own plugin directory (XDG data home) comes after the installed one.
+    let user = home.path().join(".local/share/runbox/plugins");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::copy(crate::harness::plugin("noop_check"), user.join("noop-check.wasm")).unwrap();
+    let run = unpacked(&root, home.path(), &["check", "noop-check", "--format", "json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // `plugins compile` fills a fresh cache, so that the next load compiles nothing.
+    let cache = home.path().join("image-cache");
+    let cache_arg = cache.to_str().unwrap();
+    let first = unpacked(&root, home.path(), &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(first.starts_with("redis-ping") && first.contains(" compiled ("), "{first}");
+    let second = unpacked(&root, home.path(), &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"]);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("already in the cache"));
+    let refused = unpacked(&root, home.path(), &["--no-cache", "plugins", "compile"]);
+    assert_eq!(refused.status.code(), Some(64));
+}

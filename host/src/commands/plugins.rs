@@ -207,3 +207,59 @@ pub(crate) async fn inspect(
     print(&out)?;
     Ok(0)
 }
+
+/// `runbox plugins compile [PLUGIN…]`: loads each plugin as a run would, which compiles
+/// it into the compile cache unless it is there; says which it was.
+pub(crate) async fn compile(
+    runtime: &Runtime,
+    plugin_path: &PluginPath,
+    specs: &[String],
+    no_cache: bool,
+) -> Result<u8, Error> {
+    if no_cache {
+        return Err(invalid(
+            "--no-cache: `plugins compile` fills the compile cache; drop --no-cache (--cache-dir chooses where)",
+        ));
+    }
+    let mut lines = Vec::new();
+    let mut failed = 0;
+    if specs.is_empty() {
+        let paths = plugin_path.all();
+        if paths.is_empty() {
+            return Err(invalid(format!(
+                "no plugins found in: {}",
+                plugin_path.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for path in paths {
+            match runtime.load(&path).await {
+                Ok(plugin) => lines.push(compiled_line(&plugin)),
+                Err(err) => {
+                    failed += 1;
+                    lines.push(format!("error: {err}"));
+                }
+            }
+        }
+    } else {
+        for spec in specs {
+            match load(runtime, plugin_path, spec, crate::runtime::DEFAULT_MEMORY).await {
+                Ok(plugin) => lines.push(compiled_line(&plugin)),
+                Err(err) => {
+                    failed += 1;
+                    lines.push(format!("error: {err}"));
+                }
+            }
+        }
+    }
+    print(&(lines.join("\n") + "\n"))?;
+    Ok(if failed > 0 { 64 } else { 0 })
+}
+
+fn compiled_line(plugin: &crate::runtime::Plugin) -> String {
+    format!(
+        "{:<22} {} ({})",
+        plugin.info.name,
+        if plugin.compiled { "compiled" } else { "already in the cache" },
+        plugin.path.display()
+    )
+}
