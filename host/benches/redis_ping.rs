@@ -308,6 +308,45 @@ fn main() {
     );
 
     println!(
+        "\na whole process per check, as Nagios/Icinga spawn one: `runbox check redis-ping` (warm compile cache) vs monitoring-plugins' check_tcp sending the same PING"
+    );
+    let check_tcp = "/usr/lib/nagios/plugins/check_tcp";
+    assert!(
+        std::path::Path::new(check_tcp).is_file(),
+        "{check_tcp} is missing: apt-get install monitoring-plugins-basic (scripts/ensure-deps)"
+    );
+    let cache_arg = scratch.path().join("process-cache");
+    let (url, grant) = (format!("url=redis://127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}"));
+    let runbox_check = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_runbox"))
+            .arg("--cache-dir")
+            .arg(&cache_arg)
+            .args(["check", "redis-ping", "--with", &url, "--allow", &grant, "--format", "nagios"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    };
+    runbox_check();
+    let process_runbox = measure("spawn `runbox check redis-ping`", 100, runbox_check);
+    let process_check_tcp = measure("spawn `check_tcp -s PING -e +PONG`", 100, || {
+        let output = Command::new(check_tcp)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-s", "PING\r\n", "-e", "+PONG"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    });
+    let check_tcp_median = process_check_tcp.median;
+    print(
+        &[process_check_tcp, process_runbox],
+        &Stats {
+            name: "check_tcp",
+            median: check_tcp_median,
+            p99: Duration::ZERO,
+            samples: 0,
+        },
+    );
+
+    println!(
         "\none check over TLS (connect + full handshake + PING + close) against redis-server with TLS (OpenSSL) on 127.0.0.1"
     );
     let pki = tls_servers::Pki::new();
