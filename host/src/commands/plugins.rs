@@ -221,8 +221,7 @@ pub(crate) async fn compile(
             "--no-cache: `plugins compile` fills the compile cache; drop --no-cache (--cache-dir chooses where)",
         ));
     }
-    let mut lines = Vec::new();
-    let mut failed = 0;
+    let mut loaded = Vec::new();
     if specs.is_empty() {
         let paths = plugin_path.all();
         if paths.is_empty() {
@@ -232,25 +231,25 @@ pub(crate) async fn compile(
             )));
         }
         for path in paths {
-            match runtime.load(&path).await {
-                Ok(plugin) => lines.push(compiled_line(&plugin)),
-                Err(err) => {
-                    failed += 1;
-                    lines.push(format!("error: {err}"));
-                }
-            }
+            loaded.push(runtime.load(&path).await.map(std::sync::Arc::new).map_err(|err| err.to_string()));
         }
     } else {
         for spec in specs {
-            match load(runtime, plugin_path, spec, crate::runtime::DEFAULT_MEMORY).await {
-                Ok(plugin) => lines.push(compiled_line(&plugin)),
-                Err(err) => {
-                    failed += 1;
-                    lines.push(format!("error: {err}"));
-                }
-            }
+            loaded.push(
+                load(runtime, plugin_path, spec, crate::runtime::DEFAULT_MEMORY)
+                    .await
+                    .map_err(|err| err.to_string()),
+            );
         }
     }
+    let failed = loaded.iter().filter(|result| result.is_err()).count();
+    let lines: Vec<String> = loaded
+        .iter()
+        .map(|result| match result {
+            Ok(plugin) => compiled_line(plugin),
+            Err(err) => format!("error: {err}"),
+        })
+        .collect();
     print(&(lines.join("\n") + "\n"))?;
     Ok(if failed > 0 { 64 } else { 0 })
 }

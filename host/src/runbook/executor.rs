@@ -287,17 +287,9 @@ fn lookup(runbook: &Runbook, results: &[Option<Vec<StepResult>>], path: &[String
         [root, id, rest @ ..] if root == "steps" => {
             let index = runbook.steps.iter().position(|s| &s.id == id)?;
             let all = results[index].as_ref()?;
-            // A `for_each` step reads as its worst item (skipped only when every item was).
-            let ran: Vec<&StepResult> = all.iter().filter(|r| r.skipped.is_none()).collect();
             match rest {
-                [field] if field == "status" => Some(Value::String(match ran.iter().map(|r| r.status).max() {
-                    None => "skipped".into(),
-                    Some(status) => status.label().to_lowercase(),
-                })),
-                [field] if field == "summary" => Some(Value::String(match all.as_slice() {
-                    [one] => one.summary.clone(),
-                    _ => format!("{} items, {} run", all.len(), ran.len()),
-                })),
+                [field] if field == "status" => Some(step_field(all, StepField::Status)),
+                [field] if field == "summary" => Some(step_field(all, StepField::Summary)),
                 [field] if field == "attempts" => Some(json!(all.iter().map(|r| r.attempts).max().unwrap_or(0))),
                 // Metric names may contain dots (`artifacts.builders.lag`): the rest of the path.
                 [metrics, name @ ..] if metrics == "metrics" && !name.is_empty() && all.len() == 1 => {
@@ -312,6 +304,23 @@ fn lookup(runbook: &Runbook, results: &[Option<Vec<StepResult>>], path: &[String
         }
         _ => None,
     }
+}
+
+/// A finished step's status or summary, as `when:` and templates read it: a `for_each`
+/// step reads as its worst item (skipped only when every item was), and its summary is
+/// "N items, M run".
+fn step_field(all: &[StepResult], field: StepField) -> Value {
+    let ran = || all.iter().filter(|r| r.skipped.is_none());
+    Value::String(match field {
+        StepField::Status => match ran().map(|r| r.status).max() {
+            None => "skipped".into(),
+            Some(status) => status.label().to_lowercase(),
+        },
+        StepField::Summary => match all {
+            [one] => one.summary.clone(),
+            _ => format!("{} items, {} run", all.len(), ran().count()),
+        },
+    })
 }
 
 /// What a step about to run may read of the finished steps, by step id: the outputs of
@@ -334,10 +343,7 @@ impl Earlier {
                 earlier.outputs.insert(step.id.clone(), one.outputs.clone());
             }
             for field in [StepField::Status, StepField::Summary] {
-                let path = ["steps".to_string(), step.id.clone(), field.name().to_string()];
-                if let Some(value) = lookup(runbook, results, &path) {
-                    earlier.fields.insert((step.id.clone(), field), value);
-                }
+                earlier.fields.insert((step.id.clone(), field), step_field(all, field));
             }
         }
         earlier

@@ -894,71 +894,26 @@ fn resolve_inputs(
     for (name, input) in &manifest.inputs {
         match (sets.get(name), &input.default) {
             (Some(value), default) => {
-                // Keep the default's type: a number input set on the command line stays a
-                // number, and must be one (so a number input is safe inside a query or a path).
-                let typed = match default {
-                    Some(Value::Number(_)) => match serde_json::from_str::<Value>(value.trim()) {
-                        Ok(number @ Value::Number(_)) => number,
-                        _ => {
-                            cx.problem(
-                                &format!("inputs.{name}"),
-                                None,
-                                format!(
-                                    "--set {name}={}: input `{name}` takes a number (its default is {})",
-                                    crate::text::truncate(&crate::text::visible(value), 40),
-                                    default.as_ref().unwrap()
-                                ),
-                            );
-                            // Reported once: the default stands in so that nothing
-                            // downstream calls the input unset.
-                            values.insert(name.clone(), default.clone().unwrap());
-                            continue;
+                match typed_input(value, default.as_ref()) {
+                    Ok(typed) => {
+                        values.insert(name.clone(), typed);
+                    }
+                    Err(takes) => {
+                        cx.problem(
+                            &format!("inputs.{name}"),
+                            None,
+                            format!(
+                                "--set {name}={}: input `{name}` takes {takes}",
+                                crate::text::truncate(&crate::text::visible(value), 40)
+                            ),
+                        );
+                        // Reported once: the default stands in so that nothing downstream
+                        // calls the input unset.
+                        if let Some(default) = default {
+                            values.insert(name.clone(), default.clone());
                         }
-                    },
-                    Some(Value::Bool(_)) => match value.trim() {
-                        "true" => Value::Bool(true),
-                        "false" => Value::Bool(false),
-                        _ => {
-                            cx.problem(
-                                &format!("inputs.{name}"),
-                                None,
-                                format!(
-                                    "--set {name}={}: input `{name}` takes true or false",
-                                    crate::text::truncate(&crate::text::visible(value), 40)
-                                ),
-                            );
-                            values.insert(name.clone(), default.clone().unwrap());
-                            continue;
-                        }
-                    },
-                    // A list input: a JSON list, or comma-separated values.
-                    Some(Value::Array(_)) => match value.trim() {
-                        text if text.starts_with('[') => match serde_json::from_str::<Value>(text) {
-                            Ok(list @ Value::Array(_)) => list,
-                            _ => {
-                                cx.problem(
-                                    &format!("inputs.{name}"),
-                                    None,
-                                    format!(
-                                        "--set {name}={}: input `{name}` takes a JSON list or comma-separated values",
-                                        crate::text::truncate(&crate::text::visible(value), 40)
-                                    ),
-                                );
-                                values.insert(name.clone(), default.clone().unwrap());
-                                continue;
-                            }
-                        },
-                        text => Value::Array(
-                            text.split(',')
-                                .map(str::trim)
-                                .filter(|item| !item.is_empty())
-                                .map(|item| Value::String(item.to_string()))
-                                .collect(),
-                        ),
-                    },
-                    _ => Value::String(value.clone()),
-                };
-                values.insert(name.clone(), typed);
+                    }
+                }
             }
             (None, Some(default)) => {
                 values.insert(name.clone(), default.clone());
@@ -974,6 +929,38 @@ fn resolve_inputs(
         }
     }
     values
+}
+
+/// A `--set` value typed as the input's default is: a number input stays a number and
+/// must be one (so a number input is safe inside a query or a path), `true`/`false` for a
+/// boolean, a JSON list or comma-separated values for a list, text otherwise. The error
+/// says what the input takes.
+fn typed_input(value: &str, default: Option<&Value>) -> Result<Value, String> {
+    match default {
+        Some(Value::Number(number)) => match serde_json::from_str::<Value>(value.trim()) {
+            Ok(typed @ Value::Number(_)) => Ok(typed),
+            _ => Err(format!("a number (its default is {number})")),
+        },
+        Some(Value::Bool(_)) => match value.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err("true or false".into()),
+        },
+        Some(Value::Array(_)) => match value.trim() {
+            text if text.starts_with('[') => match serde_json::from_str::<Value>(text) {
+                Ok(list @ Value::Array(_)) => Ok(list),
+                _ => Err("a JSON list or comma-separated values".into()),
+            },
+            text => Ok(Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::String(item.to_string()))
+                    .collect(),
+            )),
+        },
+        _ => Ok(Value::String(value.to_string())),
+    }
 }
 
 fn check_ids_and_needs<'m>(cx: &mut Context<'_>, manifest: &'m Manifest) -> HashMap<&'m str, usize> {
