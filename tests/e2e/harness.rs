@@ -101,6 +101,18 @@ pub fn step<'a>(json: &'a serde_json::Value, id: &str) -> &'a serde_json::Value 
         .unwrap_or_else(|| panic!("no step {id}: {json:#}"))
 }
 
+/// The value of metric `name` of a step's JSON result (panics, showing the step, if absent).
+pub fn metric(step: &serde_json::Value, name: &str) -> f64 {
+    step["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no metric {name}: {step}"))["value"]
+        .as_f64()
+        .unwrap()
+}
+
 /// What one `runbox` process did.
 #[derive(Debug)]
 pub struct Run {
@@ -118,6 +130,11 @@ impl Run {
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {self:#?}"))
+    }
+
+    /// Metric `name` of the first step of the JSON report (`runbox check --format json`).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric(&self.json()["steps"][0], name)
     }
 }
 

@@ -36,18 +36,6 @@ fn check(pg: &Postgres, user: &str, password: Option<&str>, with: &[&str]) -> Ru
     }
 }
 
-fn metric(run: &Run, name: &str) -> f64 {
-    let json = run.json();
-    json["steps"][0]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {json}"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 fn summary(run: &Run) -> String {
     run.json()["steps"][0]["summary"].as_str().unwrap().to_string()
 }
@@ -64,8 +52,8 @@ fn counts_exactly_the_dangling_rows_with_every_authentication_method() {
     for (user, password) in cases {
         let run = check(&pg, user, password, &[]);
         assert_eq!(run.code, 0, "{user}: {run:#?}");
-        assert_eq!(metric(&run, "dangling"), 7.0, "{user}");
-        let age = metric(&run, "oldest_age_s");
+        assert_eq!(run.metric("dangling"), 7.0, "{user}");
+        let age = run.metric("oldest_age_s");
         assert!(
             (7.0 * 3600.0 - 120.0..7.0 * 3600.0 + 120.0).contains(&age),
             "{user}: oldest {age}"
@@ -99,13 +87,13 @@ fn thresholds_on_count_and_age_set_the_status() {
     }
     let run = check(&pg, "trust_user", None, &["where=tenant = 1", "warn=0"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    assert_eq!(metric(&run, "dangling"), 3.0);
+    assert_eq!(run.metric("dangling"), 3.0);
     let run = check(&pg, "trust_user", None, &["where=tenant = 3"]);
     assert_eq!(
         (run.code, summary(&run)),
         (0, "no dangling rows in recordings".to_string())
     );
-    assert_eq!(metric(&run, "oldest_age_s"), 0.0);
+    assert_eq!(run.metric("oldest_age_s"), 0.0);
 }
 
 #[test]
@@ -149,7 +137,7 @@ fn missing_tables_and_columns_are_unknown_naming_them() {
     // A table without an `id` column: counted, no samples.
     let run = check(&pg, "trust_user", None, &["table=uploads"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(metric(&run, "dangling"), 1.0);
+    assert_eq!(run.metric("dangling"), 1.0);
     assert!(run.json()["steps"][0]["details"].as_array().unwrap().is_empty());
 }
 

@@ -56,18 +56,6 @@ fn output(run: &Run, name: &str) -> Value {
     result(run)["outputs"][name].clone()
 }
 
-fn metric(run: &Run, name: &str) -> f64 {
-    let step = result(run);
-    step["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {step}"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 #[test]
 fn a_scalar_is_judged_by_its_thresholds() {
     let pg = start();
@@ -81,7 +69,7 @@ fn a_scalar_is_judged_by_its_thresholds() {
     for (with, code) in cases {
         let run = check(&pg, "SELECT count(*) FROM t", with);
         assert_eq!(run.code, *code, "{with:?}: {run:#?}");
-        assert_eq!(metric(&run, "value"), 5.0);
+        assert_eq!(run.metric("value"), 5.0);
     }
     let run = check(&pg, "SELECT count(*) AS n FROM t", &["label=rows_in_t", "warn=4"]);
     assert_eq!(
@@ -89,7 +77,7 @@ fn a_scalar_is_judged_by_its_thresholds() {
         (1, "rows_in_t = 5 (1 row)".to_string()),
         "{run:#?}"
     );
-    assert_eq!(metric(&run, "rows_in_t"), 5.0);
+    assert_eq!(run.metric("rows_in_t"), 5.0);
     assert_eq!(output(&run, "value"), 5);
     assert_eq!(output(&run, "first_value"), "5");
     assert_eq!(output(&run, "rows"), serde_json::json!([{"n": "5"}]));
@@ -129,7 +117,7 @@ fn rows_are_counted_sampled_and_handed_on_capped() {
     );
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(summary(&run), "rows = 5 rows");
-    assert_eq!(metric(&run, "rows"), 5.0);
+    assert_eq!(run.metric("rows"), 5.0);
     let details = result(&run)["details"].clone();
     assert_eq!(
         details[0],
@@ -161,14 +149,14 @@ fn values_are_bound_and_names_are_validated_never_pasted() {
     let query = r#"SELECT count(*) FROM :"table" WHERE name = $1"#;
     let run = check(&pg, query, &["identifiers={\"table\": \"t\"}", "params=[\"b\"]"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(metric(&run, "value"), 1.0);
+    assert_eq!(run.metric("value"), 1.0);
     // A value that would break out of a pasted literal is only a value.
     let run = check(
         &pg,
         query,
         &["identifiers={\"table\": \"t\"}", "params=[\"b' OR 'x' = 'x\"]"],
     );
-    assert_eq!((run.code, metric(&run, "value")), (0, 0.0), "{run:#?}");
+    assert_eq!((run.code, run.metric("value")), (0, 0.0), "{run:#?}");
     // A name that is not a plain name is refused before anything is sent.
     let before = pg.connections_received();
     let run = check(
@@ -298,7 +286,7 @@ fn a_slow_query_is_cancelled_at_timeout_ms() {
 fn passwords_are_checked_and_never_shown() {
     let pg = start();
     let run = check_as(&pg, "scram_user", Some("scram-pw"), "SELECT count(*) FROM t", &[]);
-    assert_eq!((run.code, metric(&run, "value")), (0, 5.0), "{run:#?}");
+    assert_eq!((run.code, run.metric("value")), (0, 5.0), "{run:#?}");
     let run = check_as(
         &pg,
         "scram_user",

@@ -136,18 +136,6 @@ fn rate_check(server: &S3Server, secret: &str, allow: &str, with: &[&str]) -> Ru
     runbox_env(&args, &[("TEST_AK", S3Server::ACCESS_KEY), ("TEST_SK", secret)])
 }
 
-fn metric(run: &Run, name: &str) -> f64 {
-    let json = run.json();
-    json["steps"][0]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no {name}: {json}"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 #[test]
 fn error_rates_are_exact_over_the_window_with_pagination() {
     let server = S3Server::start();
@@ -163,13 +151,13 @@ fn error_rates_are_exact_over_the_window_with_pagination() {
     );
     assert_eq!(
         (
-            metric(&run, "requests"),
-            metric(&run, "rate_4xx"),
-            metric(&run, "rate_5xx")
+            run.metric("requests"),
+            run.metric("rate_4xx"),
+            run.metric("rate_5xx")
         ),
         (100.0, 18.0, 2.0)
     );
-    assert_eq!((metric(&run, "errors_4xx"), metric(&run, "errors_5xx")), (18.0, 2.0));
+    assert_eq!((run.metric("errors_4xx"), run.metric("errors_5xx")), (18.0, 2.0));
     let details: Vec<&str> = step["details"]
         .as_array()
         .unwrap()
@@ -202,7 +190,7 @@ fn error_rates_are_exact_over_the_window_with_pagination() {
         "too few requests in the last 15m to judge (100 < 1000)"
     );
     let run = rate_check(&server, S3Server::SECRET_KEY, &grant, &["window=3h"]);
-    assert_eq!(metric(&run, "requests"), 190.0, "the older lines count in a 3 h window");
+    assert_eq!(run.metric("requests"), 190.0, "the older lines count in a 3 h window");
 }
 
 #[test]
@@ -375,5 +363,5 @@ minio_s3_requests_5xx_errors_total{api=\"putobject\",server=\"127.0.0.1:9000\"} 
         run.json()["steps"][0]["summary"],
         "200 requests since the counters started (minio_s3_requests): 4xx 12.5%, 5xx 2.0% (worst: putobject 4xx 20.0%, 5xx 8.0%)"
     );
-    assert_eq!(metric(&run, "errors_4xx"), 25.0);
+    assert_eq!(run.metric("errors_4xx"), 25.0);
 }

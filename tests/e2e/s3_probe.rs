@@ -55,18 +55,6 @@ fn summary(run: &Run) -> String {
     result(run)["summary"].as_str().unwrap().to_string()
 }
 
-fn metric(run: &Run, name: &str) -> f64 {
-    let step = result(run);
-    step["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {step}"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 #[test]
 fn head_bucket_passes_and_names_a_missing_bucket() {
     let s3 = server();
@@ -186,7 +174,7 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
         args.extend(*with);
         let run = ok_probe(&s3, &args);
         assert_eq!(run.code, *code, "{with:?}: {run:#?}");
-        assert_eq!((metric(&run, "bytes"), metric(&run, "objects")), (1500.0, 5.0));
+        assert_eq!((run.metric("bytes"), run.metric("objects")), (1500.0, 5.0));
         let outputs = &result(&run)["outputs"];
         assert_eq!(
             (outputs["bytes"].as_u64(), outputs["objects"].as_u64()),
@@ -214,7 +202,7 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
     // The objects are an hour old (their mtime on s3s-fs's disk).
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "objects_warn=5:5", "newest_age_warn=7200"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let age = metric(&run, "newest_age_s");
+    let age = run.metric("newest_age_s");
     assert!((3600.0..4200.0).contains(&age), "{run:#?}");
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "newest_age_warn=1800"]);
     assert_eq!(run.code, 1, "{run:#?}");

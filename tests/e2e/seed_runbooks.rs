@@ -10,6 +10,7 @@
 //! when Redis or the workers are down, only `highlights` paused and only with approval,
 //! hourly retention thresholds, plain-text ASP.NET health bodies.
 
+pub(crate) use crate::harness::metric;
 use crate::harness::{HttpServer, PgTls, Postgres, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace};
 use crate::s3::lines;
 use crate::tls_servers::{Pki, tls_only_postgres};
@@ -42,17 +43,6 @@ pub(crate) fn items<'a>(json: &'a Value, id: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|s| s["item"]["step"] == id)
         .collect()
-}
-
-pub(crate) fn metric(step: &Value, name: &str) -> f64 {
-    step["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {step:#}"))["value"]
-        .as_f64()
-        .unwrap()
 }
 
 pub(crate) fn status(json: &Value, id: &str) -> String {

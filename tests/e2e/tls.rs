@@ -55,18 +55,6 @@ fn said(run: &Run) -> String {
 }
 
 /// The value of metric `name` of the first step.
-fn metric(run: &Run, name: &str) -> f64 {
-    let step = step(run);
-    step["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {step}"))["value"]
-        .as_f64()
-        .unwrap()
-}
-
 /// Asserts the exit code and the JSON status of `run`.
 #[track_caller]
 fn assert_status(run: &Run, code: i32, status: &str) {
@@ -393,7 +381,7 @@ fn pg_over_tls_with_verify_full_counts_and_plaintext_is_refused_by_the_server() 
     ] {
         let run = pg_check(&pg, host, sslmode, &trust);
         assert_eq!(run.code, 0, "{host} {sslmode}: {run:#?}");
-        assert_eq!(metric(&run, "dangling"), 7.0, "{host} {sslmode}");
+        assert_eq!(run.metric("dangling"), 7.0, "{host} {sslmode}");
     }
     // The host verifies whenever TLS is used, `require` included: without the CA the
     // chain leads nowhere.
@@ -436,7 +424,7 @@ fn pg_sslmode_require_needs_a_tls_server_and_prefer_falls_back() {
     for sslmode in ["prefer", "disable"] {
         let run = pg_check(&pg, "127.0.0.1", sslmode, &trust);
         assert_eq!(run.code, 0, "{sslmode}: {run:#?}");
-        assert_eq!(metric(&run, "dangling"), 7.0);
+        assert_eq!(run.metric("dangling"), 7.0);
     }
 }
 
@@ -778,7 +766,7 @@ fn tls_cert_on(pki: &Pki, leaf: &Leaf, with: &[&str], trusted: bool) -> Run {
 /// Asserts `expiry_days` is the certificate's own time left, within 0.01 day.
 #[track_caller]
 fn assert_expiry_days(run: &Run, leaf: &Leaf) {
-    let days = metric(run, "expiry_days");
+    let days = run.metric("expiry_days");
     let expected = leaf.days_left();
     assert!(
         (days - expected).abs() < 0.01,
