@@ -739,8 +739,18 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
             headers.push((name, value));
         }
     }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok();
+    // The whole body, as a real server reads it before answering: a client that sends
+    // its last chunk after the answer went would find the connection reset.
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        read_chunked(&mut reader)
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok();
+        body
+    };
     let request = Received {
         method,
         path,
@@ -772,6 +782,36 @@ fn serve(socket: TcpStream, route: &Route, log: &std::sync::Mutex<Vec<Received>>
     );
     let mut socket = socket;
     let _ = socket.write_all(response.as_bytes());
+}
+
+/// A `transfer-encoding: chunked` body (RFC 9112 §7.1), up to its last chunk and
+/// trailer section; what arrived, if the connection ends first.
+fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return body;
+        }
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            return body;
+        };
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0; size + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+    loop {
+        let mut trailer = String::new();
+        if reader.read_line(&mut trailer).unwrap_or(0) == 0 || trailer == "\r\n" {
+            return body;
+        }
+    }
 }
 
 /// A real S3-compatible server (s3s-fs) on a random 127.0.0.1 port, verifying SigV4

@@ -104,6 +104,7 @@ async fn a_check_reads_over_http_and_writes_only_with_a_method_grant() {
             assert!(outcome.denied.is_empty(), "{case}");
             assert_eq!(received.len(), before + 1, "{case}");
             assert_eq!(received[before].method, method, "{case}");
+            assert_eq!(received[before].body, body, "{case}");
         } else {
             assert_eq!(outcome.summary, "http failed: ErrorCode::HttpRequestDenied", "{case}");
             assert_eq!(outcome.denied.len(), 1, "{case}");
