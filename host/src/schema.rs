@@ -88,6 +88,16 @@ const DRAFTS: &[&str] = &[
 /// Parses, checks and compiles a plugin's config schema. The error says which limit the
 /// schema breaks, where (a JSON pointer), and what to change.
 pub fn compile(text: &str) -> Result<(Value, jsonschema::Validator), String> {
+    let schema = parse(text)?;
+    check(&schema)?;
+    let validator = build(&schema)?;
+    Ok((schema, validator))
+}
+
+/// Parses a config schema without checking it: for a schema whose exact text passed
+/// [`compile`]'s checks before (the compile cache records that), whose [`build`] can
+/// wait until a config is validated.
+pub fn parse(text: &str) -> Result<Value, String> {
     if text.len() > MAX_SCHEMA_BYTES {
         return Err(format!(
             "its config schema is {} KiB of JSON; the limit is {} KiB",
@@ -95,11 +105,16 @@ pub fn compile(text: &str) -> Result<(Value, jsonschema::Validator), String> {
             MAX_SCHEMA_BYTES >> 10
         ));
     }
-    let schema: Value = serde_json::from_str(text).map_err(|err| format!("its config schema is not JSON: {err}"))?;
-    check(&schema)?;
+    serde_json::from_str(text).map_err(|err| format!("its config schema is not JSON: {err}"))
+}
+
+/// Compiles a schema that passed the checks. jsonschema checks the one-line root
+/// against the 2020-12 meta-schema, which it compiles once per process: a few
+/// milliseconds, so a process that validates no config never builds a validator.
+pub fn build(schema: &Value) -> Result<jsonschema::Validator, String> {
     let resource = jsonschema::Resource::from_contents(schema.clone())
         .map_err(|err| format!("its config schema is not a valid JSON Schema: {err}"))?;
-    let validator = pattern_options(jsonschema::options())
+    pattern_options(jsonschema::options())
         .with_retriever(NoRetrieval)
         .with_resource(SCHEMA_URI, resource)
         .build(&serde_json::json!({ "$ref": SCHEMA_URI }))
@@ -107,8 +122,7 @@ pub fn compile(text: &str) -> Result<(Value, jsonschema::Validator), String> {
             let at = err.schema_path.to_string();
             let at = at.strip_prefix("/$ref").unwrap_or(&at);
             format!("its config schema is not a valid JSON Schema{}: {err}", at_pointer(at))
-        })?;
-    Ok((schema, validator))
+        })
 }
 
 /// Refuses every URI: a config schema is self-contained, and nothing is fetched for it.

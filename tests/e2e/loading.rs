@@ -104,8 +104,10 @@ async fn the_second_load_comes_from_the_compile_cache() {
         .await
         .unwrap();
     assert!(first.compiled);
-    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
-    assert_eq!(entries.len(), 1, "one cache entry");
+    let entries = cache_entries(cache.path());
+    assert_eq!(entries.len(), 2, "the compiled code and its schema's marker: {entries:?}");
+    let compiled = entries.iter().find(|name| name.ends_with(".cwasm")).expect("a .cwasm entry");
+    assert!(entries.iter().any(|name| name.ends_with(".schema-ok")), "{entries:?}");
     let second = Runtime::new(options)
         .unwrap()
         .load(&plugin("redis_ping"))
@@ -116,7 +118,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     assert_eq!(first.digest, second.digest);
 
     // A damaged entry is discarded and the plugin recompiled, not trusted.
-    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let entry = cache.path().join(compiled);
     std::fs::write(&entry, b"garbage").unwrap();
     let third = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache.path().to_path_buf()),
@@ -155,4 +157,58 @@ async fn the_second_load_comes_from_the_compile_cache() {
         .await
         .unwrap();
     assert!(uncached.compiled);
+}
+
+/// The names in a cache directory, sorted.
+fn cache_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A schema that passed the checks is marked in the compile cache, so the next process
+/// skips them (and compiles JSON Schema's meta-schema only if it validates a config it
+/// has not seen): a later process still refuses a bad config, with the same message. A
+/// marker others could have written is not trusted: with one for a cyclic schema, the
+/// checks still run and refuse it.
+#[test]
+fn the_compile_cache_remembers_checked_schemas_only_when_private() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let ping = plugin("redis_ping");
+    let ping = ping.to_str().unwrap();
+    let bad = ["--cache-dir", dir, "check", ping, "--config", r#"{"url": 5}"#];
+    let first = runbox(&bad);
+    assert_eq!(first.code, 64, "{first:#?}");
+    assert!(first.stderr.contains("invalid config for plugin `redis-ping`"), "{first:#?}");
+    let entries = cache_entries(cache.path());
+    assert!(entries.iter().any(|name| name.ends_with(".schema-ok")), "{entries:?}");
+    assert!(!entries.iter().any(|name| name.ends_with(".config-ok")), "a refused config is not remembered: {entries:?}");
+    let second = runbox(&bad);
+    assert_eq!((second.code, &second.stderr), (first.code, &first.stderr));
+    // A config the schema accepted is remembered, and the next process trusts it.
+    let good = ["--cache-dir", dir, "check", ping, "--with", "url=redis://127.0.0.1:1", "--allow", "redis://127.0.0.1:1"];
+    for _ in 0..2 {
+        let run = runbox(&good);
+        assert_eq!(run.code, 2, "nothing listens on port 1: {run:#?}");
+        let entries = cache_entries(cache.path());
+        assert_eq!(entries.iter().filter(|name| name.ends_with(".config-ok")).count(), 1, "{entries:?}");
+    }
+
+    // The marker a cyclic schema would have, had it passed: writable by others.
+    let compiled = entries.iter().find(|name| name.ends_with(".cwasm")).expect("a .cwasm entry");
+    let engine = compiled.rsplit_once('-').unwrap().1.trim_end_matches(".cwasm").to_string();
+    let cyclic = r##"{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}"##;
+    let marker = cache.path().join(format!("{}-{engine}.schema-ok", hex::encode(Sha256::digest(cyclic))));
+    std::fs::write(&marker, b"").unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let hostile = crate::harness::plugin_dir().join("hostile/hostile-info-cyclic-ref.wasm");
+    let run = runbox(&["--cache-dir", dir, "check", hostile.to_str().unwrap()]);
+    assert_eq!(run.code, 64, "{run:#?}");
+    assert!(run.stderr.contains("has a cycle of `$ref`s"), "{run:#?}");
 }

@@ -67,7 +67,7 @@ pub(crate) async fn check(
         )));
     }
     let config = config::build(&plugin.info.config_schema, args.config.as_deref(), &args.with).map_err(invalid)?;
-    let problems = plugin.config_violations(&config);
+    let problems = runtime.remembered_config_violations(&plugin, &config);
     if !problems.is_empty() {
         return Err(invalid(format!(
             "invalid config for plugin `{name}`:\n  {}\n(see `runbox plugins inspect {}` for the config schema)",

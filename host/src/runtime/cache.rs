@@ -82,6 +82,51 @@ impl CompileCache {
     }
 }
 
+impl CompileCache {
+    /// A marker entry: `{sha256(text)}-{engine}.{kind}`, empty.
+    fn marker(&self, kind: &str, text: &str) -> PathBuf {
+        self.dir.join(format!("{}-{}.{kind}", digest(text.as_bytes()), self.engine_key))
+    }
+
+    fn marked(&self, kind: &str, text: &str) -> bool {
+        let path = self.marker(kind, text);
+        private_to_us(&self.dir).and_then(|()| private_to_us(&path)).is_ok()
+    }
+
+    fn mark(&self, kind: &str, text: &str) {
+        let written = create_private_dir(&self.dir)
+            .and_then(|()| private_to_us(&self.dir).map_err(std::io::Error::other))
+            .and_then(|()| write_atomically(&self.marker(kind, text), b""));
+        if let Err(err) = written {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "could not write compile cache");
+        }
+    }
+
+    /// Whether a config schema with exactly this text passed [`crate::schema`]'s checks
+    /// before, in this version of runbox: a private, empty entry named by the text's
+    /// SHA-256 says so. The checks compile JSON Schema's meta-schema, several
+    /// milliseconds of a `runbox check` process.
+    pub fn schema_passed(&self, schema: &str) -> bool {
+        self.marked("schema-ok", schema)
+    }
+
+    /// Records that `schema` passed the checks (only ever called after it did).
+    pub fn mark_schema_passed(&self, schema: &str) {
+        self.mark("schema-ok", schema);
+    }
+
+    /// Whether `schema_and_config` (a schema's JSON, NUL, a config's JSON) was a config
+    /// its schema accepted, in this version of runbox.
+    pub fn config_passed(&self, schema_and_config: &str) -> bool {
+        self.marked("config-ok", schema_and_config)
+    }
+
+    /// Records that the schema accepted the config (only ever called after it did).
+    pub fn mark_config_passed(&self, schema_and_config: &str) {
+        self.mark("config-ok", schema_and_config);
+    }
+}
+
 /// Writes `bytes` to `path` so that no reader ever sees a partial file: a uniquely named
 /// temp file in the same directory, fsync'd, then renamed over `path`.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

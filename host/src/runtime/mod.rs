@@ -20,7 +20,7 @@ use cache::CompileCache;
 use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
@@ -198,8 +198,9 @@ pub struct Plugin {
     pub contract: Contract,
     /// What it says about itself.
     pub info: PluginInfo,
-    /// Its config schema, compiled once.
-    validator: Arc<jsonschema::Validator>,
+    /// Its config schema, compiled once: at load, or, when the compile cache says this
+    /// exact schema passed the checks before, when the first config is validated.
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
     /// The interfaces it imports (WIT names).
     pub imports: Vec<String>,
     /// The names it exports.
@@ -223,7 +224,13 @@ impl Plugin {
 
     /// Every way `config` violates the plugin's schema, each naming the field.
     pub fn config_violations(&self, config: &serde_json::Value) -> Vec<String> {
-        crate::config::violations_of(&self.validator, config)
+        match self
+            .validator
+            .get_or_init(|| crate::schema::build(&self.info.config_schema))
+        {
+            Ok(validator) => crate::config::violations_of(validator, config),
+            Err(reason) => vec![format!("the plugin's config schema cannot be used: {reason}")],
+        }
     }
 }
 
@@ -274,6 +281,25 @@ impl Runtime {
             ticker_stop,
             loads: LoadCounts::default(),
         })
+    }
+
+    /// [`Plugin::config_violations`], for a process that validates one config and exits
+    /// (`runbox check`, which Nagios starts for every check): a config that passed is
+    /// remembered in the compile cache, keyed by the SHA-256 of the schema and the
+    /// config, so the next process with the same plugin and config builds no validator.
+    pub fn remembered_config_violations(&self, plugin: &Plugin, config: &serde_json::Value) -> Vec<String> {
+        let Some(cache) = &self.cache else {
+            return plugin.config_violations(config);
+        };
+        let key = format!("{}\0{config}", plugin.info.config_schema);
+        if cache.config_passed(&key) {
+            return Vec::new();
+        }
+        let problems = plugin.config_violations(config);
+        if problems.is_empty() {
+            cache.mark_config_passed(&key);
+        }
+        problems
     }
 
     /// How many loads, compiles and compile-cache hits this runtime has done.
@@ -396,7 +422,7 @@ impl Runtime {
             kind,
             contract,
             info,
-            validator: Arc::new(validator),
+            validator,
             imports,
             exports,
             compiled,
@@ -410,7 +436,7 @@ impl Runtime {
         path: &Path,
         pre: &Pre,
         memory_bytes: usize,
-    ) -> Result<(PluginInfo, jsonschema::Validator), LoadError> {
+    ) -> Result<(PluginInfo, OnceLock<Result<jsonschema::Validator, String>>), LoadError> {
         let failed = |reason: String| LoadError::Info {
             path: path.into(),
             reason: crate::text::visible(&reason).into_owned(),
@@ -470,10 +496,21 @@ impl Runtime {
             config_schema,
         } = info;
         // The reasons quote the plugin's schema: one line, nothing a terminal acts on.
-        let (schema, validator) = crate::schema::compile(&config_schema).map_err(|reason| LoadError::Schema {
+        // A schema this version of runbox checked before is only parsed; the validator is
+        // built when a config is first validated (`runbox check` of a cached config never).
+        let passed = self.cache.as_ref().is_some_and(|cache| cache.schema_passed(&config_schema));
+        let compiled = if passed {
+            crate::schema::parse(&config_schema).map(|schema| (schema, OnceLock::new()))
+        } else {
+            crate::schema::compile(&config_schema).map(|(schema, validator)| (schema, OnceLock::from(Ok(validator))))
+        };
+        let (schema, validator) = compiled.map_err(|reason| LoadError::Schema {
             path: path.into(),
             reason: crate::text::visible(&reason).into_owned(),
         })?;
+        if let (Some(cache), false) = (&self.cache, passed) {
+            cache.mark_schema_passed(&config_schema);
+        }
         drop(config_schema);
         check_plugin_name(&name).map_err(failed)?;
         // Shown by `plugins list`/`inspect` and in every report: inert and short.
