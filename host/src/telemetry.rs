@@ -44,7 +44,10 @@ pub struct Config {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl Config {
@@ -55,7 +58,10 @@ impl Config {
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        let endpoint = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
             (Some(traces), _) => traces,
             (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
             (None, None) => return Ok(None),
@@ -100,6 +106,7 @@ impl Config {
         let failures = Arc::new(Failures {
             log: log_failures,
             endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
             ..Failures::default()
         });
         let provider = SdkTracerProvider::builder()
@@ -132,7 +139,10 @@ fn resource() -> opentelemetry_sdk::Resource {
     let mut builder = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name("runbox")
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .with_detectors(&[Box::new(TelemetryResourceDetector), Box::new(EnvResourceDetector::new())]);
+        .with_detectors(&[
+            Box::new(TelemetryResourceDetector),
+            Box::new(EnvResourceDetector::new()),
+        ]);
     if let Some(name) = var("OTEL_SERVICE_NAME") {
         builder = builder.with_service_name(name);
     }
@@ -217,20 +227,16 @@ pub struct RunSpan {
 impl RunSpan {
     /// Starts the span of `step`, a child of the run's.
     pub fn start_step(&self, step: &PreparedStep) -> StepSpan {
-        let span = self
-            .tracer
-            .build_with_context(self.step_builder(&step.id, &step.plugin.info.name, step.plugin.kind), &self.cx);
+        let span = self.tracer.build_with_context(
+            self.step_builder(&step.id, &step.plugin.info.name, step.plugin.kind),
+            &self.cx,
+        );
         StepSpan {
             cx: Context::new().with_span(span),
         }
     }
 
-    fn step_builder(
-        &self,
-        id: &str,
-        plugin: &str,
-        kind: crate::result::Kind,
-    ) -> opentelemetry::trace::SpanBuilder {
+    fn step_builder(&self, id: &str, plugin: &str, kind: crate::result::Kind) -> opentelemetry::trace::SpanBuilder {
         let (kind_text, task_type) = match kind {
             crate::result::Kind::Check => ("check", "test"),
             crate::result::Kind::Mitigation => ("mitigation", "deploy"),
@@ -257,7 +263,10 @@ impl RunSpan {
         let span = cx.span();
         span.set_attributes([
             KeyValue::new("cicd.pipeline.task.run.result", "skip"),
-            KeyValue::new("runbox.step.skipped", short(result.skipped.as_deref().unwrap_or_default())),
+            KeyValue::new(
+                "runbox.step.skipped",
+                short(result.skipped.as_deref().unwrap_or_default()),
+            ),
         ]);
         span.end();
     }
@@ -359,7 +368,10 @@ impl StepSpan {
         }
         if let Some(status @ (Status::Critical | Status::Unknown)) = worst {
             span.set_attribute(KeyValue::new("error.type", status.label()));
-            let failed = ran.iter().find(|r| r.status == status).expect("the worst is one of them");
+            let failed = ran
+                .iter()
+                .find(|r| r.status == status)
+                .expect("the worst is one of them");
             span.set_status(opentelemetry::trace::Status::error(short(&failed.summary)));
         }
         span.end();
@@ -392,6 +404,23 @@ fn short(text: &str) -> String {
     crate::text::truncate(line, MAX_TEXT).into_owned()
 }
 
+/// Why an export failed, in a few words when the exporter's (debug-formatted) error is
+/// a refused connection, a timeout or an HTTP status; else its text, shortened.
+fn reason(error: &str, timeout: Duration) -> String {
+    if error.contains("ConnectionRefused") {
+        "connection refused".to_string()
+    } else if error.contains("TimedOut") || error.contains("timed out") {
+        format!(
+            "no answer within {} (OTEL_EXPORTER_OTLP_TIMEOUT)",
+            humantime::format_duration(timeout)
+        )
+    } else if let Some(code) = error.split("Status Code: ").nth(1).and_then(|rest| rest.get(..3)) {
+        format!("the collector answered HTTP {code}")
+    } else {
+        short(error)
+    }
+}
+
 /// The OTLP exporter, counting failed exports so that the operator hears of them.
 #[derive(Debug)]
 struct Watched {
@@ -403,6 +432,7 @@ struct Watched {
 struct Failures {
     log: bool,
     endpoint: String,
+    timeout: Duration,
     /// Spans in failed exports.
     spans: AtomicUsize,
     /// Consecutive failed exports (0 after a success).
@@ -430,7 +460,7 @@ impl SpanExporter for Watched {
         match &result {
             Ok(()) => failures.running.store(0, Ordering::Relaxed),
             Err(err) => {
-                let text = short(&err.to_string());
+                let text = reason(&err.to_string(), failures.timeout);
                 failures.spans.fetch_add(count, Ordering::Relaxed);
                 // Logged when exports start failing, not on every batch after that.
                 if failures.log && failures.running.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -452,5 +482,26 @@ impl SpanExporter for Watched {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_failures_read_in_a_few_words() {
+        let timeout = Duration::from_secs(2);
+        let refused = r#"Operation failed: reqwest::Error { kind: Request, url: "http://127.0.0.1:9/v1/traces", source: hyper_util::client::legacy::Error(Connect, ConnectError("tcp connect error", 127.0.0.1:9, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" })) }"#;
+        assert_eq!(reason(refused, timeout), "connection refused");
+        let slow = r#"Operation failed: reqwest::Error { kind: Request, url: "http://127.0.0.1:1/v1/traces", source: TimedOut }"#;
+        assert_eq!(
+            reason(slow, timeout),
+            "no answer within 2s (OTEL_EXPORTER_OTLP_TIMEOUT)"
+        );
+        let status = "OpenTelemetry trace export failed. Url: http://c/v1/traces, Status Code: 401, Response: b\"\"";
+        assert_eq!(reason(status, timeout), "the collector answered HTTP 401");
+        let other = format!("odd\n{}", "x".repeat(1000));
+        assert_eq!(reason(&other, timeout), "odd");
     }
 }

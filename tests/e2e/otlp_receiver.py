@@ -9,9 +9,6 @@ events (name and attributes), status (code and message) and the resource's attri
 Any other request is answered 404 (path) or 415 (content type) and recorded as a line
 {"rejected": ...}, so a test sees a wrong request rather than a missing span.
 
-With `--hits FILE`, any other path (e.g. GET /downstream) is answered 200 and its
-`traceparent` and `tracestate` headers (all values) are appended to FILE as a JSON line:
-the tests' downstream service that a plugin calls.
 """
 
 import json
@@ -22,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 OUT = sys.argv[1]
-HITS = sys.argv[sys.argv.index("--hits") + 1] if "--hits" in sys.argv else None
 LOCK = threading.Lock()
 
 
@@ -94,26 +90,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
-
-    def do_GET(self):
-        if HITS is None:
-            self.send_response(404)
-            self.end_headers()
-            return
-        append(
-            HITS,
-            {
-                "path": self.path,
-                "traceparent": self.headers.get_all("traceparent") or [],
-                "tracestate": self.headers.get_all("tracestate") or [],
-            },
-        )
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
