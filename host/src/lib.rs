@@ -8,6 +8,7 @@
 //! - [`result`] and [`report`]: results and their formats;
 //! - [`text`]: plugin text made inert, and every format's escaping; [`output`]: where
 //!   everything runbox writes leaves it, redacted;
+//! - [`telemetry`]: OpenTelemetry traces of runs (OTLP), when asked for;
 //! - [`cli`]: the `runbox` command.
 
 pub mod capabilities;
@@ -26,5 +27,6 @@ pub mod runbook;
 pub mod runtime;
 pub mod scaffold;
 pub mod schema;
+pub mod telemetry;
 pub mod text;
 pub mod trust;

@@ -274,6 +274,7 @@ async fn a_granted_write_in_a_plan_is_shown_in_validate_the_plan_and_the_prompt(
         progress: Arc::new(|_| {}),
         deadline: None,
         stop: Stop::new(),
+        telemetry: None,
     };
     let result = execute(runtime, Arc::new(runbook), options).await;
     assert_eq!(result.steps[0].applied, Some(false));

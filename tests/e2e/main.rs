@@ -21,6 +21,7 @@ mod loading;
 mod memory;
 mod notify;
 mod openai;
+mod otlp;
 mod pg;
 mod pg_query;
 mod prometheus;

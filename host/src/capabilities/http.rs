@@ -10,6 +10,11 @@
 //! Only once a request is allowed, and only in that request, are the step's header
 //! secrets filled in ([`HeaderSecrets::fill`]); a request whose headers hold a
 //! placeholder the step does not grant is refused before anything is sent.
+//!
+//! When runbox exports traces, every allowed request carries the step span's W3C
+//! `traceparent`, set by the host: it replaces a `traceparent` the plugin set, and a
+//! plugin's `tracestate` (which would describe another trace) is removed. When tracing is
+//! off the plugin's headers pass as they are.
 
 use super::header_secrets::HeaderSecrets;
 use super::network::{Denial, HttpPermit, HttpRefusal, NetworkPolicy};
@@ -37,6 +42,7 @@ pub struct HttpHooks {
     max_response_bytes: u64,
     tls: Tls,
     header_secrets: Arc<HeaderSecrets>,
+    traceparent: Option<http::HeaderValue>,
 }
 
 /// What an `https` connection is made with: the step's trust, and the invocation's
@@ -62,7 +68,15 @@ impl HttpHooks {
             max_response_bytes: MAX_RESPONSE_BYTES,
             tls: Tls { trust, log, deadline },
             header_secrets: Arc::default(),
+            traceparent: None,
         }
+    }
+
+    /// The same hooks putting `traceparent` (the step span's, when runbox exports traces)
+    /// on every allowed request, in place of any the plugin set.
+    pub fn with_traceparent(mut self, traceparent: Option<http::HeaderValue>) -> HttpHooks {
+        self.traceparent = traceparent;
+        self
     }
 
     /// The same hooks filling `secrets` into the headers of allowed requests. Without
@@ -92,6 +106,7 @@ impl WasiHttpHooks for HttpHooks {
         let policy = self.policy.clone();
         let header_secrets = self.header_secrets.clone();
         let tls = self.tls.clone();
+        let traceparent = self.traceparent.clone();
         let left = self.deadline.saturating_duration_since(Instant::now());
         let max = self.max_response_bytes;
         let clamp = |timeout: Option<Duration>| timeout.map_or(left, |t| t.min(left));
@@ -116,6 +131,11 @@ impl WasiHttpHooks for HttpHooks {
             };
             // This request may go to these addresses: now, and only into it, the secrets.
             fill_header_secrets(&header_secrets, &policy, &permit, &mut head)?;
+            if let Some(traceparent) = traceparent {
+                // `insert` replaces every value the plugin gave the header.
+                head.headers.insert("traceparent", traceparent);
+                head.headers.remove("tracestate");
+            }
             let host = head.uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
             let use_tls = head
                 .uri

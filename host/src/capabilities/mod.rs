@@ -46,6 +46,10 @@ pub struct Grants {
     /// them as `${{ secrets.NAME }}` placeholders, which the host replaces in the
     /// plugin's outgoing HTTP request headers, to the step's granted hosts only.
     pub header_secrets: Vec<String>,
+    /// The W3C `traceparent` of the step's span when runbox exports traces (only the
+    /// host sets it, never a runbook): put on every HTTP request the plugin sends,
+    /// replacing the plugin's own (see [`http`] and crate::telemetry).
+    pub traceparent: Option<::http::HeaderValue>,
 }
 
 impl Default for Grants {
@@ -58,6 +62,7 @@ impl Default for Grants {
             allow_metadata: false,
             tls: tls::Trust::system(),
             header_secrets: Vec::new(),
+            traceparent: None,
         }
     }
 }

@@ -46,6 +46,7 @@ pub(crate) async fn check(
         allow_metadata: args.allow_metadata,
         tls: Trust::system(),
         header_secrets: Vec::new(),
+        traceparent: None,
     };
     for grant in &grants.secrets {
         grant.resolve().map_err(invalid)?;

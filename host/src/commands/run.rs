@@ -21,6 +21,9 @@ pub(crate) async fn run_runbook(
     run_id: String,
     verbose: bool,
 ) -> Result<u8, Error> {
+    // Tracing's settings are read (and a protocol runbox lacks refused) before anything
+    // runs; the exporter starts only once the runbook is ready to run.
+    let tracing = crate::telemetry::Config::from_env().map_err(invalid)?;
     let sets = parse_sets(&args.set)?;
     let runbook = match prepare(&runtime, plugin_path, &args.runbook, &sets, Mode::Run, args.memory).await {
         Ok(runbook) => Arc::new(runbook),
@@ -52,6 +55,10 @@ pub(crate) async fn run_runbook(
         })?))
     } else {
         None
+    };
+    let telemetry = match tracing {
+        Some(config) => Some(config.start(false).map_err(invalid)?),
+        None => None,
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     // Live progress and the header go to stderr, for a person watching it.
@@ -108,6 +115,7 @@ pub(crate) async fn run_runbook(
         progress,
         deadline: args.timeout.or(runbook.timeout),
         stop: Stop::new(),
+        telemetry: telemetry.clone(),
     };
     // Ctrl-C (or SIGTERM) stops the run: no new steps, checks cancelled, applies allowed
     // to finish; a second one abandons the applies too. Either way the report and the
@@ -116,11 +124,19 @@ pub(crate) async fn run_runbook(
     let result = execute(runtime, runbook, options).await;
     signals.abort();
     let rendered = report::render(&result, args.format, verbose);
-    match &args.output {
+    let written = match &args.output {
         Some(path) => output::write_file(path, &rendered)
-            .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display())))?,
-        None => print(&rendered)?,
+            .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display()))),
+        None => print(&rendered),
+    };
+    // The trace is flushed before runbox exits, whatever happened to the report; a
+    // collector that cannot be reached costs a warning, never the run's exit code.
+    if let Some(telemetry) = telemetry
+        && let Some(warning) = telemetry.shutdown().await
+    {
+        errln!("runbox: warning: {warning}");
     }
+    written?;
     Ok(result.status.exit_code())
 }
 

@@ -93,6 +93,10 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
         Some(n) => n,
         None => (2 * std::thread::available_parallelism().map_or(1, usize::from)).min(most),
     };
+    let telemetry = match crate::telemetry::Config::from_env().map_err(invalid)? {
+        Some(config) => Some(config.start(true).map_err(invalid)?),
+        None => None,
+    };
     let state = Arc::new(State {
         runtime,
         plugin_path,
@@ -109,6 +113,7 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
         reloading: tokio::sync::Mutex::new(()),
         metrics: Metrics::default(),
         started: SystemTime::now(),
+        telemetry,
     });
     runbook_files(&state.dir)
         .map_err(|err| invalid(format!("--runbooks {}: cannot read it: {err}", state.dir.display())))?;
@@ -161,6 +166,12 @@ pub(crate) async fn serve(runtime: Arc<Runtime>, plugin_path: PluginPath, args: 
     for worker in finished {
         // Each worker waits at most the grace period for its connections.
         let _ = tokio::time::timeout(args.shutdown_grace + Duration::from_secs(1), worker).await;
+    }
+    // The traces of the last probes go out before the process ends.
+    if let Some(telemetry) = state.telemetry.clone()
+        && let Some(warning) = telemetry.shutdown().await
+    {
+        errln!("runbox serve: warning: {warning}");
     }
     Ok(0)
 }
@@ -282,6 +293,8 @@ struct State {
     reloading: tokio::sync::Mutex<()>,
     metrics: Metrics,
     started: SystemTime,
+    /// Exports a trace per probe, when tracing is on (docs/tracing.md).
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// The runbooks being served, by file stem, and their `name:`s.
@@ -673,6 +686,7 @@ impl State {
             progress: Arc::new(|_| {}),
             deadline: Some(deadline),
             stop: Stop::new(),
+            telemetry: self.telemetry.clone(),
         };
         let result = execute(self.runtime.clone(), runbook, options).await;
         drop(permit);

@@ -140,6 +140,8 @@ pub struct RunOptions {
     pub deadline: Option<Duration>,
     /// Stops the run early (the caller keeps a clone to trigger it).
     pub stop: Stop,
+    /// Exports the run's trace (a span per run and per step), when tracing is on.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// A step's progress, for live output.
@@ -161,6 +163,10 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
             tokio::time::sleep_until(at.into()).await;
             stop.stop(StopCause::Deadline(limit));
         })
+    });
+    let trace = options.telemetry.as_ref().map(|telemetry| {
+        let severity = runbook.manifest.severity.map(|s| s.label());
+        telemetry.start_run(&runbook.manifest.name, severity, &options.run_id)
     });
     let n = runbook.steps.len();
     // One result per step, or one per item of a `for_each` step.
@@ -188,6 +194,9 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                     if !expr.eval(&lookup) {
                         let result = skipped(step, format!("`when: {text}` is false"));
                         (options.progress)(Progress::Finished(&result));
+                        if let Some(trace) = &trace {
+                            trace.skipped(&result);
+                        }
                         results[i] = Some(vec![result]);
                         continue;
                     }
@@ -207,7 +216,14 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                 });
                 let (runtime, runbook, options) = (runtime.clone(), runbook.clone(), options.clone());
                 let deadline = run_deadline.map(|(at, _)| at);
-                running.spawn(async move { (i, run_step(&runtime, &runbook, i, &options, deadline, &outputs).await) });
+                let span = trace.as_ref().map(|trace| trace.start_step(step));
+                running.spawn(async move {
+                    let results = run_step(&runtime, &runbook, i, &options, deadline, &outputs, span.as_ref()).await;
+                    if let Some(span) = span {
+                        span.end(&results);
+                    }
+                    (i, results)
+                });
             }
         }
         // A stop wakes the loop so that no further step starts; running ones end by
@@ -249,6 +265,9 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                 };
                 let result = skipped(&runbook.steps[i], reason);
                 (options.progress)(Progress::Finished(&result));
+                if let Some(trace) = &trace {
+                    trace.skipped(&result);
+                }
                 vec![result]
             })
         })
@@ -267,7 +286,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         // Steps that never ran were not found fine: the run is not an all-clear.
         status = status.max(Status::Unknown);
     }
-    RunResult {
+    let result = RunResult {
         runbook: Some(runbook.manifest.name.clone()),
         severity: runbook.manifest.severity.map(|s| s.label().to_string()),
         escalation: runbook.manifest.escalation.clone(),
@@ -276,9 +295,13 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         ended_at: Some(timestamp(SystemTime::now())),
         status,
         duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        stopped: stopped.map(|cause| cause.to_string()),
+        stopped: stopped.as_ref().map(|cause| cause.to_string()),
         steps,
+    };
+    if let Some(trace) = trace {
+        trace.end(&result, stopped.as_ref());
     }
+    result
 }
 
 fn lookup(runbook: &Runbook, results: &[Option<Vec<StepResult>>], path: &[String]) -> Option<Value> {
@@ -409,12 +432,14 @@ async fn run_step(
     options: &RunOptions,
     run_deadline: Option<Instant>,
     earlier: &Earlier,
+    span: Option<&crate::telemetry::StepSpan>,
 ) -> Vec<StepResult> {
     let step = &runbook.steps[index];
     let started_at = SystemTime::now();
     let started = Instant::now();
     let mut grants = step.grants.clone();
     grants.allow_metadata = options.allow_metadata;
+    grants.traceparent = span.map(|span| span.traceparent());
 
     // The items, if the step has `for_each`: a list that is missing, too long or not a
     // list runs nothing.
@@ -475,7 +500,7 @@ async fn run_step(
                 continue;
             }
         };
-        let (outcome, plan, attempts) = attempt(runtime, step, &config, &grants, options, item_started).await;
+        let (outcome, plan, attempts) = attempt(runtime, step, &config, &grants, options, item_started, span).await;
         runs.push(Run {
             item,
             config: Some(config),
@@ -582,6 +607,7 @@ async fn attempt(
     grants: &crate::capabilities::Grants,
     options: &RunOptions,
     started: Instant,
+    span: Option<&crate::telemetry::StepSpan>,
 ) -> (CheckOutcome, Option<crate::runtime::bindings::Plan>, u32) {
     let mut attempts = 0;
     let mut delay = step.retry.delay;
@@ -604,7 +630,11 @@ async fn attempt(
             cause = options.stop.stopped() => (cancelled(&cause, started), None),
         };
         let failed = matches!(outcome.status, Status::Critical | Status::Unknown);
-        if !failed || attempts >= step.retry.attempts || options.stop.cause().is_some() {
+        let last = !failed || attempts >= step.retry.attempts || options.stop.cause().is_some();
+        if let Some(span) = span {
+            span.attempted(attempts, &outcome, (!last).then_some(delay));
+        }
+        if last {
             return (outcome, plan, attempts);
         }
         tracing::debug!(step = %step.id, attempt = attempts, status = ?outcome.status, delay_ms = delay.as_millis() as u64, "retrying");

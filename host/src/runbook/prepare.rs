@@ -558,6 +558,7 @@ pub async fn prepare_parsed(
                 allow_metadata: false,
                 tls,
                 header_secrets: header_secrets.into_iter().collect(),
+                traceparent: None,
             },
             grant_sources,
             when,

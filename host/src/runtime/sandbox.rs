@@ -225,7 +225,8 @@ impl Sandbox {
                 http
             },
             http_hooks: HttpHooks::new(policy.clone(), grants.tls.clone(), handshakes.clone(), deadline)
-                .with_header_secrets(header_secrets),
+                .with_header_secrets(header_secrets)
+                .with_traceparent(grants.traceparent.clone()),
             tls,
             memory: MemoryBudget::new(memory_limit),
             host: HostState {
