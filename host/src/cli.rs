@@ -7,7 +7,7 @@ use crate::output::errln;
 use crate::plugins::PluginPath;
 use crate::report::Format;
 use crate::runtime::cache::CompileCache;
-use crate::runtime::{Runtime, RuntimeOptions, parse_memory};
+use crate::runtime::{Pool, Runtime, RuntimeOptions, parse_memory};
 use crate::scaffold::{self, Lang, World};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -356,7 +356,12 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
     } else {
         cli.cache_dir.clone().or_else(CompileCache::default_dir)
     };
-    let runtime = Runtime::new(RuntimeOptions { cache_dir })
+    // One check is one invocation at a time: a small pool is quicker to set up.
+    let pool = match cli.command {
+        Command::Check(_) => Pool::Single,
+        _ => Pool::Shared,
+    };
+    let runtime = Runtime::new(RuntimeOptions { cache_dir, pool })
         .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
     let runtime = std::sync::Arc::new(runtime);
     match cli.command {

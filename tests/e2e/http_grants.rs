@@ -25,6 +25,7 @@ fn grants(network: &[String]) -> Grants {
 fn runtime() -> Runtime {
     Runtime::new(RuntimeOptions {
         cache_dir: Some(cache_dir().to_path_buf()),
+        ..Default::default()
     })
     .unwrap()
 }

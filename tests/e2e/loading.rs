@@ -97,6 +97,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     let cache = tempfile::tempdir().unwrap();
     let options = RuntimeOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..Default::default()
     };
     let first = Runtime::new(options.clone())
         .unwrap()
@@ -122,6 +123,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     std::fs::write(&entry, b"garbage").unwrap();
     let third = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..Default::default()
     })
     .unwrap()
     .load(&plugin("redis_ping"))
@@ -135,6 +137,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     let load = || async {
         Runtime::new(RuntimeOptions {
             cache_dir: Some(cache.path().to_path_buf()),
+            ..Default::default()
         })
         .unwrap()
         .load(&plugin("redis_ping"))
@@ -151,7 +154,7 @@ async fn the_second_load_comes_from_the_compile_cache() {
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(!load().await);
 
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None })
+    let uncached = Runtime::new(RuntimeOptions { cache_dir: None, ..Default::default() })
         .unwrap()
         .load(&plugin("redis_ping"))
         .await

@@ -30,6 +30,7 @@ async fn mischief(runtime: &Runtime, plugin: &Plugin, config: serde_json::Value,
 async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache_dir().to_path_buf()),
+        ..Default::default()
     })
     .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
@@ -176,6 +177,7 @@ async fn misbehaving_plugins_are_contained_and_the_next_check_still_runs() {
 async fn denials_name_the_operation_and_the_grant_to_add() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache_dir().to_path_buf()),
+        ..Default::default()
     })
     .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
@@ -238,6 +240,7 @@ async fn denials_name_the_operation_and_the_grant_to_add() {
 async fn a_granted_secret_is_redacted_everywhere() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache_dir().to_path_buf()),
+        ..Default::default()
     })
     .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
@@ -275,6 +278,7 @@ async fn a_granted_secret_is_redacted_everywhere() {
 async fn huge_outputs_are_capped() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache_dir().to_path_buf()),
+        ..Default::default()
     })
     .unwrap();
     let bad = runtime.load(&plugin("mischief")).await.unwrap();
