@@ -728,10 +728,13 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
         std::path::Path::new(check_tcp).is_file(),
         "{check_tcp} is missing: apt-get install monitoring-plugins-basic (scripts/bench installs it)"
     );
+    // `RUNBOX_BENCH_BIN=target/release/runbox` measures the release build instead.
+    let binary = std::env::var("RUNBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbox").to_string());
+    println!("  ({binary})");
     let cache_arg = scratch.join("process-cache");
     let (url, grant) = (format!("url=redis://127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}"));
     let runbox_check = || {
-        let output = Command::new(env!("CARGO_BIN_EXE_runbox"))
+        let output = Command::new(&binary)
             .arg("--cache-dir")
             .arg(&cache_arg)
             .args(["check", "redis-ping", "--with", &url, "--allow", &grant, "--format", "nagios"])
