@@ -921,17 +921,24 @@ impl Drop for S3Server {
     }
 }
 
-/// Runs `runbox` like [`runbox_env`], but with `remove` taken out of its environment
-/// (e.g. proxies and certificate settings, so a test's TLS trust is exactly its own).
-pub fn runbox_env_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Run {
+/// The `runbox` binary with `args`, the test plugins and the tests' compile cache, and
+/// without `RUST_LOG` (whose log lines would change stderr).
+pub fn runbox_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
-    // The first use builds the plugins: before the clock starts, so `elapsed` is runbox's.
     command
         .arg("--plugin-dir")
         .arg(plugin_dir())
         .args(args)
         .env("RUNBOX_CACHE_DIR", cache_dir())
         .env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `runbox` like [`runbox_env`], but with `remove` taken out of its environment
+/// (e.g. proxies and certificate settings, so a test's TLS trust is exactly its own).
+pub fn runbox_env_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Run {
+    // The first use builds the plugins: before the clock starts, so `elapsed` is runbox's.
+    let mut command = runbox_command(args);
     for key in remove {
         command.env_remove(key);
     }

@@ -7,7 +7,7 @@
 use crate::harness::{plugin, runbox, runbox_env};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const FORMATS: [&str; 6] = ["human", "json", "junit", "nagios", "prometheus", "markdown"];
@@ -336,13 +336,8 @@ fn the_approval_prompt_shows_exactly_the_plan() {
 /// `prompt` appears; returns everything the terminal showed.
 fn in_terminal(args: &[&str], prompt: &str, input: &str) -> String {
     let (mut master, slave) = openpty();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    let mut command = crate::harness::runbox_command(args);
     command
-        .arg("--plugin-dir")
-        .arg(crate::harness::plugin_dir())
-        .args(args)
-        .env("RUNBOX_CACHE_DIR", crate::harness::cache_dir())
-        .env_remove("RUST_LOG")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave));

@@ -3,7 +3,7 @@
 //! a loopback HTTP server stands for the traced downstream service a plugin calls.
 
 use crate::harness::{
-    HttpServer, Reply, Run, SilentServer, cache_dir, free_port, plugin_dir, runbox_env_without, workspace,
+    HttpServer, Reply, Run, SilentServer, free_port, runbox_env_without, workspace,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -316,13 +316,8 @@ fn a_plugins_http_requests_carry_its_steps_traceparent_and_no_forged_one() {
 
 /// `runbox` started in the background with exactly the OTel variables in `env`.
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    let mut command = crate::harness::runbox_command(args);
     command
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .args(args)
-        .env("RUNBOX_CACHE_DIR", cache_dir())
-        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for key in OTEL_VARS {

@@ -2,7 +2,7 @@
 //! have a request that would break them; saturation, scrape timeouts, reloads, graceful
 //! shutdown and "plugins are prepared once" are measured on the running server.
 
-use crate::harness::{Redis, SilentServer, cache_dir, plugin_dir, runbox};
+use crate::harness::{Redis, SilentServer, runbox, runbox_command};
 use crate::prometheus::Prometheus;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,15 +24,10 @@ impl Serve {
     /// Starts `runbox serve --runbooks DIR ARGS… --listen 127.0.0.1:0` and waits for its
     /// "listening on" line.
     fn start(dir: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runbox"))
-            .arg("--plugin-dir")
-            .arg(plugin_dir())
-            .args(["serve", "--runbooks"])
+        let mut child = runbox_command(&["serve", "--runbooks"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUNBOX_CACHE_DIR", cache_dir())
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
