@@ -97,8 +97,10 @@ impl CompileCache {
         let written = create_private_dir(&self.dir)
             .and_then(|()| private_to_us(&self.dir).map_err(std::io::Error::other))
             .and_then(|()| write_atomically(&self.marker(kind, text), b""));
+        // Only time is lost, and a cache that an image ships read-only would otherwise
+        // print this on every `runbox check` of a config it has not seen.
         if let Err(err) = written {
-            tracing::warn!(dir = %self.dir.display(), error = %err, "could not write compile cache");
+            tracing::debug!(dir = %self.dir.display(), error = %err, "could not write a mark to the compile cache");
         }
     }
 
