@@ -223,7 +223,11 @@ fn main() {
         "load redis-ping ({} KiB component)",
         std::fs::metadata(&plugin).unwrap().len() / 1024
     );
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let uncached = Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
     let cold = measure("cold: compile + checks + info()", 10, || {
         let loaded = tokio.block_on(uncached.load(&plugin)).unwrap();
         assert!(loaded.compiled);
@@ -732,15 +736,32 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
     let binary = std::env::var("RUNBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbox").to_string());
     println!("  ({binary})");
     let cache_arg = scratch.join("process-cache");
-    let (url, grant) = (format!("url=redis://127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}"));
+    let (url, grant) = (
+        format!("url=redis://127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}"),
+    );
     let runbox_check = || {
         let output = Command::new(&binary)
             .arg("--cache-dir")
             .arg(&cache_arg)
-            .args(["check", "redis-ping", "--with", &url, "--allow", &grant, "--format", "nagios"])
+            .args([
+                "check",
+                "redis-ping",
+                "--with",
+                &url,
+                "--allow",
+                &grant,
+                "--format",
+                "nagios",
+            ])
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
     };
     let port = port.to_string();
     let check_tcp_run = || {
@@ -748,7 +769,12 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
             .args(["-H", "127.0.0.1", "-p", &port, "-s", "PING\r\n", "-e", "+PONG"])
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
     };
     // The first process compiles the plugin into the cache and marks its schema and config.
     runbox_check();

@@ -72,6 +72,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// `eprintln!` through [`eprint`]: redacted and inert like everything runbox writes.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::eprint(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use errln;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,11 +94,3 @@ mod tests {
         assert!(matches!(scrub_with(&redactor, "clean\n"), Cow::Borrowed(_)));
     }
 }
-
-/// `eprintln!` through [`eprint`]: redacted and inert like everything runbox writes.
-macro_rules! errln {
-    ($($arg:tt)*) => {
-        $crate::output::eprint(&format!("{}\n", format_args!($($arg)*)))
-    };
-}
-pub(crate) use errln;

@@ -920,7 +920,12 @@ fn restore_archived_asset_restores_with_approval_and_reports_progress() {
     // A recording that was never archived: CRITICAL at step 1, nothing asked of S3.
     let mut sets = sets.to_vec();
     sets[0] = "recording_id=4".into();
-    let (run, json) = run_runbook(&moto, "restore-archived-asset.yaml", &sets, &["--apply", "--approve", "restore"]);
+    let (run, json) = run_runbook(
+        &moto,
+        "restore-archived-asset.yaml",
+        &sets,
+        &["--apply", "--approve", "restore"],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     assert_eq!(step(&json, "locate-key")["status"], "critical");
     for id in ["restore", "restore-status"] {

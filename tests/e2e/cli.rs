@@ -180,15 +180,26 @@ fn shell_completions_and_man_pages_come_from_the_argument_definitions() {
             .arg(dir.path().join(page))
             .output()
             .expect("groff is installed");
-        assert!(output.status.success(), "{page}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{page}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let text = String::from_utf8_lossy(&output.stdout).replace('\u{2010}', "-");
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let main = render("runbox.1");
     assert!(main.contains("NAME runbox - Run operational"), "{main}");
     let run_page = render("runbox-run.1");
-    assert!(run_page.contains("runbox run") && run_page.contains("--approve"), "{run_page}");
+    assert!(
+        run_page.contains("runbox run") && run_page.contains("--approve"),
+        "{run_page}"
+    );
     assert!(render("runbox-check.1").contains("--allow"));
     let run = crate::harness::runbox(&["man"]);
-    assert!(run.stdout.starts_with(".ie"), "roff on stdout: {}", &run.stdout[..40.min(run.stdout.len())]);
+    assert!(
+        run.stdout.starts_with(".ie"),
+        "roff on stdout: {}",
+        &run.stdout[..40.min(run.stdout.len())]
+    );
 }

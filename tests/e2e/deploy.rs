@@ -54,7 +54,10 @@ fn of_kind<'a>(docs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Val
 #[test]
 fn the_core_manifests_pass_strict_schema_validation_and_a_broken_one_does_not() {
     for (file, resources) in [
-        ("runbox-serve.yaml", &["deployment/runbox-serve", "service/runbox-serve"][..]),
+        (
+            "runbox-serve.yaml",
+            &["deployment/runbox-serve", "service/runbox-serve"][..],
+        ),
         ("runbox-cronjob.yaml", &["cronjob/runbox-retention-validation"][..]),
     ] {
         let (ok, text) = validate(&manifests().join(file));
@@ -71,8 +74,17 @@ fn the_core_manifests_pass_strict_schema_validation_and_a_broken_one_does_not() 
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read_to_string(manifests().join("runbox-serve.yaml")).unwrap();
     for (what, broken) in [
-        ("a string port", original.replace("containerPort: 9464", "containerPort: nine")),
-        ("an unknown field", original.replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: true\n            readOnlyEverything: true")),
+        (
+            "a string port",
+            original.replace("containerPort: 9464", "containerPort: nine"),
+        ),
+        (
+            "an unknown field",
+            original.replace(
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: true\n            readOnlyEverything: true",
+            ),
+        ),
     ] {
         assert_ne!(broken, original, "{what}: the mutation applies");
         let file = dir.path().join("broken.yaml");
@@ -95,13 +107,19 @@ fn the_service_monitor_selects_the_service_and_names_its_port() {
     for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(labels.get(key), Some(value), "ServiceMonitor selects {key}={value}");
     }
-    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
     for (key, value) in service["spec"]["selector"].as_object().unwrap() {
         assert_eq!(pod_labels.get(key), Some(value), "Service selects {key}={value}");
     }
     let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
     assert!(
-        service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port),
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port),
         "the Service has a port named {port}"
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
@@ -116,7 +134,12 @@ fn the_manifests_use_real_runbox_flags_and_a_runbook_that_validates() {
     let serve = documents("runbox-serve.yaml");
     let container = &of_kind(&serve, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     let help = runbox(&["serve", "--help"]).stdout;
-    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(args[0], "serve");
     for arg in &args[1..] {
         let flag = arg.split('=').next().unwrap();
@@ -127,7 +150,12 @@ fn the_manifests_use_real_runbox_flags_and_a_runbook_that_validates() {
 
     let cron = documents("runbox-cronjob.yaml");
     let job = &of_kind(&cron, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = job["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let args: Vec<String> = job["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(args[0], "run");
     let help = runbox(&["run", "--help"]).stdout;
     for arg in args[2..].iter().filter(|a| a.starts_with("--")) {
@@ -135,7 +163,9 @@ fn the_manifests_use_real_runbox_flags_and_a_runbook_that_validates() {
         assert!(help.contains(flag), "`runbox run` has no {flag}");
     }
     // The runbook it runs is the shipped one, and its --set values are inputs it declares.
-    let runbook = args[1].strip_prefix("/etc/runbox/runbooks/").expect("a runbook from the ConfigMap");
+    let runbook = args[1]
+        .strip_prefix("/etc/runbox/runbooks/")
+        .expect("a runbook from the ConfigMap");
     let path = workspace().join("runbooks").join(runbook);
     let mut validate = vec!["validate".to_string(), path.to_str().unwrap().to_string()];
     for set in args.iter().filter_map(|a| a.strip_prefix("--set=")) {
@@ -172,10 +202,25 @@ fn a_packaged_runbox_finds_its_plugins_beside_it_and_its_cache_can_be_filled_ahe
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let tarball = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
     let unpack = tempfile::tempdir().unwrap();
-    let status = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(unpack.path()).status().unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(unpack.path())
+        .status()
+        .unwrap();
     assert!(status.success());
-    let root = std::fs::read_dir(unpack.path()).unwrap().next().unwrap().unwrap().path();
-    for page in ["share/man/man1/runbox.1", "share/man/man1/runbox-serve.1", "share/bash-completion/completions/runbox"] {
+    let root = std::fs::read_dir(unpack.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for page in [
+        "share/man/man1/runbox.1",
+        "share/man/man1/runbox-serve.1",
+        "share/bash-completion/completions/runbox",
+    ] {
         assert!(root.join(page).is_file(), "{page}");
     }
     let home = tempfile::tempdir().unwrap();
@@ -186,9 +231,16 @@ fn a_packaged_runbox_finds_its_plugins_beside_it_and_its_cache_can_be_filled_ahe
     let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let plugins = json["plugins"].as_array().unwrap();
     let installed = root.join("lib/runbox/plugins").canonicalize().unwrap();
-    let redis_ping = plugins.iter().find(|p| p["name"] == "redis-ping").expect("redis-ping is listed");
+    let redis_ping = plugins
+        .iter()
+        .find(|p| p["name"] == "redis-ping")
+        .expect("redis-ping is listed");
     let path = PathBuf::from(redis_ping["path"].as_str().unwrap());
-    assert!(path.canonicalize().unwrap().starts_with(&installed), "found at {}", path.display());
+    assert!(
+        path.canonicalize().unwrap().starts_with(&installed),
+        "found at {}",
+        path.display()
+    );
 
     // A user's own plugin directory (XDG data home) comes after the installed one.
     let user = home.path().join(".local/share/runbox/plugins");
@@ -200,11 +252,22 @@ fn a_packaged_runbox_finds_its_plugins_beside_it_and_its_cache_can_be_filled_ahe
     // `plugins compile` fills a fresh cache, so that the next load compiles nothing.
     let cache = home.path().join("image-cache");
     let cache_arg = cache.to_str().unwrap();
-    let first = unpacked(&root, home.path(), &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"]);
+    let first = unpacked(
+        &root,
+        home.path(),
+        &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"],
+    );
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let first = String::from_utf8_lossy(&first.stdout).to_string();
-    assert!(first.starts_with("redis-ping") && first.contains(" compiled ("), "{first}");
-    let second = unpacked(&root, home.path(), &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"]);
+    assert!(
+        first.starts_with("redis-ping") && first.contains(" compiled ("),
+        "{first}"
+    );
+    let second = unpacked(
+        &root,
+        home.path(),
+        &["--cache-dir", cache_arg, "plugins", "compile", "redis-ping"],
+    );
     assert!(String::from_utf8_lossy(&second.stdout).contains("already in the cache"));
     let refused = unpacked(&root, home.path(), &["--no-cache", "plugins", "compile"]);
     assert_eq!(refused.status.code(), Some(64));

@@ -497,11 +497,15 @@ fn a_step_that_inputs_switch_off_needs_none_of_its_secrets() {
     );
     let (run, json) = json_run(&book, &[]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(step(&json, "tell")["skipped"].as_str().unwrap().contains("inputs.hook"), "{json}");
+    assert!(
+        step(&json, "tell")["skipped"].as_str().unwrap().contains("inputs.hook"),
+        "{json}"
+    );
     let run = book.run(&["--set", "hook=https://hooks.internal"]);
     assert_eq!(run.code, 64, "{run:#?}");
     assert!(
-        run.stderr.contains("environment variable `RUNBOX_TEST_SURELY_UNSET_HOOK` is not set"),
+        run.stderr
+            .contains("environment variable `RUNBOX_TEST_SURELY_UNSET_HOOK` is not set"),
         "{}",
         run.stderr
     );
@@ -523,5 +527,9 @@ fn a_list_input_takes_a_json_list_or_comma_separated_values() {
     }
     let run = book.run(&["--set", "keys=[broken"]);
     assert_eq!(run.code, 64, "{run:#?}");
-    assert!(run.stderr.contains("takes a JSON list or comma-separated values"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("takes a JSON list or comma-separated values"),
+        "{}",
+        run.stderr
+    );
 }

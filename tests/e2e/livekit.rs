@@ -245,7 +245,11 @@ fn run_book(book: &str, sets: &[String], secret: &str, extra: &[&str]) -> (Run, 
     args.extend(extra);
     let run = runbox_env(
         &args,
-        &[("LIVEKIT_API_KEY", API_KEY), ("LIVEKIT_API_SECRET", secret), ("DB_PASSWORD", "scram-pw")],
+        &[
+            ("LIVEKIT_API_KEY", API_KEY),
+            ("LIVEKIT_API_SECRET", secret),
+            ("DB_PASSWORD", "scram-pw"),
+        ],
     );
     let json = serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("not JSON ({err}): {run:#?}"));
     (run, json)

@@ -106,8 +106,15 @@ async fn the_second_load_comes_from_the_compile_cache() {
         .unwrap();
     assert!(first.compiled);
     let entries = cache_entries(cache.path());
-    assert_eq!(entries.len(), 2, "the compiled code and its schema's marker: {entries:?}");
-    let compiled = entries.iter().find(|name| name.ends_with(".cwasm")).expect("a .cwasm entry");
+    assert_eq!(
+        entries.len(),
+        2,
+        "the compiled code and its schema's marker: {entries:?}"
+    );
+    let compiled = entries
+        .iter()
+        .find(|name| name.ends_with(".cwasm"))
+        .expect("a .cwasm entry");
     assert!(entries.iter().any(|name| name.ends_with(".schema-ok")), "{entries:?}");
     let second = Runtime::new(options)
         .unwrap()
@@ -154,11 +161,14 @@ async fn the_second_load_comes_from_the_compile_cache() {
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(!load().await);
 
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None, ..Default::default() })
-        .unwrap()
-        .load(&plugin("redis_ping"))
-        .await
-        .unwrap();
+    let uncached = Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap()
+    .load(&plugin("redis_ping"))
+    .await
+    .unwrap();
     assert!(uncached.compiled);
 }
 
@@ -188,26 +198,55 @@ fn the_compile_cache_remembers_checked_schemas_only_when_private() {
     let bad = ["--cache-dir", dir, "check", ping, "--config", r#"{"url": 5}"#];
     let first = runbox(&bad);
     assert_eq!(first.code, 64, "{first:#?}");
-    assert!(first.stderr.contains("invalid config for plugin `redis-ping`"), "{first:#?}");
+    assert!(
+        first.stderr.contains("invalid config for plugin `redis-ping`"),
+        "{first:#?}"
+    );
     let entries = cache_entries(cache.path());
     assert!(entries.iter().any(|name| name.ends_with(".schema-ok")), "{entries:?}");
-    assert!(!entries.iter().any(|name| name.ends_with(".config-ok")), "a refused config is not remembered: {entries:?}");
+    assert!(
+        !entries.iter().any(|name| name.ends_with(".config-ok")),
+        "a refused config is not remembered: {entries:?}"
+    );
     let second = runbox(&bad);
     assert_eq!((second.code, &second.stderr), (first.code, &first.stderr));
     // A config the schema accepted is remembered, and the next process trusts it.
-    let good = ["--cache-dir", dir, "check", ping, "--with", "url=redis://127.0.0.1:1", "--allow", "redis://127.0.0.1:1"];
+    let good = [
+        "--cache-dir",
+        dir,
+        "check",
+        ping,
+        "--with",
+        "url=redis://127.0.0.1:1",
+        "--allow",
+        "redis://127.0.0.1:1",
+    ];
     for _ in 0..2 {
         let run = runbox(&good);
         assert_eq!(run.code, 2, "nothing listens on port 1: {run:#?}");
         let entries = cache_entries(cache.path());
-        assert_eq!(entries.iter().filter(|name| name.ends_with(".config-ok")).count(), 1, "{entries:?}");
+        assert_eq!(
+            entries.iter().filter(|name| name.ends_with(".config-ok")).count(),
+            1,
+            "{entries:?}"
+        );
     }
 
     // The marker a cyclic schema would have, had it passed: writable by others.
-    let compiled = entries.iter().find(|name| name.ends_with(".cwasm")).expect("a .cwasm entry");
-    let engine = compiled.rsplit_once('-').unwrap().1.trim_end_matches(".cwasm").to_string();
+    let compiled = entries
+        .iter()
+        .find(|name| name.ends_with(".cwasm"))
+        .expect("a .cwasm entry");
+    let engine = compiled
+        .rsplit_once('-')
+        .unwrap()
+        .1
+        .trim_end_matches(".cwasm")
+        .to_string();
     let cyclic = r##"{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}"##;
-    let marker = cache.path().join(format!("{}-{engine}.schema-ok", hex::encode(Sha256::digest(cyclic))));
+    let marker = cache
+        .path()
+        .join(format!("{}-{engine}.schema-ok", hex::encode(Sha256::digest(cyclic))));
     std::fs::write(&marker, b"").unwrap();
     std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666)).unwrap();
     let hostile = crate::harness::plugin_dir().join("hostile/hostile-info-cyclic-ref.wasm");

@@ -2,9 +2,7 @@
 //! decodes with OpenTelemetry's own protobuf classes (opentelemetry-proto, from PyPI);
 //! a loopback HTTP server stands for the traced downstream service a plugin calls.
 
-use crate::harness::{
-    HttpServer, Reply, Run, SilentServer, free_port, runbox_env_without, workspace,
-};
+use crate::harness::{HttpServer, Reply, Run, SilentServer, free_port, runbox_env_without, workspace};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -317,9 +315,7 @@ fn a_plugins_http_requests_carry_its_steps_traceparent_and_no_forged_one() {
 /// `runbox` started in the background with exactly the OTel variables in `env`.
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = crate::harness::runbox_command(args);
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     for key in OTEL_VARS {
         command.env_remove(key);
     }

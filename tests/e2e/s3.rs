@@ -150,11 +150,7 @@ fn error_rates_are_exact_over_the_window_with_pagination() {
         "100 requests in the last 15m: 4xx 18.0%, 5xx 2.0% (worst: REST.PUT.OBJECT 4xx 26.7%, 5xx 6.7%)"
     );
     assert_eq!(
-        (
-            run.metric("requests"),
-            run.metric("rate_4xx"),
-            run.metric("rate_5xx")
-        ),
+        (run.metric("requests"), run.metric("rate_4xx"), run.metric("rate_5xx")),
         (100.0, 18.0, 2.0)
     );
     assert_eq!((run.metric("errors_4xx"), run.metric("errors_5xx")), (18.0, 2.0));

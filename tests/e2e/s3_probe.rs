@@ -198,9 +198,21 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
     // The object count and the newest object's age (a nightly backup's two promises).
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "objects_warn=28:32"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    assert!(summary(&run).contains(": objects outside 28:32 (warn)"), "{}", summary(&run));
+    assert!(
+        summary(&run).contains(": objects outside 28:32 (warn)"),
+        "{}",
+        summary(&run)
+    );
     // The objects are an hour old (their mtime on s3s-fs's disk).
-    let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "objects_warn=5:5", "newest_age_warn=7200"]);
+    let run = ok_probe(
+        &s3,
+        &[
+            "bucket=uploads",
+            "prefix=tmp/",
+            "objects_warn=5:5",
+            "newest_age_warn=7200",
+        ],
+    );
     assert_eq!(run.code, 0, "{run:#?}");
     let age = run.metric("newest_age_s");
     assert!((3600.0..4200.0).contains(&age), "{run:#?}");
@@ -209,7 +221,11 @@ fn bytes_under_a_prefix_are_summed_over_pages_and_judged() {
     // Fresh objects judged by a range that wants them at least a day old: CRITICAL.
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=tmp/", "newest_age_crit=86400:"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(summary(&run).contains("the newest object under \"tmp/\" is "), "{}", summary(&run));
+    assert!(
+        summary(&run).contains("the newest object under \"tmp/\" is "),
+        "{}",
+        summary(&run)
+    );
     let run = ok_probe(&s3, &["bucket=uploads", "prefix=nothing-here/", "newest_age_warn=3600"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(

@@ -45,16 +45,16 @@ fn release_checklist_proves_each_secret_by_using_it() {
     let livekit = stand_in(0);
     let webhook = Endpoint::start_for(API_KEY, API_SECRET, false);
     let sets = vec![
-            ("db_url", pg.url("scram_user")),
-            ("db_grant", pg.grant()),
-            ("sslmode", "disable".to_string()),
-            ("redis_url", redis.url()),
-            ("s3_endpoint", s3.endpoint()),
-            ("region", "us-east-1".to_string()),
-            ("livekit_url", livekit.url()),
-            ("webhook_url", webhook.url()),
-            ("webhook_grant", webhook.origin()),
-        ];
+        ("db_url", pg.url("scram_user")),
+        ("db_grant", pg.grant()),
+        ("sslmode", "disable".to_string()),
+        ("redis_url", redis.url()),
+        ("s3_endpoint", s3.endpoint()),
+        ("region", "us-east-1".to_string()),
+        ("livekit_url", livekit.url()),
+        ("webhook_url", webhook.url()),
+        ("webhook_grant", webhook.origin()),
+    ];
     let env = |s3_secret: &'static str, redis_password: &'static str| {
         vec![
             ("DB_PASSWORD", "scram-pw"),
@@ -92,7 +92,10 @@ fn release_checklist_proves_each_secret_by_using_it() {
     );
     assert_eq!(metric(step(&json, "migrations"), "pending_migrations"), 1.0);
     assert!(
-        step(&json, "storage")["summary"].as_str().unwrap().contains("SignatureDoesNotMatch"),
+        step(&json, "storage")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("SignatureDoesNotMatch"),
         "{json:#}"
     );
     assert!(!json.to_string().contains("not-the-secret"), "a secret is never shown");
@@ -108,14 +111,13 @@ fn release_checklist_proves_each_secret_by_using_it() {
             _ => {}
         }
     }
-    pg.psql("app", "UPDATE _prisma_migrations SET finished_at = now() WHERE id = '3'");
+    pg.psql(
+        "app",
+        "UPDATE _prisma_migrations SET finished_at = now() WHERE id = '3'",
+    );
     let (code, json) = run("release-checklist.yaml", &sets, &env(S3Server::SECRET_KEY, "redis-pw"));
     assert_eq!(code, 2, "{json:#}");
-    assert_eq!(
-        statuses(&json, &all),
-        ["ok", "ok", "ok", "ok", "critical"],
-        "{json:#}"
-    );
+    assert_eq!(statuses(&json, &all), ["ok", "ok", "ok", "ok", "critical"], "{json:#}");
 }
 
 #[test]
@@ -156,7 +158,10 @@ fn backups_and_retention_checks_the_nightly_dumps_and_the_deletion_sla() {
     assert_eq!(code, 0, "{json:#}");
     let backups = step(&json, "backups");
     assert_eq!(metric(backups, "objects"), 30.0);
-    assert!((86_400.0..90_000.0).contains(&metric(backups, "newest_age_s")), "{backups:#}");
+    assert!(
+        (86_400.0..90_000.0).contains(&metric(backups, "newest_age_s")),
+        "{backups:#}"
+    );
     assert_eq!(metric(step(&json, "deletion-sla"), "overdue_requests"), 0.0);
 
     // A request open past the 30-day SLA is CRITICAL; a shorter SLA (a number input,
@@ -203,7 +208,10 @@ fn backups_and_retention_checks_the_nightly_dumps_and_the_deletion_sla() {
     assert_eq!(status(&json, "backups"), "critical");
     assert_eq!(status(&json, "deletion-sla"), "ok");
     assert!(
-        step(&json, "backups")["summary"].as_str().unwrap().contains("the newest object under"),
+        step(&json, "backups")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the newest object under"),
         "{json:#}"
     );
 }
@@ -294,7 +302,13 @@ db_write_errors_total 0
     let prometheus = Prometheus::start(&exporter.target());
     prometheus.wait_for("rate(session_joins_total[5m])", 2);
     let sets = vec![("prometheus_url", prometheus.url())];
-    let ids = ["start-latency", "join-success", "queue-depth", "webhook-failures", "db-write-errors"];
+    let ids = [
+        "start-latency",
+        "join-success",
+        "queue-depth",
+        "webhook-failures",
+        "db-write-errors",
+    ];
     let (code, json) = run("platform-signals.yaml", &sets, &[]);
     assert_eq!(code, 0, "{json:#}");
     assert_eq!(statuses(&json, &ids), ["ok"; 5], "{json:#}");
@@ -308,7 +322,10 @@ db_write_errors_total 0
             .replace("_count {n*100}", "_count {n*400}")
             .replace("{result=\"failure\"} {n*5}", "{result=\"failure\"} {n*400}")
             .replace("shard=\"b\"} 4", "shard=\"b\"} 25000")
-            .replace("livekit_webhook_failures_total 0", "livekit_webhook_failures_total {n*50}")
+            .replace(
+                "livekit_webhook_failures_total 0",
+                "livekit_webhook_failures_total {n*50}",
+            )
             .replace("db_write_errors_total 0", "db_write_errors_total {n*50}"),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(90);

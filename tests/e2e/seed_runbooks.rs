@@ -11,7 +11,9 @@
 //! hourly retention thresholds, plain-text ASP.NET health bodies.
 
 pub(crate) use crate::harness::metric;
-use crate::harness::{HttpServer, PgTls, Postgres, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace};
+use crate::harness::{
+    HttpServer, PgTls, Postgres, Redis, Reply, Run, S3Server, free_port, runbox_env, step, workspace,
+};
 use crate::s3::lines;
 use crate::tls_servers::{Pki, tls_only_postgres};
 use serde_json::Value;

@@ -268,25 +268,46 @@ fn a_missing_recent_export_or_a_bucket_the_keys_cannot_use_holds_the_prune_and_p
     let (run, json) = run_book(&s3, &app, &redis, &["--set", "recent_keys=exports/lecture-7.zip"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(step(&json, "bucket")["status"], "ok", "{json:#}");
-    assert_eq!(s3.files("author-exports"), ["exports/lecture-7.zip"], "the canary leaves nothing");
+    assert_eq!(
+        s3.files("author-exports"),
+        ["exports/lecture-7.zip"],
+        "the canary leaves nothing"
+    );
     // A recent export missing (triage 3): CRITICAL, exports paused (planned), no prune.
     let (run, json) = run_book(
         &s3,
         &app,
         &redis,
-        &["--set", "recent_keys=exports/lecture-7.zip,exports/lecture-9.zip", "--set", "backlog_bytes=1000"],
+        &[
+            "--set",
+            "recent_keys=exports/lecture-7.zip,exports/lecture-9.zip",
+            "--set",
+            "backlog_bytes=1000",
+        ],
     );
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
-        step(&json, "bucket")["summary"].as_str().unwrap().contains("exports/lecture-9.zip"),
+        step(&json, "bucket")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("exports/lecture-9.zip"),
         "{json:#}"
     );
     assert!(step(&json, "pause-exports")["skipped"].is_null(), "{json:#}");
-    assert!(step(&json, "prune-temporary-uploads")["skipped"].is_string(), "{json:#}");
+    assert!(
+        step(&json, "prune-temporary-uploads")["skipped"].is_string(),
+        "{json:#}"
+    );
     assert_eq!(old_uploads_left(&s3), 3);
     // The app's bucket is gone (triage 1): the same.
     let (run, json) = run_book(&s3, &app, &redis, &["--set", "data_bucket=author-exports-gone"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(step(&json, "bucket")["summary"].as_str().unwrap().contains("NoSuchBucket"), "{json:#}");
+    assert!(
+        step(&json, "bucket")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("NoSuchBucket"),
+        "{json:#}"
+    );
     assert!(step(&json, "pause-exports")["skipped"].is_null(), "{json:#}");
 }

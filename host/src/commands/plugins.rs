@@ -227,11 +227,22 @@ pub(crate) async fn compile(
         if paths.is_empty() {
             return Err(invalid(format!(
                 "no plugins found in: {}",
-                plugin_path.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                plugin_path
+                    .dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         for path in paths {
-            loaded.push(runtime.load(&path).await.map(std::sync::Arc::new).map_err(|err| err.to_string()));
+            loaded.push(
+                runtime
+                    .load(&path)
+                    .await
+                    .map(std::sync::Arc::new)
+                    .map_err(|err| err.to_string()),
+            );
         }
     } else {
         for spec in specs {
@@ -258,7 +269,11 @@ fn compiled_line(plugin: &crate::runtime::Plugin) -> String {
     format!(
         "{:<22} {} ({})",
         plugin.info.name,
-        if plugin.compiled { "compiled" } else { "already in the cache" },
+        if plugin.compiled {
+            "compiled"
+        } else {
+            "already in the cache"
+        },
         plugin.path.display()
     )
 }

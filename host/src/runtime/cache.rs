@@ -85,7 +85,8 @@ impl CompileCache {
 impl CompileCache {
     /// A marker entry: `{sha256(text)}-{engine}.{kind}`, empty.
     fn marker(&self, kind: &str, text: &str) -> PathBuf {
-        self.dir.join(format!("{}-{}.{kind}", digest(text.as_bytes()), self.engine_key))
+        self.dir
+            .join(format!("{}-{}.{kind}", digest(text.as_bytes()), self.engine_key))
     }
 
     fn marked(&self, kind: &str, text: &str) -> bool {

@@ -20,8 +20,8 @@ use cache::CompileCache;
 use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
@@ -512,7 +512,10 @@ impl Runtime {
         // The reasons quote the plugin's schema: one line, nothing a terminal acts on.
         // A schema this version of runbox checked before is only parsed; the validator is
         // built when a config is first validated (`runbox check` of a cached config never).
-        let passed = self.cache.as_ref().is_some_and(|cache| cache.schema_passed(&config_schema));
+        let passed = self
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.schema_passed(&config_schema));
         let compiled = if passed {
             crate::schema::parse(&config_schema).map(|schema| (schema, OnceLock::new()))
         } else {

@@ -201,11 +201,17 @@ impl Guest for RqRequeue {
                     changes.push(format!("requeued {id} onto rq:queue:{origin}"));
                     requeued.push(id);
                 }
-                None => missed.push(format!("{id}: no longer in {registry} (requeued or expired since the plan)")),
+                None => missed.push(format!(
+                    "{id}: no longer in {registry} (requeued or expired since the plan)"
+                )),
             }
         }
         let status = if missed.is_empty() { Status::Ok } else { Status::Warning };
-        let mut summary = format!("requeued {} of {} planned jobs", requeued.len(), requeued.len() + missed.len());
+        let mut summary = format!(
+            "requeued {} of {} planned jobs",
+            requeued.len(),
+            requeued.len() + missed.len()
+        );
         if !missed.is_empty() {
             summary = format!("{summary}; {}", missed.join("; "));
         }
@@ -224,7 +230,10 @@ fn requeue(conn: &mut Connection, registry: &str, id: &str) -> Result<Option<Str
     if call(conn, &["ZREM", registry, id])?.integer() != Some(1) {
         return Ok(None);
     }
-    let enqueued_at = format!("{}.000000Z", time::Utc::from_unix(time::now()).rfc3339().trim_end_matches('Z'));
+    let enqueued_at = format!(
+        "{}.000000Z",
+        time::Utc::from_unix(time::now()).rfc3339().trim_end_matches('Z')
+    );
     let queue = format!("rq:queue:{origin}");
     call(conn, &["MULTI"])?;
     let hset: Vec<&[u8]> = vec![
@@ -304,8 +313,20 @@ mod tests {
         let plan = Plan {
             summary: "requeue 2 failed jobs of queue default".into(),
             changes: vec![
-                change_line(&Job { id: "a-1".into(), origin: "default".into() }, "default"),
-                change_line(&Job { id: "b_2".into(), origin: "high".into() }, "default"),
+                change_line(
+                    &Job {
+                        id: "a-1".into(),
+                        origin: "default".into(),
+                    },
+                    "default",
+                ),
+                change_line(
+                    &Job {
+                        id: "b_2".into(),
+                        origin: "high".into(),
+                    },
+                    "default",
+                ),
                 "requeue ../x from somewhere".into(),
             ],
             destructive: false,
@@ -316,10 +337,22 @@ mod tests {
     #[test]
     fn exactly_one_selector_and_only_rq_ids() {
         let parse = |json: &str| config::parse::<Config>(json).unwrap().wanted().err();
-        assert!(parse(r#"{"url":"redis://h","all":true,"job_id":"a"}"#).unwrap().contains("exactly one"));
+        assert!(
+            parse(r#"{"url":"redis://h","all":true,"job_id":"a"}"#)
+                .unwrap()
+                .contains("exactly one")
+        );
         assert!(parse(r#"{"url":"redis://h"}"#).unwrap().contains("exactly one"));
-        assert!(parse(r#"{"url":"redis://h","job_id":"a b"}"#).unwrap().contains("not an RQ job id"));
-        assert!(parse(r#"{"url":"redis://h","job_ids":["a","b"],"max_jobs":1}"#).unwrap().contains("more than max_jobs"));
+        assert!(
+            parse(r#"{"url":"redis://h","job_id":"a b"}"#)
+                .unwrap()
+                .contains("not an RQ job id")
+        );
+        assert!(
+            parse(r#"{"url":"redis://h","job_ids":["a","b"],"max_jobs":1}"#)
+                .unwrap()
+                .contains("more than max_jobs")
+        );
         assert_eq!(parse(r#"{"url":"redis://h","job_ids":["a","b"]}"#), None);
     }
 

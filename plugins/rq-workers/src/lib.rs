@@ -234,7 +234,11 @@ fn judge(registry: &Registry, thresholds: &Thresholds) -> Report {
         summary = format!("{summary}; {}", trouble.join(", "));
     }
     if !registry.stuck.is_empty() {
-        summary = format!("{summary}; {} of {} started jobs stuck", registry.stuck.len(), registry.started);
+        summary = format!(
+            "{summary}; {} of {} started jobs stuck",
+            registry.stuck.len(),
+            registry.started
+        );
     }
     if registry.suspended {
         summary = format!("{summary}; workers are suspended (rq:suspended is set: `rq resume` lets them work)");
@@ -660,26 +664,55 @@ mod tests {
         // Heartbeat lapsed 30 s ago: abandoned, whatever its age.
         assert_eq!(
             assess_started("j1", (NOW - 30) as f64, Some(&started(5)), Some("180"), NOW, None),
-            Some(Stuck::Abandoned { id: "j1".into(), for_s: 30 })
+            Some(Stuck::Abandoned {
+                id: "j1".into(),
+                for_s: 30
+            })
         );
         // Its own timeout (180) + 60 s is the default limit.
-        assert_eq!(assess_started("j2", later, Some(&started(240)), Some("180"), NOW, None), None);
+        assert_eq!(
+            assess_started("j2", later, Some(&started(240)), Some("180"), NOW, None),
+            None
+        );
         assert_eq!(
             assess_started("j3", later, Some(&started(241)), Some("180"), NOW, None),
-            Some(Stuck::Overdue { id: "j3".into(), for_s: 241, limit_s: 240 })
+            Some(Stuck::Overdue {
+                id: "j3".into(),
+                for_s: 241,
+                limit_s: 240
+            })
         );
         // stuck_after_seconds overrides; no timeout (-1: none) and no override: never overdue.
         assert!(assess_started("j4", later, Some(&started(20)), Some("180"), NOW, Some(10)).is_some());
-        assert_eq!(assess_started("j5", later, Some(&started(99_999)), Some("-1"), NOW, None), None);
-        assert_eq!(assess_started("j6", f64::INFINITY, None, Some("180"), NOW, Some(1)), None);
+        assert_eq!(
+            assess_started("j5", later, Some(&started(99_999)), Some("-1"), NOW, None),
+            None
+        );
+        assert_eq!(
+            assess_started("j6", f64::INFINITY, None, Some("180"), NOW, Some(1)),
+            None
+        );
         let mut registry = registry(vec![("w1", live("busy", Some("j3"), 3))]);
         registry.started = 2;
-        registry.stuck = vec![Stuck::Overdue { id: "j3".into(), for_s: 241, limit_s: 240 }];
+        registry.stuck = vec![Stuck::Overdue {
+            id: "j3".into(),
+            for_s: 241,
+            limit_s: 240,
+        }];
         let report = judge(&registry, &default_thresholds());
         assert_eq!(report.status, Status::Warning);
-        assert!(report.summary.ends_with("; 1 of 2 started jobs stuck"), "{}", report.summary);
+        assert!(
+            report.summary.ends_with("; 1 of 2 started jobs stuck"),
+            "{}",
+            report.summary
+        );
         assert_eq!(metric(&report, "stuck"), 1.0);
         assert_eq!(metric(&report, "started"), 2.0);
-        assert!(report.details.iter().any(|d| d == "job j3: started 241 s ago, past 240 s (stuck)"));
+        assert!(
+            report
+                .details
+                .iter()
+                .any(|d| d == "job j3: started 241 s ago, past 240 s (stuck)")
+        );
     }
 }

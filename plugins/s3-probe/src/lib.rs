@@ -325,7 +325,10 @@ fn size(bucket: &Bucket, prefix: &str, config: &Config, thresholds: &Judged, fou
         match newest_age {
             None => {
                 fine = false;
-                found.fail(Status::Critical, format!("no object under \"{prefix}\": nothing to judge the age of"));
+                found.fail(
+                    Status::Critical,
+                    format!("no object under \"{prefix}\": nothing to judge the age of"),
+                );
             }
             Some(age) => {
                 let judged = thresholds.newest_age.status(age as f64);
