@@ -379,7 +379,7 @@ fn main() {
     let script = scratch.path().join("six.sh");
     let check = format!(
         "{} --plugin-dir {} check redis-ping --with url=redis://127.0.0.1:{port} --allow redis://127.0.0.1:{port} >/dev/null\n",
-        env!("CARGO_BIN_EXE_runbox"),
+        runbox_binary(),
         harness::plugin_dir().display()
     );
     std::fs::write(&script, format!("set -e\n{}", check.repeat(6))).unwrap();
@@ -474,7 +474,7 @@ fn serve_vs_blackbox(redis_port: u16) -> (f64, f64) {
         ),
     )
     .unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_runbox"))
+    let mut serve = Command::new(runbox_binary())
         .args(["serve", "--runbooks"])
         .arg(&books)
         .args(["--listen", "127.0.0.1:0", "--max-concurrent", "64"])
@@ -683,7 +683,7 @@ fn runbook(dir: &std::path::Path, name: &str, steps: usize, port: u16) -> std::p
 /// own duration, and its peak RSS (KiB, the last VmHWM seen before it exited).
 fn run_process(file: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (Duration, f64, u64) {
     let started = Instant::now();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runbox"));
+    let mut command = Command::new(runbox_binary());
     command
         .arg("--plugin-dir")
         .arg(harness::plugin_dir())
@@ -732,8 +732,7 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
         std::path::Path::new(check_tcp).is_file(),
         "{check_tcp} is missing: apt-get install monitoring-plugins-basic (scripts/bench installs it)"
     );
-    // `RUNBOX_BENCH_BIN=target/release/runbox` measures the release build instead.
-    let binary = std::env::var("RUNBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbox").to_string());
+    let binary = runbox_binary();
     println!("  ({binary})");
     let cache_arg = scratch.join("process-cache");
     let (url, grant) = (
@@ -793,4 +792,10 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
             },
         );
     }
+}
+
+/// The `runbox` binary the whole-process measurements run: this build's, or
+/// `RUNBOX_BENCH_BIN` (e.g. `target/release/runbox`, or another commit's build for an A/B).
+fn runbox_binary() -> String {
+    std::env::var("RUNBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbox").to_string())
 }
