@@ -739,42 +739,22 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
         format!("url=redis://127.0.0.1:{port}"),
         format!("redis://127.0.0.1:{port}"),
     );
-    let runbox_check = || {
-        let output = Command::new(&binary)
-            .arg("--cache-dir")
-            .arg(&cache_arg)
-            .args([
-                "check",
-                "redis-ping",
-                "--with",
-                &url,
-                "--allow",
-                &grant,
-                "--format",
-                "nagios",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-    };
+    let runbox_args = [
+        "--cache-dir",
+        cache_arg.to_str().unwrap(),
+        "check",
+        "redis-ping",
+        "--with",
+        &url,
+        "--allow",
+        &grant,
+        "--format",
+        "nagios",
+    ];
     let port = port.to_string();
-    let check_tcp_run = || {
-        let output = Command::new(check_tcp)
-            .args(["-H", "127.0.0.1", "-p", &port, "-s", "PING\r\n", "-e", "+PONG"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-    };
+    let check_tcp_args = ["-H", "127.0.0.1", "-p", &port, "-s", "PING\r\n", "-e", "+PONG"];
+    let runbox_check = || exits_ok(&binary, &runbox_args);
+    let check_tcp_run = || exits_ok(check_tcp, &check_tcp_args);
     // The first process compiles the plugin into the cache and marks its schema and config.
     runbox_check();
     for round in 1..=2 {
@@ -798,4 +778,15 @@ fn process_vs_check_tcp(port: u16, scratch: &std::path::Path) {
 /// `RUNBOX_BENCH_BIN` (e.g. `target/release/runbox`, or another commit's build for an A/B).
 fn runbox_binary() -> String {
     std::env::var("RUNBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_runbox").to_string())
+}
+
+/// Runs `program` with `args` and asserts that it exits 0 (OK).
+fn exits_ok(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
