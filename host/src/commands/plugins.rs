@@ -138,15 +138,7 @@ pub(crate) async fn list(runtime: &Runtime, plugin_path: &PluginPath, format: Fo
         _ => {
             let mut out = String::new();
             if rows.is_empty() {
-                out.push_str(&format!(
-                    "no plugins found in: {}\n",
-                    plugin_path
-                        .dirs()
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                out.push_str(&format!("no plugins found in: {}\n", searched(plugin_path)));
             }
             for p in &rows {
                 out.push_str(&format!(
@@ -225,15 +217,7 @@ pub(crate) async fn compile(
     if specs.is_empty() {
         let paths = plugin_path.all();
         if paths.is_empty() {
-            return Err(invalid(format!(
-                "no plugins found in: {}",
-                plugin_path
-                    .dirs()
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(invalid(format!("no plugins found in: {}", searched(plugin_path))));
         }
         for path in paths {
             loaded.push(
@@ -276,4 +260,10 @@ fn compiled_line(plugin: &crate::runtime::Plugin) -> String {
         },
         plugin.path.display()
     )
+}
+
+/// The directories `plugin_path` searches, for "no plugins found in: …".
+fn searched(plugin_path: &PluginPath) -> String {
+    let dirs: Vec<String> = plugin_path.dirs().iter().map(|d| d.display().to_string()).collect();
+    dirs.join(", ")
 }
