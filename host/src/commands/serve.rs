@@ -16,6 +16,7 @@ use crate::cli::ServeArgs;
 use crate::error::{Error, invalid};
 use crate::output::{self, errln};
 use crate::plugins::PluginPath;
+use crate::report::prometheus::{by_label, family, single};
 use crate::result::{RunResult, Status};
 use crate::runbook::executor::{RunOptions, Stop, execute};
 use crate::runbook::manifest::{AllowEntry, Manifest};
@@ -905,110 +906,79 @@ impl State {
                 histogram.count
             );
         }
-        family(
+        by_label(
             &mut out,
             "runbox_serve_probe_refusals_total",
             "counter",
             "Requests refused before anything ran, by reason (unauthorized, bad_request, unknown_runbook, broken_runbook, undeclared_input, grant_input, grant_outside_targets, inputs, saturated).",
+            "reason",
+            &inner.refusals,
         );
-        for (reason, n) in &inner.refusals {
-            let _ = writeln!(out, "runbox_serve_probe_refusals_total{{reason=\"{reason}\"}} {n}");
-        }
-        family(
+        by_label(
             &mut out,
             "runbox_serve_sandbox_denials_total",
             "counter",
             "Operations the sandbox denied a step's plugin during probes, by runbook.",
+            "runbook",
+            &inner.denials,
         );
-        for (runbook, n) in &inner.denials {
-            let _ = writeln!(
-                out,
-                "runbox_serve_sandbox_denials_total{{runbook=\"{}\"}} {n}",
-                label(runbook)
-            );
-        }
-        family(
+        by_label(
             &mut out,
             "runbox_serve_errors_total",
             "counter",
             "Errors of the server itself, by kind.",
+            "kind",
+            &inner.errors,
         );
-        for (kind, n) in &inner.errors {
-            let _ = writeln!(out, "runbox_serve_errors_total{{kind=\"{kind}\"}} {n}");
-        }
-        family(
+        single(
             &mut out,
             "runbox_serve_probes_in_flight",
             "gauge",
             "Probes running now.",
+            self.max_concurrent - self.probes.available_permits(),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_probes_in_flight {}",
-            self.max_concurrent - self.probes.available_permits()
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_max_concurrent_probes",
             "gauge",
             "Most probes run at once (--max-concurrent); more are answered 503.",
+            self.max_concurrent,
         );
-        let _ = writeln!(out, "runbox_serve_max_concurrent_probes {}", self.max_concurrent);
         let counts = self.runtime.load_counts();
-        family(
+        single(
             &mut out,
             "runbox_serve_plugin_loads_total",
             "counter",
             "Plugin loads (read, compile or compile-cache read, info(), schema compilation); startup and reloads only, never a probe.",
+            counts.loads.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_plugin_loads_total {}",
-            counts.loads.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_plugin_compiles_total",
             "counter",
             "Plugin loads that compiled the component.",
+            counts.compiles.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_plugin_compiles_total {}",
-            counts.compiles.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_compile_cache_hits_total",
             "counter",
             "Plugin loads whose compiled code came from the on-disk compile cache.",
+            counts.cache_hits.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_compile_cache_hits_total {}",
-            counts.cache_hits.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_prepared_plugin_hits_total",
             "counter",
             "Steps whose plugin a probe took from the runbooks prepared at startup or reload.",
+            self.metrics.prepared_plugin_uses.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_prepared_plugin_hits_total {}",
-            self.metrics.prepared_plugin_uses.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_plugins_loaded",
             "gauge",
             "Plugins held loaded, by file.",
-        );
-        let _ = writeln!(
-            out,
-            "runbox_serve_plugins_loaded {}",
-            self.loaded.lock().unwrap_or_else(|p| p.into_inner()).len()
+            self.loaded.lock().unwrap_or_else(|p| p.into_inner()).len(),
         );
         family(
             &mut out,
@@ -1038,44 +1008,35 @@ impl State {
             );
         }
         out.push_str(&served);
-        family(
+        by_label(
             &mut out,
             "runbox_serve_reloads_total",
             "counter",
             "Reloads of the runbook directory (startup included), by result (failure: a runbook or the directory was broken).",
+            "result",
+            &inner.reloads,
         );
-        for (result, n) in &inner.reloads {
-            let _ = writeln!(out, "runbox_serve_reloads_total{{result=\"{result}\"}} {n}");
-        }
-        family(
+        single(
             &mut out,
             "runbox_serve_last_reload_successful",
             "gauge",
             "Whether the last reload loaded every runbook.",
+            u8::from(inner.last_reload_ok),
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_last_reload_successful {}",
-            u8::from(inner.last_reload_ok)
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_last_reload_timestamp_seconds",
             "gauge",
             "When the last reload finished (Unix time).",
+            inner.last_reload_at,
         );
-        let _ = writeln!(
-            out,
-            "runbox_serve_last_reload_timestamp_seconds {}",
-            inner.last_reload_at
-        );
-        family(
+        single(
             &mut out,
             "runbox_serve_start_time_seconds",
             "gauge",
             "When the server started (Unix time).",
+            unix_seconds(self.started),
         );
-        let _ = writeln!(out, "runbox_serve_start_time_seconds {}", unix_seconds(self.started));
         out
     }
 }
@@ -1108,26 +1069,21 @@ fn exposition(result: &RunResult, success: bool, elapsed: Duration, loaded_now: 
         "runbox_runbook_reload_ok{{runbook=\"{runbook}\"}} {}",
         u8::from(loaded_now)
     );
-    family(
+    single(
         &mut out,
         "probe_success",
         "gauge",
         "Whether the probe succeeded: 1 when the run's worst status was OK or WARNING.",
+        u8::from(success),
     );
-    let _ = writeln!(out, "probe_success {}", u8::from(success));
-    family(
+    single(
         &mut out,
         "probe_duration_seconds",
         "gauge",
         "How long the probe took, in seconds.",
+        elapsed.as_secs_f64(),
     );
-    let _ = writeln!(out, "probe_duration_seconds {}", elapsed.as_secs_f64());
     out
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn unix_seconds(time: SystemTime) -> f64 {

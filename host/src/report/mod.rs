@@ -10,7 +10,7 @@
 
 mod junit;
 mod markdown;
-mod prometheus;
+pub(crate) mod prometheus;
 
 use crate::result::{MetricResult, RunResult, Status};
 use crate::text;

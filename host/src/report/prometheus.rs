@@ -12,6 +12,7 @@ pub fn render(run: &RunResult) -> String {
     family(
         &mut out,
         "runbox_run_status",
+        "gauge",
         "Worst status of the run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     );
     let _ = writeln!(
@@ -20,7 +21,12 @@ pub fn render(run: &RunResult) -> String {
         escape(runbook),
         run.status.exit_code()
     );
-    family(&mut out, "runbox_run_duration_seconds", "Wall time of the run.");
+    family(
+        &mut out,
+        "runbox_run_duration_seconds",
+        "gauge",
+        "Wall time of the run.",
+    );
     let _ = writeln!(
         out,
         "runbox_run_duration_seconds{{runbook=\"{}\"}} {}",
@@ -44,6 +50,7 @@ pub fn render(run: &RunResult) -> String {
     family(
         &mut out,
         "runbox_step_status",
+        "gauge",
         "Status of each step: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, -1 skipped.",
     );
     for step in &run.steps {
@@ -57,6 +64,7 @@ pub fn render(run: &RunResult) -> String {
     family(
         &mut out,
         "runbox_step_duration_seconds",
+        "gauge",
         "Wall time of each step, all attempts included.",
     );
     for step in &run.steps {
@@ -70,6 +78,7 @@ pub fn render(run: &RunResult) -> String {
     family(
         &mut out,
         "runbox_step_attempts",
+        "gauge",
         "Attempts each step took (0 when skipped).",
     );
     for step in &run.steps {
@@ -78,6 +87,7 @@ pub fn render(run: &RunResult) -> String {
     family(
         &mut out,
         "runbox_step_metric",
+        "gauge",
         "A value a step measured; the metric label names it, unit gives its unit.",
     );
     for step in &run.steps {
@@ -95,9 +105,32 @@ pub fn render(run: &RunResult) -> String {
     out
 }
 
-fn family(out: &mut String, name: &str, help: &str) {
+/// The `# HELP` and `# TYPE` lines of metric family `name` (`kind`: gauge, counter,
+/// histogram).
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family of one sample without labels.
+pub(crate) fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A family with one sample per entry of `samples`, labelled `label="key"` (escaped).
+pub(crate) fn by_label<'a, K: AsRef<str> + 'a, V: std::fmt::Display + 'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a K, &'a V)>,
+) {
+    family(out, name, kind, help);
+    for (key, value) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key.as_ref()));
+    }
 }
 
 /// Label values escape backslash, double quote and newline.
