@@ -100,15 +100,17 @@ impl PluginPath {
         }
         // Installed beside the binary (`PREFIX/bin/runbox` and `PREFIX/lib/runbox/plugins`,
         // as scripts/package lays a release out), then the user's own data directory.
+        // `PREFIX` of an installed binary; `target` of one built here.
         let exe = std::env::current_exe().ok();
-        if let Some(prefix) = exe.as_deref().and_then(Path::parent).and_then(Path::parent) {
+        let above_bin = exe.as_deref().and_then(Path::parent).and_then(Path::parent);
+        if let Some(prefix) = above_bin {
             dirs.push(prefix.join("lib").join("runbox").join("plugins"));
         }
         if let Some(data) = crate::dirs::runbox_path("RUNBOX_DATA_DIR", "XDG_DATA_HOME", ".local/share", "plugins") {
             dirs.push(data);
         }
         let built = Path::new("wasm32-wasip2").join("plugin");
-        if let Some(target) = exe.as_deref().and_then(Path::parent).and_then(Path::parent) {
+        if let Some(target) = above_bin {
             dirs.push(target.join(&built));
         }
         dirs.push(

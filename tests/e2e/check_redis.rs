@@ -66,13 +66,7 @@ fn info_reports_role_and_clients_and_thresholds_set_the_status() {
         step["details"].as_array().unwrap().iter().any(|d| d == "role: master"),
         "{step}"
     );
-    let clients = step["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "connected_clients")
-        .expect("clients");
-    assert!(clients["value"].as_f64().unwrap() >= 1.0);
+    assert!(crate::harness::metric(step, "connected_clients") >= 1.0);
 
     let run = runbox(&[
         "check",

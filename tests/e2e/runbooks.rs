@@ -630,16 +630,7 @@ fn queue_depth_reads_lists_and_stream_consumer_groups() {
     let run = book.run(&["--format", "json"]);
     assert_eq!(run.code, 1, "{run:#?}");
     let json = run.json();
-    let metric = |name: &str| {
-        step(&json, "depth")["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name)
-            .unwrap_or_else(|| panic!("no {name}"))["value"]
-            .as_f64()
-            .unwrap()
-    };
+    let metric = |name: &str| crate::harness::metric(step(&json, "depth"), name);
     assert_eq!(metric("queue:default"), 7.0);
     assert_eq!(metric("queue:empty"), 0.0);
     assert_eq!(metric("artifacts.builders.pending"), 2.0);

@@ -106,9 +106,7 @@ impl HostPattern {
             HostPattern::Name(_) | HostPattern::Suffix(_) => false,
         }
     }
-}
 
-impl HostPattern {
     /// Whether every host this pattern covers is covered by one of `targets` (the
     /// operator's `runbox serve --allow-targets`). An address or a block must lie inside
     /// an address or block of `targets`; a name must be one of `targets` or end in one

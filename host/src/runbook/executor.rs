@@ -168,6 +168,13 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
         let severity = runbook.manifest.severity.map(|s| s.label());
         telemetry.start_run(&runbook.manifest.name, severity, &options.run_id)
     });
+    // A step that does not run is reported like one that finished, and traced.
+    let report_skipped = |result: &StepResult| {
+        (options.progress)(Progress::Finished(result));
+        if let Some(trace) = &trace {
+            trace.skipped(result);
+        }
+    };
     let n = runbook.steps.len();
     // One result per step, or one per item of a `for_each` step.
     let mut results: Vec<Option<Vec<StepResult>>> = vec![None; n];
@@ -193,10 +200,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                     let lookup = |path: &[String]| lookup(&runbook, &results, path);
                     if !expr.eval(&lookup) {
                         let result = skipped(step, format!("`when: {text}` is false"));
-                        (options.progress)(Progress::Finished(&result));
-                        if let Some(trace) = &trace {
-                            trace.skipped(&result);
-                        }
+                        report_skipped(&result);
                         results[i] = Some(vec![result]);
                         continue;
                     }
@@ -264,10 +268,7 @@ pub async fn execute(runtime: Arc<Runtime>, runbook: Arc<Runbook>, options: RunO
                     (None, None) => "not run".to_string(),
                 };
                 let result = skipped(&runbook.steps[i], reason);
-                (options.progress)(Progress::Finished(&result));
-                if let Some(trace) = &trace {
-                    trace.skipped(&result);
-                }
+                report_skipped(&result);
                 vec![result]
             })
         })

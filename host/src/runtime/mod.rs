@@ -88,11 +88,11 @@ pub struct Runtime {
 #[derive(Debug, Default)]
 pub struct LoadCounts {
     /// Loads started (each reads the file and runs `info()` if it gets that far).
-    pub loads: std::sync::atomic::AtomicU64,
+    pub loads: AtomicU64,
     /// Loads that compiled the component (not in the compile cache).
-    pub compiles: std::sync::atomic::AtomicU64,
+    pub compiles: AtomicU64,
     /// Loads whose component came from the on-disk compile cache.
-    pub cache_hits: std::sync::atomic::AtomicU64,
+    pub cache_hits: AtomicU64,
 }
 
 impl Drop for Runtime {
