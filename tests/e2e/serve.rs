@@ -55,6 +55,19 @@ impl Serve {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Its stderr once it holds `text`, or after 10 s: a thread reads the pipe, so a line
+    /// written before an answer may be read after the answer arrives.
+    fn stderr_once(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(text) || Instant::now() > deadline {
+                return stderr;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET path`: status and body.
     fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, &[])
@@ -590,7 +603,8 @@ fn saturation_scrape_timeouts_and_graceful_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0), "{}", serve.stderr());
-    assert!(serve.stderr().contains("runbox serve: stopping"), "{}", serve.stderr());
+    let stderr = serve.stderr_once("runbox serve: stopping");
+    assert!(stderr.contains("runbox serve: stopping"), "{stderr}");
     assert!(
         TcpStream::connect(&serve.addr).is_err(),
         "nothing listens after shutdown"
@@ -637,11 +651,8 @@ fn a_broken_runbook_on_reload_is_reported_and_the_rest_keep_serving() {
         body.contains("c (not served)") && body.contains("invalid YAML"),
         "{body}"
     );
-    assert!(
-        serve.stderr().contains("plugin `no-such-plugin` not found"),
-        "{}",
-        serve.stderr()
-    );
+    let stderr = serve.stderr_once("plugin `no-such-plugin` not found");
+    assert!(stderr.contains("plugin `no-such-plugin` not found"), "{stderr}");
 
     let (status, body) = serve.get("/probe?runbook=redis-ping-probe");
     assert_eq!((status, value(&body, "probe_success")), (200, Some(1.0)), "{body}");
