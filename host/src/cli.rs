@@ -7,7 +7,7 @@ use crate::output::errln;
 use crate::plugins::PluginPath;
 use crate::report::Format;
 use crate::runtime::cache::CompileCache;
-use crate::runtime::{Pool, Runtime, RuntimeOptions, parse_memory};
+use crate::runtime::{CacheReads, Pool, Runtime, RuntimeOptions, parse_memory};
 use crate::scaffold::{self, Lang, World};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -356,20 +356,32 @@ async fn run(cli: Cli, run_id: String) -> Result<u8, Error> {
     } else {
         cli.cache_dir.clone().or_else(CompileCache::default_dir)
     };
-    // One check is one invocation at a time: a small pool is quicker to set up.
-    let pool = match cli.command {
-        Command::Check(_) => Pool::Single,
-        _ => Pool::Shared,
+    // One check is one invocation at a time in a process that lives milliseconds: a
+    // small pool is quicker to set up, and mapping the compiled plugin saves copying it.
+    let (pool, cache_reads) = match cli.command {
+        Command::Check(_) => (Pool::Single, CacheReads::Map),
+        _ => (Pool::Shared, CacheReads::Copy),
     };
-    let runtime = Runtime::new(RuntimeOptions { cache_dir, pool })
-        .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir,
+        pool,
+        cache_reads,
+    })
+    .map_err(|err| Error::Internal(format!("cannot start the WebAssembly engine: {err:#}")))?;
     let runtime = std::sync::Arc::new(runtime);
     match cli.command {
         Command::Run(args) => commands::run::run_runbook(runtime, &plugin_path, args, run_id, cli.verbose > 0).await,
         Command::Validate { runbooks, set, .. } => {
             commands::validate::validate(&runtime, &plugin_path, &runbooks, &set).await
         }
-        Command::Check(args) => commands::check::check(&runtime, &plugin_path, args, cli.verbose > 0).await,
+        Command::Check(args) => {
+            let code = commands::check::check(&runtime, &plugin_path, args, cli.verbose > 0).await?;
+            // The report is written and flushed, and a check leaves nothing pending (its
+            // cache entries are written before it runs; it exports no trace): exit now
+            // rather than tear down the engine, its pool and the async runtime, ~0.15 ms
+            // of a process that Nagios starts for every check.
+            std::process::exit(code.into())
+        }
         Command::Serve(args) => commands::serve::serve(runtime, plugin_path, args).await,
         Command::Plugins(PluginsCommand::New {
             name,

@@ -172,6 +172,73 @@ async fn the_second_load_comes_from_the_compile_cache() {
     assert!(uncached.compiled);
 }
 
+/// `runbox check` maps its compiled plugin from the cache instead of copying it
+/// (`CacheReads::Map`). The mapped code runs; an entry damaged between two processes is
+/// discarded and compiled again; an entry others could write is still never loaded.
+#[test]
+fn a_check_process_maps_its_cache_entry_and_still_refuses_bad_ones() {
+    let redis = crate::harness::Redis::start();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let (url, grant) = (
+        format!("url=redis://127.0.0.1:{}", redis.port),
+        format!("redis://127.0.0.1:{}", redis.port),
+    );
+    let check = || {
+        let run = runbox(&[
+            "-v",
+            "--cache-dir",
+            cache_dir,
+            "check",
+            "redis-ping",
+            "--with",
+            &url,
+            "--allow",
+            &grant,
+            "--format",
+            "nagios",
+        ]);
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert!(run.stdout.starts_with("REDIS-PING OK - PONG"), "{}", run.stdout);
+        run
+    };
+    let compiled = |run: &crate::harness::Run| run.stderr.contains("compiled=true");
+    assert!(compiled(&check()), "the first process compiles");
+    let entry = cache_entries(cache.path())
+        .into_iter()
+        .find(|name| name.ends_with(".cwasm"))
+        .map(|name| cache.path().join(name))
+        .expect("a .cwasm entry");
+    let good = std::fs::read(&entry).unwrap();
+    let run = check();
+    assert!(
+        !compiled(&run),
+        "the second process runs the mapped entry: {}",
+        run.stderr
+    );
+
+    std::fs::write(&entry, b"garbage").unwrap();
+    let run = check();
+    assert!(compiled(&run), "a damaged entry was used: {}", run.stderr);
+    assert!(
+        run.stderr.contains("ignoring unusable compile-cache entry"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&entry).unwrap(), good, "the entry is written again");
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = check();
+    assert!(compiled(&run), "a world-writable entry was mapped: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("not loading compiled code others could have written"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// The names in a cache directory, sorted.
 fn cache_entries(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -16,6 +16,7 @@ use bindings::mitigation::MitigationPre;
 use bindings::v0_1::check::CheckPre as CheckPreV0_1;
 use bindings::v0_1::mitigation::MitigationPre as MitigationPreV0_1;
 use bindings::{Plan, from_v0_1};
+pub use cache::CacheReads;
 use cache::CompileCache;
 use sandbox::{LogLine, MemoryLimitExceeded, OutputCaps, Sandbox};
 use std::collections::{BTreeMap, HashMap};
@@ -60,6 +61,8 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// How many plugin instances the engine's pool holds.
     pub pool: Pool,
+    /// Whether compiled code is copied from the compile cache or mapped.
+    pub cache_reads: CacheReads,
 }
 
 /// How many plugin instances may live at once: what the engine's pooling allocator
@@ -287,7 +290,9 @@ impl Runtime {
                 ticker_engine.increment_epoch();
             }
         })?;
-        let cache = options.cache_dir.map(|dir| CompileCache::new(dir, &engine));
+        let cache = options
+            .cache_dir
+            .map(|dir| CompileCache::new(dir, &engine, options.cache_reads));
         Ok(Runtime {
             engine,
             linker,
@@ -334,29 +339,16 @@ impl Runtime {
     pub async fn load_with_memory(&self, path: &Path, memory_bytes: usize) -> Result<Plugin, LoadError> {
         let started = Instant::now();
         self.loads.loads.fetch_add(1, Ordering::Relaxed);
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let read_error = |source| LoadError::Read {
             path: path.into(),
             source,
-        })?;
+        };
         let invalid = |reason: String| LoadError::Invalid {
             path: path.into(),
             reason,
         };
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-                return Err(invalid(
-                    "it is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
-                ));
-            }
-            _ => {
-                return Err(invalid(
-                    "it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?"
-                        .into(),
-                ));
-            }
-        }
-        let digest = cache::digest(&bytes);
+        let (mut digest, head) = cache::digest_file(path).map_err(read_error)?;
+        not_a_component(&head).map_or(Ok(()), |reason| Err(invalid(reason)))?;
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
         let compiled = cached.is_none();
         let counter = if compiled {
@@ -368,6 +360,11 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
+                // Read whole only now, and hashed again: the file may have changed since
+                // it was hashed, and the digest names exactly the bytes compiled.
+                let bytes = std::fs::read(path).map_err(read_error)?;
+                not_a_component(&bytes[..bytes.len().min(8)]).map_or(Ok(()), |reason| Err(invalid(reason)))?;
+                digest = cache::digest(&bytes);
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(|err| invalid(format!("corrupt or invalid component: {err:#}")))?;
                 if let Some(cache) = &self.cache {
@@ -788,6 +785,19 @@ impl Runtime {
         outcome.apply_denials();
         outcome.seal(&redactor);
         (outcome, answer)
+    }
+}
+
+/// Why a file whose first bytes are `head` is not a WebAssembly component, if it is not.
+fn not_a_component(head: &[u8]) -> Option<String> {
+    match head {
+        [0, b'a', b's', b'm', 0x0d, 0, 1, 0] => None,
+        [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(
+            "it is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
+        ),
+        _ => Some(
+            "it is not a WebAssembly file (no `\\0asm` header); is the path right, or the download truncated?".into(),
+        ),
     }
 }
 
