@@ -348,7 +348,9 @@ impl Runtime {
             reason,
         };
         let (mut digest, head) = cache::digest_file(path).map_err(read_error)?;
-        not_a_component(&head).map_or(Ok(()), |reason| Err(invalid(reason)))?;
+        if let Some(reason) = not_a_component(&head) {
+            return Err(invalid(reason));
+        }
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
         let compiled = cached.is_none();
         let counter = if compiled {
@@ -363,7 +365,9 @@ impl Runtime {
                 // Read whole only now, and hashed again: the file may have changed since
                 // it was hashed, and the digest names exactly the bytes compiled.
                 let bytes = std::fs::read(path).map_err(read_error)?;
-                not_a_component(&bytes[..bytes.len().min(8)]).map_or(Ok(()), |reason| Err(invalid(reason)))?;
+                if let Some(reason) = not_a_component(&bytes[..bytes.len().min(8)]) {
+                    return Err(invalid(reason));
+                }
                 digest = cache::digest(&bytes);
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(|err| invalid(format!("corrupt or invalid component: {err:#}")))?;
