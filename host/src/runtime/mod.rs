@@ -347,34 +347,41 @@ impl Runtime {
             path: path.into(),
             reason,
         };
-        let (mut digest, head) = cache::digest_file(path).map_err(read_error)?;
-        if let Some(reason) = not_a_component(&head) {
-            return Err(invalid(reason));
-        }
-        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &digest));
-        let compiled = cached.is_none();
+        // A cache hit needs only the file's digest, taken in small pieces; the whole file
+        // is read only to compile it. Without a cache there is nothing to look up.
+        let hit = match &self.cache {
+            Some(cache) => {
+                let (digest, head) = cache::digest_file(path).map_err(read_error)?;
+                if let Some(reason) = not_a_component(&head) {
+                    return Err(invalid(reason));
+                }
+                cache.load(&self.engine, &digest).map(|component| (component, digest))
+            }
+            None => None,
+        };
+        let compiled = hit.is_none();
         let counter = if compiled {
             &self.loads.compiles
         } else {
             &self.loads.cache_hits
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let component = match cached {
-            Some(component) => component,
+        let (component, digest) = match hit {
+            Some(hit) => hit,
             None => {
-                // Read whole only now, and hashed again: the file may have changed since
-                // it was hashed, and the digest names exactly the bytes compiled.
+                // Hashed again from the bytes read: the file may have changed since it was
+                // hashed above, and the digest names exactly the bytes compiled.
                 let bytes = std::fs::read(path).map_err(read_error)?;
                 if let Some(reason) = not_a_component(&bytes[..bytes.len().min(8)]) {
                     return Err(invalid(reason));
                 }
-                digest = cache::digest(&bytes);
+                let digest = cache::digest(&bytes);
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(|err| invalid(format!("corrupt or invalid component: {err:#}")))?;
                 if let Some(cache) = &self.cache {
                     cache.store(&digest, &component);
                 }
-                component
+                (component, digest)
             }
         };
         tracing::debug!(path = %path.display(), compiled, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "component ready");
